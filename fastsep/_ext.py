@@ -1,0 +1,62 @@
+"""Finds and loads the compiled operator library (``fastsep._C``), once.
+
+The library registers the ``torch.ops.fastsep`` operators. Without it fastsep still works on the pure-PyTorch
+references, and says once how to build the fast path.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from typing import Optional
+
+import torch
+
+_BUILD_HINT = (
+    "fastsep: the compiled extension was not found, so the pure-PyTorch reference ops are used (correct, slower). "
+    "Build it with `pip install --no-build-isolation -e .` in the fastsep checkout "
+    "(set FASTSEP_CUDA=1 to force the CUDA kernels), or point FASTSEP_LIBRARY at a library built with CMake. "
+    "Set FASTSEP_NO_EXTENSION=1 to silence this and use the references on purpose."
+)
+
+_state = {"tried": False, "path": None, "error": None}
+
+
+def _candidates() -> list:
+    env = os.environ.get("FASTSEP_LIBRARY")
+    if env:
+        return [env]
+    here = os.path.dirname(os.path.abspath(__file__))
+    return sorted(glob.glob(os.path.join(here, "_C*.so")) + glob.glob(os.path.join(here, "_C*.pyd")))
+
+
+def load() -> Optional[str]:
+    """Load the operator library if present; returns its path, or None when running on the references."""
+    if _state["tried"]:
+        return _state["path"]
+    _state["tried"] = True
+    if os.environ.get("FASTSEP_NO_EXTENSION", "0") == "1":
+        return None
+    for path in _candidates():
+        try:
+            torch.ops.load_library(path)
+        except (OSError, RuntimeError) as exc:  # a stale build against another torch, say
+            _state["error"] = f"{path}: {exc}"
+            continue
+        _state["path"] = path
+        return path
+    detail = f" (last error: {_state['error']})" if _state["error"] else ""
+    warnings.warn(_BUILD_HINT + detail, RuntimeWarning, stacklevel=3)
+    return None
+
+
+def available() -> bool:
+    """True when the compiled operators are registered."""
+    return load() is not None
+
+
+def has_cuda_kernels() -> bool:
+    """True when the loaded library carries the CUDA kernels (built against a CUDA torch)."""
+    if not available():
+        return False
+    return bool(torch.ops.fastsep.built_with_cuda())

@@ -1,0 +1,21 @@
+"""fastsep's models. Each is importable from here; modules load lazily so ``import fastsep`` stays light."""
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "DiffWave": "fastsep.models.diffwave",
+    "ConvTasNet": "fastsep.models.convtasnet",
+    "DPRNN": "fastsep.models.dprnn",
+    "MulCat": "fastsep.models.mulcat",
+    "SepFormer": "fastsep.models.sepformer",
+    "Combiner": "fastsep.models.combiner",
+}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'fastsep.models' has no attribute {name!r}")

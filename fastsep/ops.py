@@ -1,0 +1,296 @@
+"""The fused operators of fastsep, with their checks, fake kernels and autograd.
+
+Each function validates its inputs in Python (so a wrong dtype, shape, device or layout never reaches a kernel), then
+calls the compiled ``torch.ops.fastsep`` operator for the input's device when one is built, and the pure-PyTorch
+reference in :mod:`fastsep.reference` otherwise. Both paths return the same values up to float rounding.
+
+Layouts follow asteroid: spectra are complex ``[..., F, K]`` (frequency bins, frames); the per-source weights and
+features carry a dimension of size 2 before F: ``[..., 2, F, K]``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _ext
+from . import reference
+
+__all__ = ["complex_combine", "combine_features", "xcorr_align", "diffwave_layer", "diffwave_stack", "uses_kernels"]
+
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+# ----------------------------------------------------------------------------------------------------------- checks
+def _fail(op: str, msg: str) -> None:
+    raise ValueError(f"fastsep.ops.{op}: {msg}")
+
+
+def _check_tensor(op: str, name: str, t, dtypes, min_dim: int = 0) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"fastsep.ops.{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        _fail(op, f"{name} must have dtype {allowed}, got {str(t.dtype).replace('torch.', '')}")
+    if t.dim() < min_dim:
+        _fail(op, f"{name} must have at least {min_dim} dimensions, got shape {tuple(t.shape)}")
+    if t.layout != torch.strided:
+        _fail(op, f"{name} must be a dense (strided) tensor, got layout {t.layout}")
+
+
+def _check_same_device(op: str, **tensors: Tensor) -> torch.device:
+    devices = {name: t.device for name, t in tensors.items()}
+    first = next(iter(devices.values()))
+    if any(d != first for d in devices.values()):
+        listing = ", ".join(f"{n} on {d}" for n, d in devices.items())
+        _fail(op, f"all inputs must be on one device, got {listing}")
+    return first
+
+
+def _use_kernel(device: torch.device) -> bool:
+    if not _ext.available():
+        return False
+    if device.type == "cpu":
+        return True
+    if device.type == "cuda":
+        return _ext.has_cuda_kernels()
+    return False
+
+
+def uses_kernels(device="cpu") -> bool:
+    """Whether the fused kernels (rather than the references) serve tensors on ``device``."""
+    return _use_kernel(torch.device(device))
+
+
+def _contig(t: Tensor) -> Tensor:
+    # Kernels index raw memory; a non-contiguous view is copied once here rather than rejected, which is what users
+    # of torch ops expect. The copy is visible in the benchmarks if it ever matters.
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _check_combine_inputs(op: str, vd: Tensor, vg: Tensor) -> None:
+    _check_tensor(op, "vd", vd, (torch.complex64, torch.complex128), 2)
+    _check_tensor(op, "vg", vg, (torch.complex64, torch.complex128), 2)
+    if vd.dtype != vg.dtype:
+        _fail(op, f"vd and vg must share a dtype, got {vd.dtype} and {vg.dtype}")
+    if vd.shape != vg.shape:
+        _fail(op, f"vd and vg must have the same shape [..., F, K], got {tuple(vd.shape)} and {tuple(vg.shape)}")
+
+
+# ------------------------------------------------------------------------------------------------- complex_combine
+def complex_combine(vd: Tensor, vg: Tensor, mag: Tensor, phase: Tensor) -> Tensor:
+    """Fused STFT-domain combination of Separate-And-Diffuse (eqs. 28-29).
+
+    ``out = mag[..., 0, :, :]·exp(-j·phase[..., 0, :, :])·vd + mag[..., 1, :, :]·exp(-j·phase[..., 1, :, :])·vg``
+
+    Args:
+        vd, vg: complex64 (or complex128) spectra ``[..., F, K]`` of the deterministic and generative estimates.
+        mag, phase: float32 (float64) ``[..., 2, F, K]``, the network F's outputs D1 and D2.
+
+    Returns:
+        complex ``[..., F, K]``. Differentiable in all four inputs; the backward is a fused op of its own.
+    """
+    op = "complex_combine"
+    _check_combine_inputs(op, vd, vg)
+    real = vd.real.dtype if vd.is_complex() else vd.dtype
+    _check_tensor(op, "mag", mag, (real,), 3)
+    _check_tensor(op, "phase", phase, (real,), 3)
+    want = tuple(vd.shape[:-2]) + (2,) + tuple(vd.shape[-2:])
+    for name, t in (("mag", mag), ("phase", phase)):
+        if tuple(t.shape) != want:
+            _fail(op, f"{name} must have shape {want} (vd's shape with a 2 before F), got {tuple(t.shape)}")
+    device = _check_same_device(op, vd=vd, vg=vg, mag=mag, phase=phase)
+    if not _use_kernel(device):
+        return reference.complex_combine(vd, vg, mag, phase)
+    return torch.ops.fastsep.complex_combine(_contig(vd), _contig(vg), _contig(mag), _contig(phase))
+
+
+# ------------------------------------------------------------------------------------------------ combine_features
+def combine_features(vd: Tensor, vg: Tensor) -> Tuple[Tensor, Tensor]:
+    """The features network F reads (eqs. 24, 26), in one pass.
+
+    Returns ``mag = [|vd|, |vg|]`` and ``phase = [angle(vd), angle(vg·conj(vd))]``, each real ``[..., 2, F, K]``.
+    """
+    op = "combine_features"
+    _check_combine_inputs(op, vd, vg)
+    device = _check_same_device(op, vd=vd, vg=vg)
+    if not _use_kernel(device):
+        return reference.combine_features(vd, vg)
+    return torch.ops.fastsep.combine_features(_contig(vd), _contig(vg))
+
+
+# ----------------------------------------------------------------------------------------------------- xcorr_align
+def _fast_fft_length(n: int) -> bool:
+    # The kernels' real FFT packs the frame into a complex FFT of n/2 points, radix 2.
+    return n >= 4 and (n & (n - 1)) == 0
+
+
+def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Align vg to vd frame by frame by circular cross-correlation (Separate-And-Diffuse eqs. 34-37).
+
+    For each frame k: ``r = irfft(vd[..., :, k]·conj(vg[..., :, k]), n_fft)``, ``tau = argmax r`` (the first on
+    ties), folded to a signed shift in (-n_fft/2, n_fft/2], and ``lag = -tau``.
+
+    Sign convention: ``lag`` is the delay of vg behind vd in samples. If every frame of vg is the matching frame of vd
+    circularly delayed by d samples (|d| < n_fft/2), then ``lag == d`` and ``vg_aligned == vd``, where
+    ``vg_aligned = vg·exp(+j·2π·f·lag/n_fft)``.
+
+    Args:
+        vd, vg: complex ``[..., F, K]`` one-sided spectra.
+        n_fft: frame length; ``2·(F−1)`` (default) or ``2·F−1``.
+
+    Returns:
+        ``(vg_aligned, lag)``: complex ``[..., F, K]`` and int64 ``[..., K]``, on the input's device.
+    """
+    op = "xcorr_align"
+    _check_combine_inputs(op, vd, vg)
+    n_freq = vd.shape[-2]
+    n = reference.default_n_fft(n_freq) if n_fft is None else int(n_fft)
+    if n not in (2 * (n_freq - 1), 2 * n_freq - 1) or n < 1:
+        _fail(op, f"n_fft must be 2·(F−1) = {2 * (n_freq - 1)} or 2·F−1 = {2 * n_freq - 1} for F = {n_freq}, got {n}")
+    device = _check_same_device(op, vd=vd, vg=vg)
+    if not (_use_kernel(device) and _fast_fft_length(n)):
+        return reference.xcorr_align(vd, vg, n)
+    return torch.ops.fastsep.xcorr_align(_contig(vd), _contig(vg), n)
+
+
+# -------------------------------------------------------------------------------------------------------- diffwave
+def _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, n_layers: Optional[int]) -> Tuple[Tensor, Tensor]:
+    """Shape checks for one layer (n_layers None) or a stack of n_layers; returns (cond, w_out) normalised."""
+    floats = (torch.float32,)
+    _check_tensor(op, "x", x, floats)
+    if x.dim() != 3:
+        _fail(op, f"x must be [B, C, T], got shape {tuple(x.shape)}")
+    batch, ch, length = x.shape
+    lead = () if n_layers is None else (n_layers,)
+    if w_out.dim() == len(lead) + 3 and w_out.shape[-1] == 1:
+        w_out = w_out.squeeze(-1)
+    expect = {
+        "dstep": (dstep, lead + (batch, ch)),
+        "w_dil": (w_dil, lead + (2 * ch, ch, 3)),
+        "b_dil": (b_dil, lead + (2 * ch,)),
+        "w_out": (w_out, lead + (2 * ch, ch)),
+        "b_out": (b_out, lead + (2 * ch,)),
+    }
+    if cond is not None and cond.numel() > 0:
+        expect["cond"] = (cond, lead + (batch, 2 * ch, length))
+    else:
+        cond = x.new_empty((0,))
+    for name, (t, shape) in expect.items():
+        _check_tensor(op, name, t, floats)
+        if tuple(t.shape) != shape:
+            _fail(op, f"{name} must have shape {shape} for x of shape {tuple(x.shape)}, got {tuple(t.shape)}")
+    _check_same_device(op, x=x, **{k: v[0] for k, v in expect.items()})
+    if torch.is_grad_enabled() and (x.requires_grad or any(t.requires_grad for t, _ in expect.values())):
+        _fail(op, "is an inference op with no backward; call it under torch.no_grad() (training uses the module path)")
+    return cond, w_out
+
+
+def diffwave_layer(
+    x: Tensor,
+    dstep: Tensor,
+    cond: Optional[Tensor],
+    w_dil: Tensor,
+    b_dil: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    dilation: int,
+) -> Tuple[Tensor, Tensor]:
+    """One fused DiffWave residual layer at inference (no grad).
+
+    Computes dilated conv1d(x + dstep) + cond, sigmoid(gate)·tanh(filter), the 1x1 output conv, and returns
+    ``((x + residual)/sqrt(2), skip)``. Shapes: x [B, C, T]; dstep [B, C] (the layer's diffusion-step projection with
+    bias); cond [B, 2C, T] (the layer's conditioner projection with bias, precomputed once per utterance) or None;
+    w_dil [2C, C, 3]; b_dil [2C]; w_out [2C, C] or [2C, C, 1]; b_out [2C]. float32.
+    """
+    op = "diffwave_layer"
+    cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, None)
+    if int(dilation) < 1:
+        _fail(op, f"dilation must be >= 1, got {dilation}")
+    if not _use_kernel(x.device):
+        return reference.diffwave_layer(x, dstep, cond, w_dil, b_dil, w_out, b_out, int(dilation))
+    args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
+    return torch.ops.fastsep.diffwave_layer(*args, int(dilation))
+
+
+def diffwave_stack(
+    x: Tensor,
+    dstep: Tensor,
+    cond: Optional[Tensor],
+    w_dil: Tensor,
+    b_dil: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    dilations: Sequence[int],
+) -> Tensor:
+    """All L residual layers of one DiffWave denoising step in one call (no grad); returns the sum of the skips.
+
+    Shapes: x [B, C, T]; dstep [L, B, C]; cond [L, B, 2C, T] or None; w_dil [L, 2C, C, 3]; b_dil [L, 2C];
+    w_out [L, 2C, C]; b_out [L, 2C]; ``dilations`` L ints. float32. The caller scales the sum by 1/sqrt(L).
+    """
+    op = "diffwave_stack"
+    dilations = [int(d) for d in dilations]
+    if not dilations or min(dilations) < 1:
+        _fail(op, f"dilations must be a non-empty list of ints >= 1, got {dilations}")
+    cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, len(dilations))
+    if not _use_kernel(x.device):
+        return reference.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
+    args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
+    return torch.ops.fastsep.diffwave_stack(*args, dilations)
+
+
+# --------------------------------------------------------------------------------- fake kernels and autograd glue
+def _register() -> None:
+    """Fake (meta) kernels for torch.compile and the fused backward of complex_combine; needs the library loaded."""
+    lib = torch.library
+
+    @lib.register_fake("fastsep::complex_combine")
+    def _(vd, vg, mag, phase):
+        return torch.empty_like(vd)
+
+    @lib.register_fake("fastsep::complex_combine_backward")
+    def _(grad, vd, vg, mag, phase):
+        return torch.empty_like(vd), torch.empty_like(vg), torch.empty_like(mag), torch.empty_like(phase)
+
+    @lib.register_fake("fastsep::combine_features")
+    def _(vd, vg):
+        shape = vd.shape[:-2] + (2,) + vd.shape[-2:]
+        real = vd.real.dtype if vd.is_complex() else vd.dtype
+        return vd.new_empty(shape, dtype=real), vd.new_empty(shape, dtype=real)
+
+    @lib.register_fake("fastsep::xcorr_align")
+    def _(vd, vg, n_fft):
+        return torch.empty_like(vg), vd.new_empty(vd.shape[:-2] + vd.shape[-1:], dtype=torch.int64)
+
+    @lib.register_fake("fastsep::diffwave_layer")
+    def _(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilation):
+        return torch.empty_like(x), torch.empty_like(x)
+
+    @lib.register_fake("fastsep::diffwave_stack")
+    def _(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations):
+        return torch.empty_like(x)
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def backward(ctx, grad):
+        vd, vg, mag, phase = ctx.saved_tensors
+        return tuple(torch.ops.fastsep.complex_combine_backward(grad.contiguous(), vd, vg, mag, phase))
+
+    lib.register_autograd("fastsep::complex_combine", backward, setup_context=setup_context)
+
+    def features_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def features_backward(ctx, grad_mag, grad_phase):
+        # Rarely needed (F's inputs come from frozen models), so the VJP of the reference serves.
+        vd, vg = ctx.saved_tensors
+        _, vjp = torch.func.vjp(reference.combine_features, vd, vg)
+        return vjp((grad_mag, grad_phase))
+
+    lib.register_autograd("fastsep::combine_features", features_backward, setup_context=features_setup)
+
+
+if _ext.load() is not None:
+    _register()

@@ -1,0 +1,141 @@
+"""Pure-PyTorch references of every fused op.
+
+These are the tests' oracle and the fallback when the compiled extension is absent. They favour clarity over speed;
+each mirrors the contract of the op of the same name in :mod:`fastsep.ops`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "complex_combine",
+    "complex_combine_backward",
+    "combine_features",
+    "xcorr_align",
+    "diffwave_layer",
+    "diffwave_stack",
+    "default_n_fft",
+]
+
+
+def complex_combine(vd: Tensor, vg: Tensor, mag: Tensor, phase: Tensor) -> Tensor:
+    """out = mag0·exp(-j·phase0)·vd + mag1·exp(-j·phase1)·vg (Separate-And-Diffuse eqs. 28-29)."""
+    alpha = torch.polar(mag[..., 0, :, :], -phase[..., 0, :, :])
+    beta = torch.polar(mag[..., 1, :, :], -phase[..., 1, :, :])
+    return alpha * vd + beta * vg
+
+
+def complex_combine_backward(
+    grad: Tensor, vd: Tensor, vg: Tensor, mag: Tensor, phase: Tensor
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Vector-Jacobian product of :func:`complex_combine` in PyTorch's complex-gradient convention.
+
+    For out = a·v with a = m·exp(-j·p) and w = exp(-j·p)·v: grad_v = grad·conj(a), grad_m = Re(grad·conj(w)) and,
+    since d out / d p = -j·m·w, grad_p = Re(grad·conj(-j·m·w)) = -m·Im(grad·conj(w)).
+    """
+    unit0 = torch.polar(torch.ones_like(mag[..., 0, :, :]), -phase[..., 0, :, :])
+    unit1 = torch.polar(torch.ones_like(mag[..., 1, :, :]), -phase[..., 1, :, :])
+    a = mag[..., 0, :, :] * unit0
+    b = mag[..., 1, :, :] * unit1
+    grad_vd = grad * a.conj()
+    grad_vg = grad * b.conj()
+    w0 = unit0 * vd
+    w1 = unit1 * vg
+    grad_m = torch.stack([(grad * w0.conj()).real, (grad * w1.conj()).real], dim=-3)
+    grad_p = torch.stack(
+        [-mag[..., 0, :, :] * (grad * w0.conj()).imag, -mag[..., 1, :, :] * (grad * w1.conj()).imag], dim=-3
+    )
+    return grad_vd, grad_vg, grad_m, grad_p
+
+
+def combine_features(vd: Tensor, vg: Tensor) -> Tuple[Tensor, Tensor]:
+    """The input of network F: mag = [|vd|, |vg|], phase = [angle(vd), angle(vg·conj(vd))] (eqs. 24, 26)."""
+    mag = torch.stack([vd.abs(), vg.abs()], dim=-3)
+    phase = torch.stack([vd.angle(), (vg * vd.conj()).angle()], dim=-3)
+    return mag, phase
+
+
+def default_n_fft(n_freq: int) -> int:
+    """The FFT length whose one-sided spectrum has ``n_freq`` bins (the even one)."""
+    return 2 * (n_freq - 1)
+
+
+def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+    """Per-frame cross-correlation alignment of vg to vd (Separate-And-Diffuse eqs. 34-37).
+
+    vd, vg: complex ``[..., F, K]`` one-sided spectra of K frames. For each frame the circular cross-correlation
+    r[tau] = sum_n vd[n]·vg[n - tau] is irfft(vd·conj(vg), n_fft); its argmax tau* (first one on ties) is taken as a
+    signed shift in (-n_fft/2, n_fft/2]. Sign convention: ``lag = -tau*`` is the delay of vg behind vd in samples, so
+    a frame of vg that is the frame of vd circularly delayed by d samples gives lag == d (for |d| < n_fft/2), and
+    ``vg_aligned = vg·exp(+j·2π·f·lag/n_fft)`` advances vg by lag samples, which restores vd.
+
+    Returns (vg_aligned complex ``[..., F, K]``, lag int64 ``[..., K]``).
+    """
+    n_freq = vd.shape[-2]
+    n = default_n_fft(n_freq) if n_fft is None else int(n_fft)
+    r = torch.fft.irfft(vd * vg.conj(), n=n, dim=-2)  # [..., n, K]
+    tau = torch.argmax(r, dim=-2)  # first maximum on ties
+    signed = torch.where(tau > n // 2, tau - n, tau)
+    lag = -signed
+    f = torch.arange(n_freq, device=vd.device, dtype=torch.int64)
+    # (f·lag mod n) keeps the phase argument small and exact before the float conversion.
+    m = torch.remainder(f[:, None] * lag[..., None, :], n)
+    ramp = torch.polar(torch.ones_like(m, dtype=vd.real.dtype), (2 * math.pi / n) * m.to(vd.real.dtype))
+    return vg * ramp, lag
+
+
+def diffwave_layer(
+    x: Tensor,
+    dstep: Tensor,
+    cond: Optional[Tensor],
+    w_dil: Tensor,
+    b_dil: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    dilation: int,
+) -> Tuple[Tensor, Tensor]:
+    """One DiffWave residual layer at inference.
+
+    x [B, C, T]; dstep [B, C] the layer's diffusion-step projection (bias included); cond [B, 2C, T] the layer's
+    conditioner projection (bias included) or None for the unconditional model; w_dil [2C, C, 3], b_dil [2C];
+    w_out [2C, C] (or [2C, C, 1]), b_out [2C]. Returns ((x + residual)/sqrt(2), skip), both [B, C, T].
+    """
+    channels = x.shape[1]
+    y = x + dstep.unsqueeze(-1)
+    y = torch.nn.functional.conv1d(y, w_dil, b_dil, padding=dilation, dilation=dilation)
+    if cond is not None and cond.numel() > 0:
+        y = y + cond
+    gate, filt = y[:, :channels], y[:, channels:]
+    y = torch.sigmoid(gate) * torch.tanh(filt)
+    y = torch.nn.functional.conv1d(y, w_out.reshape(2 * channels, channels, 1), b_out)
+    residual, skip = y[:, :channels], y[:, channels:]
+    return (x + residual) / math.sqrt(2.0), skip
+
+
+def diffwave_stack(
+    x: Tensor,
+    dstep: Tensor,
+    cond: Optional[Tensor],
+    w_dil: Tensor,
+    b_dil: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    dilations: Sequence[int],
+) -> Tensor:
+    """All L residual layers of one DiffWave step; returns the plain sum of their skips, [B, C, T].
+
+    dstep [L, B, C]; cond [L, B, 2C, T] or None/empty; w_dil [L, 2C, C, 3]; b_dil [L, 2C]; w_out [L, 2C, C];
+    b_out [L, 2C]; dilations: L ints. The caller divides by sqrt(L) as DiffWave does.
+    """
+    skip_sum = torch.zeros_like(x)
+    has_cond = cond is not None and cond.numel() > 0
+    for i, d in enumerate(dilations):
+        x, skip = diffwave_layer(
+            x, dstep[i], cond[i] if has_cond else None, w_dil[i], b_dil[i], w_out[i], b_out[i], int(d)
+        )
+        skip_sum = skip_sum + skip
+    return skip_sum
