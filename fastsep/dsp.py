@@ -82,3 +82,117 @@ def resample(wave: Tensor, orig_sr: int, new_sr: int) -> Tensor:
     g = math.gcd(int(orig_sr), int(new_sr))
     out = resample_poly(wave.detach().cpu().double().numpy(), int(new_sr) // g, int(orig_sr) // g, axis=-1)
     return torch.from_numpy(np.ascontiguousarray(out)).to(device=wave.device, dtype=wave.dtype)
+
+
+# ------------------------------------------------------------------------------------------------------ mel front end
+# The DiffWave vocoder (fastsep.models.diffwave) is conditioned on exactly the features lmnt-com/diffwave computes in
+# its preprocess.py with torchaudio.transforms.MelSpectrogram; torchaudio does not import everywhere fastsep runs, so
+# the same computation is written here in plain torch (HTK mel scale, no filter normalisation, as torchaudio's
+# defaults). Any change here changes what a trained vocoder sees: keep it bit-for-bit in step with the reference.
+__all__ += ["hz_to_mel_htk", "mel_to_hz_htk", "mel_filterbank", "mel_spectrogram"]
+
+MEL_F_MIN = 20.0  # the reference's fmin; fmax is always sample_rate / 2
+
+
+def hz_to_mel_htk(freq):
+    """HTK mel scale: ``2595·log10(1 + f/700)``; accepts a float or a tensor."""
+    if isinstance(freq, Tensor):
+        return 2595.0 * torch.log10(1.0 + freq / 700.0)
+    import math
+
+    return 2595.0 * math.log10(1.0 + float(freq) / 700.0)
+
+
+def mel_to_hz_htk(mel):
+    """Inverse of :func:`hz_to_mel_htk`: ``700·(10^(m/2595) − 1)``; accepts a float or a tensor."""
+    if isinstance(mel, Tensor):
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    return 700.0 * (10.0 ** (float(mel) / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int) -> Tensor:
+    """Triangular HTK mel filterbank ``[n_freqs, n_mels]`` (float32, CPU), as torchaudio's
+    ``melscale_fbanks(..., norm=None, mel_scale="htk")``.
+
+    The FFT bin frequencies run linearly from 0 to ``sample_rate // 2`` (integer division, as torchaudio does); the
+    n_mels + 2 band edges are equally spaced on the mel scale between f_min and f_max; filter m rises linearly from
+    edge m to edge m+1 and falls to zero at edge m+2, with peak value 1.
+    """
+    for name, value in (("n_freqs", n_freqs), ("n_mels", n_mels), ("sample_rate", sample_rate)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"mel_filterbank: {name} must be a positive int, got {value!r}")
+    if not 0.0 <= f_min < f_max:
+        raise ValueError(f"mel_filterbank: need 0 <= f_min < f_max, got f_min={f_min}, f_max={f_max}")
+    bins = torch.linspace(0, sample_rate // 2, n_freqs)
+    edges_mel = torch.linspace(hz_to_mel_htk(f_min), hz_to_mel_htk(f_max), n_mels + 2)
+    edges = mel_to_hz_htk(edges_mel)
+    widths = edges[1:] - edges[:-1]  # [n_mels + 1]
+    offset = edges.unsqueeze(0) - bins.unsqueeze(1)  # [n_freqs, n_mels + 2]: edge minus bin frequency
+    rising = -offset[:, :-2] / widths[:-1]
+    falling = offset[:, 2:] / widths[1:]
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+
+def _mel_check(audio, sample_rate, hop_length, n_mels, n_fft) -> int:
+    if not isinstance(audio, Tensor):
+        raise TypeError(f"mel_spectrogram: audio must be a torch.Tensor [..., T], got {type(audio).__name__}")
+    if not audio.is_floating_point():
+        raise TypeError(f"mel_spectrogram: audio must be a float tensor, got dtype {audio.dtype}")
+    if audio.dim() < 1:
+        raise ValueError("mel_spectrogram: audio must have a time dimension [..., T], got a 0-d tensor")
+    for name, value in (("sample_rate", sample_rate), ("hop_length", hop_length), ("n_mels", n_mels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"mel_spectrogram: {name} must be a positive int, got {value!r}")
+    win = 4 * hop_length
+    n_fft = win if n_fft is None else n_fft
+    if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < win:
+        raise ValueError(f"mel_spectrogram: n_fft must be an int >= the window 4·hop = {win}, got {n_fft!r}")
+    if audio.shape[-1] <= n_fft // 2:
+        # Reflect padding of the centred STFT needs more samples than half a frame.
+        raise ValueError(
+            f"mel_spectrogram: audio must be longer than n_fft // 2 = {n_fft // 2} samples, got {audio.shape[-1]}"
+        )
+    return n_fft
+
+
+def mel_spectrogram(
+    audio: Tensor, sample_rate: int, hop_length: int = 256, n_mels: int = 80, n_fft: Optional[int] = None
+) -> Tensor:
+    """DiffWave's conditioning features: a normalised log-magnitude mel spectrogram ``[..., n_mels, frames]``.
+
+    Identical to lmnt-com/diffwave's preprocessing: window ``4·hop`` (periodic Hann), ``n_fft`` (default ``4·hop``),
+    centred STFT with reflect padding, normalised by the window's L2 norm, magnitude (power 1), HTK mel filterbank
+    from 20 Hz to ``sample_rate / 2``, then ``20·log10(max(x, 1e-5)) − 20`` and ``clamp((x + 100)/100, 0, 1)``.
+
+    Args:
+        audio: float ``[..., T]`` waveform in [-1, 1], any device.
+        sample_rate, hop_length, n_mels: as the vocoder was trained with.
+        n_fft: FFT size; the window is zero-padded (centred) to it when larger than ``4·hop``.
+
+    Returns:
+        ``[..., n_mels, T // hop + 1]`` in [0, 1], in the audio's dtype and device.
+    """
+    n_fft = _mel_check(audio, sample_rate, hop_length, n_mels, n_fft)
+    win = 4 * hop_length
+    window = torch.hann_window(win, periodic=True, device=audio.device, dtype=audio.dtype)
+    lead = audio.shape[:-1]
+    flat = audio.reshape(-1, audio.shape[-1])
+    spec = torch.stft(
+        flat,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=win,
+        window=window,
+        center=True,
+        pad_mode="reflect",
+        normalized=False,
+        onesided=True,
+        return_complex=True,
+    )
+    # torchaudio's normalized=True divides the complex spectrum by the window's L2 norm, then takes the magnitude
+    mag = (spec / window.pow(2.0).sum().sqrt()).abs()
+    fb = mel_filterbank(n_fft // 2 + 1, MEL_F_MIN, sample_rate / 2.0, n_mels, sample_rate)
+    mel = torch.matmul(mag.transpose(-1, -2), fb.to(device=audio.device, dtype=audio.dtype)).transpose(-1, -2)
+    db = 20.0 * torch.log10(torch.clamp(mel, min=1e-5)) - 20.0
+    out = torch.clamp((db + 100.0) / 100.0, 0.0, 1.0)
+    return out.reshape(*lead, n_mels, out.shape[-1])
