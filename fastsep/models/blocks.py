@@ -1,0 +1,219 @@
+"""Pieces shared by the separation backbones: the common base class with its input checks, the learned
+encoder/decoder with padding to the stride, normalisations, and dual-path chunking with overlap-add.
+
+Layouts follow asteroid: waveforms ``[B, T]`` in, ``[B, C, T]`` out; encoded features ``[B, N, frames]``;
+dual-path chunks ``[B, N, chunk_size, n_chunks]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "MIN_SOURCES",
+    "MAX_SOURCES",
+    "SeparationModel",
+    "Encoder",
+    "Decoder",
+    "GlobalLayerNorm",
+    "ChannelLayerNorm",
+    "make_norm",
+    "chunk",
+    "overlap_add",
+    "check_n_src",
+    "check_positive_int",
+]
+
+MIN_SOURCES = 2
+MAX_SOURCES = 20
+
+
+# ------------------------------------------------------------------------------------------------------------ checks
+def check_positive_int(owner: str, name: str, value: Any) -> int:
+    """Return ``value`` as an int if it is a positive integer (bools rejected), else raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value}")
+    return value
+
+
+def check_n_src(owner: str, n_src: Any) -> int:
+    """The number of sources a backbone separates must be an int in [2, 20]."""
+    if isinstance(n_src, bool) or not isinstance(n_src, int):
+        raise TypeError(f"{owner}: n_src must be an int in [{MIN_SOURCES}, {MAX_SOURCES}], got {type(n_src).__name__}")
+    if not MIN_SOURCES <= n_src <= MAX_SOURCES:
+        raise ValueError(f"{owner}: n_src must be in [{MIN_SOURCES}, {MAX_SOURCES}], got {n_src}")
+    return n_src
+
+
+class SeparationModel(nn.Module):
+    """Base of every backbone: validates the mixture, pads it to the encoder stride, and trims the output back.
+
+    Subclasses implement ``_separate(mix_padded [B, T']) -> [B, C, T']`` (or a list of those, one per block, for
+    models with intermediate outputs) and set ``self.config`` to their constructor keyword arguments.
+    """
+
+    n_src: int
+    sample_rate: int
+    config: Dict[str, Any]
+
+    def __init__(self, n_src: int, sample_rate: int, kernel_size: int, stride: int):
+        super().__init__()
+        owner = type(self).__name__
+        self.n_src = check_n_src(owner, n_src)
+        self.sample_rate = check_positive_int(owner, "sample_rate", sample_rate)
+        self.kernel_size = check_positive_int(owner, "kernel_size", kernel_size)
+        self.stride = check_positive_int(owner, "stride", stride)
+        if self.stride > self.kernel_size:
+            raise ValueError(f"{owner}: stride ({stride}) must not exceed kernel_size ({kernel_size}); "
+                             "larger strides would skip samples")
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "SeparationModel":
+        """Rebuild a model (fresh weights) from its ``config`` dict, e.g. one read from a JSON file."""
+        if not isinstance(config, dict):
+            raise TypeError(f"{cls.__name__}.from_config: expected a dict, got {type(config).__name__}")
+        return cls(**config)
+
+    def check_mix(self, mix: Any) -> Tensor:
+        """Validate a mixture batch ``[B, T]`` and return it."""
+        owner = type(self).__name__
+        if not isinstance(mix, Tensor):
+            raise TypeError(f"{owner}: mix must be a torch.Tensor [batch, time], got {type(mix).__name__}")
+        if mix.dim() != 2:
+            raise ValueError(f"{owner}: mix must have shape [batch, time] (2-D), got shape {tuple(mix.shape)}; "
+                             "use mix.unsqueeze(0) for a single mixture")
+        if not mix.is_floating_point():
+            raise TypeError(f"{owner}: mix must be a floating-point tensor, got {mix.dtype}")
+        if mix.shape[0] < 1 or mix.shape[1] < 1:
+            raise ValueError(f"{owner}: mix must be non-empty, got shape {tuple(mix.shape)}")
+        return mix
+
+    def padded_length(self, length: int) -> int:
+        """The smallest length >= ``length`` that the encoder covers exactly (a whole number of strides)."""
+        if length <= self.kernel_size:
+            return self.kernel_size
+        return self.kernel_size + math.ceil((length - self.kernel_size) / self.stride) * self.stride
+
+    def pad(self, mix: Tensor) -> Tensor:
+        extra = self.padded_length(mix.shape[-1]) - mix.shape[-1]
+        return F.pad(mix, (0, extra)) if extra else mix
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+# -------------------------------------------------------------------------------------------------- encoder/decoder
+class Encoder(nn.Module):
+    """Learned analysis filterbank: ``[B, T] -> [B, N, frames]`` (a strided 1-D conv, optionally followed by ReLU)."""
+
+    def __init__(self, n_filters: int, kernel_size: int, stride: int, relu: bool):
+        super().__init__()
+        self.conv = nn.Conv1d(1, n_filters, kernel_size, stride=stride, bias=False)
+        self.relu = relu
+
+    def forward(self, wave: Tensor) -> Tensor:
+        feats = self.conv(wave.unsqueeze(1))
+        return F.relu(feats) if self.relu else feats
+
+
+class Decoder(nn.Module):
+    """Learned synthesis filterbank: ``[..., N, frames] -> [..., T]`` by transposed conv (overlap-add of bases)."""
+
+    def __init__(self, n_filters: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(n_filters, 1, kernel_size, stride=stride, bias=False)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        lead = feats.shape[:-2]
+        wave = self.conv(feats.reshape(-1, *feats.shape[-2:]))
+        return wave.reshape(*lead, wave.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------------- normalisation
+class GlobalLayerNorm(nn.Module):
+    """gLN of Conv-TasNet: normalise each example over channels *and* time, then a per-channel affine.
+
+    Works on ``[B, N, *]`` (any number of trailing dims, e.g. ``[B, N, chunk, n_chunks]`` in dual-path models).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(1, x.dim()))
+        mean = x.mean(dim=dims, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.gamma.view(shape) + self.beta.view(shape)
+
+
+class ChannelLayerNorm(nn.Module):
+    """cLN: normalise over channels only, independently at every time step (the causal-friendly norm)."""
+
+    def __init__(self, channels: int, eps: float = 1e-8):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """``"gLN"`` (global), ``"cLN"`` (per time step) or ``"none"``."""
+    if kind == "gLN":
+        return GlobalLayerNorm(channels)
+    if kind == "cLN":
+        return ChannelLayerNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; expected 'gLN', 'cLN' or 'none'")
+
+
+# ---------------------------------------------------------------------------------------------- dual-path chunking
+def _chunk_padding(length: int, size: int, hop: int) -> Tuple[int, int]:
+    # Pad by (size - hop) on both sides so that every frame is seen by the same number of chunks (edges included),
+    # then on the right up to a whole number of hops.
+    edge = size - hop
+    total = length + 2 * edge
+    rest = (total - size) % hop
+    right = edge + ((hop - rest) % hop if total >= size else size - total)
+    return edge, right
+
+
+def chunk(x: Tensor, size: int, hop: int) -> Tensor:
+    """Split ``[B, N, L]`` into overlapping chunks ``[B, N, size, n_chunks]`` (zero padded at both ends).
+
+    :func:`overlap_add` with the same ``size``, ``hop`` and ``L`` inverts it up to the overlap factor.
+    """
+    if not 0 < hop <= size:
+        raise ValueError(f"chunk: need 0 < hop <= size, got size={size}, hop={hop}")
+    left, right = _chunk_padding(x.shape[-1], size, hop)
+    x = F.pad(x, (left, right))
+    return x.unfold(-1, size, hop).transpose(-1, -2)
+
+
+def overlap_add(chunks: Tensor, hop: int, length: int) -> Tensor:
+    """Sum overlapping chunks ``[B, N, size, n_chunks]`` back into ``[B, N, length]`` (the inverse layout of
+    :func:`chunk`; overlapping parts are added, not averaged, as in DPRNN)."""
+    batch, channels, size, n_chunks = chunks.shape
+    left, right = _chunk_padding(length, size, hop)
+    total = left + length + right
+    if (n_chunks - 1) * hop + size != total:
+        raise ValueError(f"overlap_add: {n_chunks} chunks of {size} with hop {hop} do not tile length {length}")
+    folded = F.fold(
+        chunks.reshape(batch, channels * size, n_chunks),
+        output_size=(1, total),
+        kernel_size=(1, size),
+        stride=(1, hop),
+    )
+    return folded.reshape(batch, channels, total)[..., left:left + length]

@@ -1,0 +1,128 @@
+"""Conv-TasNet (Luo & Mesgarani, 2019): a learned filterbank and a temporal convolutional network that predicts
+one mask per source on the encoded mixture.
+
+Defaults are the paper's best non-causal configuration, as in asteroid: N=512 filters of L=16 samples (stride 8),
+bottleneck B=128, hidden H=512, skip channels 128, kernel P=3, X=8 blocks per repeat, R=3 repeats, gLN.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import Decoder, Encoder, SeparationModel, check_positive_int, make_norm
+
+__all__ = ["ConvTasNet"]
+
+_MASK_ACTS = ("relu", "sigmoid", "softmax")
+
+
+class _TCNBlock(nn.Module):
+    """1x1 conv -> PReLU -> norm -> dilated depthwise conv -> PReLU -> norm -> (residual, skip) 1x1 convs."""
+
+    def __init__(self, bn_chan: int, hid_chan: int, skip_chan: int, kernel: int, dilation: int, norm: str,
+                 with_residual: bool):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(bn_chan, hid_chan, 1),
+            nn.PReLU(),
+            make_norm(norm, hid_chan),
+            # "same" padding for the non-causal TCN
+            nn.Conv1d(hid_chan, hid_chan, kernel, padding=(kernel - 1) * dilation // 2, dilation=dilation,
+                      groups=hid_chan),
+            nn.PReLU(),
+            make_norm(norm, hid_chan),
+        )
+        # The last block's residual output would feed nothing (only skips reach the mask head), so it is left out
+        # rather than kept as dead parameters.
+        self.res = nn.Conv1d(hid_chan, bn_chan, 1) if with_residual else None
+        self.skip = nn.Conv1d(hid_chan, skip_chan, 1)
+
+    def forward(self, x: Tensor):
+        h = self.body(x)
+        return (self.res(h) if self.res is not None else None), self.skip(h)
+
+
+class ConvTasNet(SeparationModel):
+    """Conv-TasNet separator mapping a mixture ``[B, T]`` to ``n_src`` estimates ``[B, n_src, T]``.
+
+    Args:
+        n_src: number of sources, 2 to 20.
+        sample_rate: sampling rate the model is meant for (metadata; stored in ``config``).
+        n_filters: N, encoder/decoder filters.
+        kernel_size: L, filter length in samples.
+        bn_chan: B, bottleneck channels.
+        hid_chan: H, channels inside each convolutional block.
+        skip_chan: channels of the skip connections.
+        conv_kernel_size: P, kernel of the depthwise convolutions.
+        n_blocks: X, blocks per repeat (dilations 1, 2, ..., 2^(X-1)).
+        n_repeats: R.
+        norm: ``"gLN"``, ``"cLN"`` or ``"none"``.
+        mask_act: ``"relu"`` (asteroid's default, which trains better), ``"sigmoid"`` (the paper's) or ``"softmax"``
+            (across sources).
+        stride: encoder hop in samples; ``None`` means ``kernel_size // 2`` (50 % overlap, as published).
+    """
+
+    def __init__(self, n_src: int, sample_rate: int = 8000, n_filters: int = 512, kernel_size: int = 16,
+                 bn_chan: int = 128, hid_chan: int = 512, skip_chan: int = 128, conv_kernel_size: int = 3,
+                 n_blocks: int = 8, n_repeats: int = 3, norm: str = "gLN", mask_act: str = "relu",
+                 stride: Optional[int] = None):
+        name = type(self).__name__
+        kernel_size = check_positive_int(name, "kernel_size", kernel_size)
+        stride = max(1, kernel_size // 2) if stride is None else stride
+        super().__init__(n_src, sample_rate, kernel_size, stride)
+        for key, val in (("n_filters", n_filters), ("bn_chan", bn_chan), ("hid_chan", hid_chan),
+                         ("skip_chan", skip_chan), ("conv_kernel_size", conv_kernel_size), ("n_blocks", n_blocks),
+                         ("n_repeats", n_repeats)):
+            check_positive_int(name, key, val)
+        if conv_kernel_size % 2 == 0:
+            raise ValueError(f"{name}: conv_kernel_size must be odd to keep the length, got {conv_kernel_size}")
+        if mask_act not in _MASK_ACTS:
+            raise ValueError(f"{name}: mask_act must be one of {_MASK_ACTS}, got {mask_act!r}")
+        make_norm(norm, 1)  # validates the name early
+        self.config = dict(n_src=n_src, sample_rate=sample_rate, n_filters=n_filters, kernel_size=kernel_size,
+                           bn_chan=bn_chan, hid_chan=hid_chan, skip_chan=skip_chan,
+                           conv_kernel_size=conv_kernel_size, n_blocks=n_blocks, n_repeats=n_repeats, norm=norm,
+                           mask_act=mask_act, stride=self.stride)
+        self.n_filters = n_filters
+        self.mask_act = mask_act
+
+        self.encoder = Encoder(n_filters, kernel_size, self.stride, relu=False)
+        self.decoder = Decoder(n_filters, kernel_size, self.stride)
+        self.bottleneck = nn.Sequential(make_norm(norm, n_filters), nn.Conv1d(n_filters, bn_chan, 1))
+        n_total = n_blocks * n_repeats
+        self.blocks = nn.ModuleList(
+            _TCNBlock(bn_chan, hid_chan, skip_chan, conv_kernel_size, 2 ** (i % n_blocks), norm,
+                      with_residual=i < n_total - 1)
+            for i in range(n_total)
+        )
+        self.mask_head = nn.Sequential(nn.PReLU(), nn.Conv1d(skip_chan, n_src * n_filters, 1))
+
+    @classmethod
+    def small(cls, n_src: int, sample_rate: int = 8000) -> "ConvTasNet":
+        """A CPU-sized preset (~50k parameters for 2 sources) for tests and quick experiments."""
+        return cls(n_src, sample_rate, n_filters=64, kernel_size=16, bn_chan=32, hid_chan=64, skip_chan=32,
+                   conv_kernel_size=3, n_blocks=4, n_repeats=1)
+
+    def forward(self, mix: Tensor) -> Tensor:
+        """Separate ``mix [B, T]`` into ``[B, n_src, T]``."""
+        mix = self.check_mix(mix)
+        length = mix.shape[-1]
+        feats = self.encoder(self.pad(mix))  # [B, N, K]
+        x = self.bottleneck(feats)
+        skips = 0
+        for block in self.blocks:
+            res, skip = block(x)
+            skips = skips + skip
+            if res is not None:
+                x = x + res
+        logits = self.mask_head(skips).view(mix.shape[0], self.n_src, self.n_filters, -1)
+        if self.mask_act == "relu":
+            masks = F.relu(logits)
+        elif self.mask_act == "sigmoid":
+            masks = torch.sigmoid(logits)
+        else:
+            masks = torch.softmax(logits, dim=1)
+        return self.decoder(masks * feats.unsqueeze(1))[..., :length]
