@@ -1,0 +1,129 @@
+"""Network F (fastsep.models.Combiner): architecture, initialisation, invariances, training signal, save/load."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastsep.dsp import StftConfig, istft, stft
+from fastsep.models.combiner import Combiner
+
+TINY = (4, 4, 8, 8, 8)
+
+
+def si_sdr_db(est, ref):
+    # Independent formula (eqs. 31-33): project ref onto est's direction, compare energies.
+    ref = ref - ref.mean(-1, keepdim=True)
+    est = est - est.mean(-1, keepdim=True)
+    proj = (est * ref).sum(-1, keepdim=True) / (ref * ref).sum(-1, keepdim=True) * ref
+    return 10 * torch.log10((proj ** 2).sum(-1) / ((est - proj) ** 2).sum(-1))
+
+
+def test_architecture_matches_paper():
+    comb = Combiner()
+    for head in (comb.mag_head, comb.phase_head):
+        convs = [m for m in head.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+        assert len(convs) == 6
+        assert [c.out_channels for c in convs] == [32, 32, 64, 64, 64, 2]
+        assert convs[0].in_channels == 2
+
+
+def test_initialisation_returns_backbone_estimate():
+    comb = Combiner(n_fft=128, hop_length=32, hidden=TINY)
+    vd, vg = torch.randn(2, 2, 3000), torch.randn(2, 2, 3000)
+    d1, d2 = comb.coefficients(stft(vd, comb.stft_cfg), stft(vg, comb.stft_cfg))
+    assert d1.shape == (2, 2, 2, 65, stft(vd, comb.stft_cfg).shape[-1]) and d2.shape == d1.shape
+    assert torch.allclose(d1[:, :, 0], torch.ones(())) and torch.allclose(d1[:, :, 1], torch.zeros(()))
+    assert torch.allclose(d2, torch.zeros(()))
+    with torch.no_grad():
+        out = comb(vd, vg)
+    assert out.shape == vd.shape
+    assert torch.allclose(out, vd, atol=1e-5)
+
+
+def test_average_initialisation_is_mean():
+    comb = Combiner(n_fft=64, hop_length=16, hidden=TINY, init="average")
+    vd, vg = torch.randn(3, 1000), torch.randn(3, 1000)
+    with torch.no_grad():
+        out = comb(vd, vg)
+    assert torch.allclose(out, (vd + vg) / 2, atol=1e-5)
+
+
+def test_complex_weights_follow_eq_28():
+    # With nonzero last layers, the output must equal iSTFT(D1_0 e^{-j D2_0} Vd + D1_1 e^{-j D2_1} Vg) built by hand.
+    comb = Combiner(n_fft=64, hop_length=16, hidden=TINY)
+    with torch.no_grad():
+        for head in (comb.mag_head, comb.phase_head):
+            head.out.weight.normal_(0, 0.1)
+    vd, vg = torch.randn(2, 800), torch.randn(2, 800)
+    cfg = comb.stft_cfg
+    sd, sg = stft(vd, cfg), stft(vg, cfg)
+    with torch.no_grad():
+        d1, d2 = comb.coefficients(sd, sg)
+        want = istft(d1[:, 0] * torch.exp(-1j * d2[:, 0]) * sd + d1[:, 1] * torch.exp(-1j * d2[:, 1]) * sg, 800, cfg)
+        got = comb(vd, vg)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_inputs_are_scale_normalised_before_log():
+    comb = Combiner(n_fft=64, hop_length=16, hidden=TINY)
+    with torch.no_grad():
+        comb.mag_head.out.weight.normal_(0, 0.1)
+    sd, sg = stft(torch.randn(2, 600)), stft(torch.randn(2, 600))
+    with torch.no_grad():
+        a = comb.coefficients(sd, sg)[0]
+        b = comb.coefficients(sd * 37.0, sg * 37.0)[0]
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_training_improves_over_backbone():
+    # vd and vg are the target plus independent noise: averaging them gains ~3 dB, which F must learn from alpha=1.
+    torch.manual_seed(1)
+    comb = Combiner(n_fft=64, hop_length=16, hidden=TINY)
+    opt = torch.optim.Adam(comb.parameters(), lr=1e-2)
+    s = torch.randn(4, 2000)
+    vd, vg = s + 0.7 * torch.randn_like(s), s + 0.7 * torch.randn_like(s)
+    start = si_sdr_db(comb(vd, vg), s).mean().item()
+    for _ in range(40):
+        loss = -si_sdr_db(comb(vd, vg), s).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    end = si_sdr_db(comb(vd, vg), s).mean().item()
+    assert end > start + 1.0, (start, end)
+
+
+def test_short_and_odd_lengths():
+    comb = Combiner(n_fft=128, hop_length=32, hidden=TINY)
+    for n in (1, 50, 129, 1001):
+        x = torch.randn(2, n)
+        with torch.no_grad():
+            assert torch.allclose(comb(x, torch.randn(2, n)), x, atol=1e-5)
+
+
+def test_bad_inputs():
+    comb = Combiner(hidden=TINY)
+    with pytest.raises(ValueError, match="one shape"):
+        comb(torch.randn(2, 100), torch.randn(2, 101))
+    with pytest.raises(TypeError):
+        comb(torch.randn(2, 100).numpy(), torch.randn(2, 100))
+    with pytest.raises(ValueError, match="T > 0"):
+        comb(torch.randn(2, 0), torch.randn(2, 0))
+    with pytest.raises(ValueError, match="init"):
+        Combiner(init="random")
+    with pytest.raises(ValueError, match="hop_length"):
+        Combiner(n_fft=64, hop_length=128)
+
+
+def test_save_load_roundtrip(tmp_path):
+    from fastsep.models.io import load_model, save_model
+
+    comb = Combiner(n_fft=64, hop_length=16, hidden=TINY)
+    with torch.no_grad():
+        comb.mag_head.out.weight.normal_(0, 0.1)
+    save_model(comb, tmp_path, "combiner")
+    again = load_model(tmp_path, "combiner")
+    assert isinstance(again, Combiner) and again.config == comb.config
+    x, y = torch.randn(2, 500), torch.randn(2, 500)
+    with torch.no_grad():
+        assert torch.allclose(again(x, y), comb(x, y))
