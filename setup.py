@@ -37,7 +37,7 @@ def _extensions():
         return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
 
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
-    cxx = ["-O3", "-std=c++17", "-fopenmp-simd"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp-simd"]
     include = [os.path.join(ROOT, "csrc")]
     if _want_cuda(torch):
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():

@@ -1,0 +1,37 @@
+// Every operator schema of the `fastsep` library, in one place. Kernels register per device elsewhere:
+// csrc/cpu/*.cpp (CPU, always built) and csrc/cuda/bindings.cpp (CUDA, built only against a CUDA torch).
+#include <torch/library.h>
+
+namespace fastsep {
+
+bool built_with_cuda() {
+#ifdef FASTSEP_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace fastsep
+
+TORCH_LIBRARY(fastsep, m) {
+  // out = mag0·exp(-j·phase0)·vd + mag1·exp(-j·phase1)·vg; vd, vg complex [..., F, K]; mag, phase real [..., 2, F, K].
+  m.def("complex_combine(Tensor vd, Tensor vg, Tensor mag, Tensor phase) -> Tensor");
+  // Vector-Jacobian product of complex_combine in PyTorch's complex-gradient convention.
+  m.def(
+      "complex_combine_backward(Tensor grad, Tensor vd, Tensor vg, Tensor mag, Tensor phase)"
+      " -> (Tensor, Tensor, Tensor, Tensor)");
+  // (mag, phase) = ([|vd|, |vg|], [angle(vd), angle(vg·conj(vd))]), each real [..., 2, F, K].
+  m.def("combine_features(Tensor vd, Tensor vg) -> (Tensor, Tensor)");
+  // Per-frame circular cross-correlation alignment: (vg·exp(j2π f lag / n_fft), lag int64 [..., K]).
+  m.def("xcorr_align(Tensor vd, Tensor vg, int n_fft) -> (Tensor, Tensor)");
+  // One DiffWave residual layer at inference; cond may be empty (unconditional model). Returns (x_next, skip).
+  m.def(
+      "diffwave_layer(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out, Tensor b_out,"
+      " int dilation) -> (Tensor, Tensor)");
+  // All layers of one denoising step; returns the plain sum of the skips.
+  m.def(
+      "diffwave_stack(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out, Tensor b_out,"
+      " int[] dilations) -> Tensor");
+  m.def("built_with_cuda() -> bool", &fastsep::built_with_cuda);
+}
