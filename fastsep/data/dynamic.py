@@ -1,0 +1,147 @@
+"""On-the-fly mixing of single-speaker utterances (dynamic mixing).
+
+Level convention (the paper's "random SNR values between 0 - 5 dB", Sec. 5): each source crop is first scaled to
+the same RMS (-25 dBFS, measured over the returned crop including its pauses). One source, the reference, keeps that
+level; every other source k is attenuated by g_k ~ U[0, 5] dB, drawn independently. So the level of the reference
+relative to each other source, 10 log10(P_ref / P_k), lies in [0, 5] dB; the sources are then put in random order.
+If the mixture would exceed a peak of 0.9, mixture and sources are scaled down together (ratios unchanged).
+"""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .manifest import Utterance
+from .robust import (SILENCE_PEAK, SkipFile, SkipLog, check_n_src, check_rate, read_checked,
+                     seconds_to_frames)
+
+__all__ = ["DynamicMix", "REFERENCE_RMS"]
+
+REFERENCE_RMS = 10 ** (-25 / 20)
+PEAK_LIMIT = 0.9
+
+
+def _as_utterance(item, speaker: str) -> Utterance:
+    if isinstance(item, Utterance):
+        return item
+    if isinstance(item, (str, os.PathLike)):
+        return Utterance(os.fspath(item), speaker)
+    raise TypeError(f"utterances must be paths or fastsep.data.Utterance, got {type(item).__name__}")
+
+
+class DynamicMix(SkipLog, Dataset):
+    """Mixtures of ``n_src`` distinct speakers drawn on the fly from single-speaker utterances.
+
+    Args:
+        utterances_by_speaker: ``{speaker: [path or Utterance, ...]}``; at least ``n_src`` speakers.
+        n_src: speakers per mixture (C).
+        sample_rate: output rate (other rates are resampled, or skipped as ``wrong_rate`` if ``resample=False``).
+        segment: crop length in seconds, each source cropped at its own random offset; None keeps whole
+            utterances, all cut to the shortest one.
+        length: number of items per epoch.
+        seed: base seed.
+        fixed: if True, item ``i`` is always the same mixture (evaluation sets: repeatable scores). If False,
+            every call draws afresh (seeded from ``seed``, the index, torch's per-worker seed and a call counter).
+        level_range_db: range of the attenuation of non-reference sources (see the module docstring).
+    """
+
+    def __init__(self, utterances_by_speaker: Mapping[str, Sequence[Union[str, os.PathLike, Utterance]]],
+                 n_src: int = 2, sample_rate: int = 8000, segment: Optional[float] = 4.0, length: int = 20000,
+                 seed: int = 0, fixed: bool = False, level_range_db: Tuple[float, float] = (0.0, 5.0),
+                 resample: bool = True, max_retries: int = 50):
+        self._init_skips()
+        if not isinstance(utterances_by_speaker, Mapping):
+            raise TypeError("utterances_by_speaker must be a mapping {speaker: [utterances]}, got "
+                            f"{type(utterances_by_speaker).__name__}")
+        self.n_src = check_n_src(n_src)
+        self.sample_rate = check_rate(sample_rate)
+        self.segment = segment
+        self.segment_frames = seconds_to_frames(segment, sample_rate)
+        if not isinstance(length, int) or length < 1:
+            raise ValueError(f"length must be a positive int, got {length!r}")
+        lo, hi = level_range_db
+        if not 0 <= lo <= hi:
+            raise ValueError(f"level_range_db must be (low, high) with 0 <= low <= high, got {level_range_db!r}")
+        self.length, self.seed, self.fixed = length, int(seed), bool(fixed)
+        self.level_range_db = (float(lo), float(hi))
+        self.resample, self.max_retries = bool(resample), int(max_retries)
+        self._draws = 0
+        pools: Dict[str, List[Utterance]] = {}
+        for spk in sorted(utterances_by_speaker):
+            utts = [_as_utterance(u, str(spk)) for u in utterances_by_speaker[spk]]
+            if self.segment is not None:
+                # Durations from a manifest drop too-short utterances without opening them.
+                keep = [u for u in utts if u.duration is None or u.duration >= self.segment]
+                for u in utts:
+                    if u.duration is not None and u.duration < self.segment:
+                        self._record_skip("too_short", u.path)
+                utts = keep
+            if utts:
+                pools[str(spk)] = utts
+        self.pools = pools
+        self.speakers = sorted(pools)
+        if len(self.speakers) < n_src:
+            raise ValueError(f"DynamicMix needs at least n_src={n_src} speakers with usable utterances, "
+                             f"got {len(self.speakers)} (skipped: {dict(self.skipped)})")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.fixed:
+            return np.random.default_rng([self.seed, index])
+        self._draws += 1
+        return np.random.default_rng([self.seed, index, torch.initial_seed() % (2 ** 32), self._draws])
+
+    def _crop(self, wave: torch.Tensor, rng: np.random.Generator, path: str) -> torch.Tensor:
+        seg = self.segment_frames
+        if seg is None:
+            return wave
+        for _ in range(5):  # a crop may land in a long pause: try a few offsets
+            start = int(rng.integers(0, wave.shape[-1] - seg + 1))
+            crop = wave[start:start + seg]
+            if float(crop.abs().max()) >= SILENCE_PEAK:
+                return crop
+        raise SkipFile("silent_crop", path)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} mixtures")
+        rng = self._rng(index)
+        for _ in range(self.max_retries):
+            live = [s for s in self.speakers if self.pools[s]]
+            if len(live) < self.n_src:
+                break
+            chosen = [live[i] for i in rng.choice(len(live), size=self.n_src, replace=False)]
+            picks = [self.pools[s][int(rng.integers(len(self.pools[s])))] for s in chosen]
+            try:
+                waves = [self._crop(read_checked(u.path, self.sample_rate, self.resample, self.segment_frames or 0),
+                                    rng, u.path) for u in picks]
+            except SkipFile as skip:
+                self._record_skip(skip.reason, skip.path)
+                if skip.reason != "silent_crop":  # the file itself is bad: never draw it again
+                    for s in chosen:
+                        self.pools[s] = [u for u in self.pools[s] if u.path != skip.path]
+                continue
+            return self._mix(waves, picks, rng)
+        raise RuntimeError(f"DynamicMix: could not draw a usable mixture for index {index}; "
+                           f"skipped so far: {dict(self.skipped)}")
+
+    def _mix(self, waves: List[torch.Tensor], picks: List[Utterance], rng: np.random.Generator) -> dict:
+        n = min(w.shape[-1] for w in waves)
+        sources = torch.stack([w[:n] for w in waves]).to(torch.float64)
+        rms = sources.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
+        atten_db = np.concatenate([[0.0], rng.uniform(*self.level_range_db, size=self.n_src - 1)])
+        order = rng.permutation(self.n_src)
+        gains = torch.from_numpy(REFERENCE_RMS * 10.0 ** (-atten_db[order] / 20.0)).unsqueeze(-1)
+        sources = sources / rms * gains
+        mixture = sources.sum(0)
+        peak = float(mixture.abs().max())
+        if peak > PEAK_LIMIT:
+            sources, mixture = sources * (PEAK_LIMIT / peak), mixture * (PEAK_LIMIT / peak)
+        ident = "_".join(f"{u.speaker}-{os.path.splitext(os.path.basename(u.path))[0]}" for u in picks)
+        return {"mixture": mixture.float(), "sources": sources.float(), "id": ident}

@@ -1,0 +1,125 @@
+"""Open a data set by pointing at a folder: the layout (LibriMix, wsj0-mix, fastsep corpus) is detected."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from .dynamic import DynamicMix
+from .manifest import Utterance, find_manifest, utterances_by_speaker
+from .mixtures import (AUDIO_EXTENSIONS, LibriMix, Wsj0Mix, find_librimix_csv, find_wsj0_split)
+from .robust import check_n_src, check_rate
+from .speech import SpeechFiles
+
+__all__ = ["detect_layout", "open_mixture_dataset", "open_speech_dataset"]
+
+EVAL_LENGTH = 3000  # mixtures in a fixed evaluation list (as many as wsj0-2mix's test set)
+TRAIN_LENGTH = 20000  # dynamic-mixing epoch size (as wsj0-2mix's training set)
+
+
+def detect_layout(root, split: str = "train", n_src: int = 2, sample_rate: int = 8000) -> str:
+    """``"manifest"``, ``"librimix"``, ``"wsj0mix"`` (or raises FileNotFoundError listing what was looked for)."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist")
+    if find_manifest(root) is not None:
+        return "manifest"
+    if root.is_file() and root.suffix == ".csv":
+        return "librimix"
+    if find_librimix_csv(root, split, n_src, sample_rate) is not None:
+        return "librimix"
+    if find_wsj0_split(root, split, n_src, sample_rate) is not None:
+        return "wsj0mix"
+    try:
+        LibriMix._from_folders(root, split, n_src, sample_rate, "mix_clean")
+        return "librimix"
+    except FileNotFoundError:
+        pass
+    raise FileNotFoundError(
+        f"{root}: no known data set layout for split {split!r}: looked for a fastsep corpus (manifest.jsonl), "
+        f"LibriMix metadata CSVs or mix_clean/s1..s{n_src} folders, and wsj0-mix {{tr,cv,tt}}/{{mix,s1..}} folders")
+
+
+def _speaker_of(token: str, layout: str) -> str:
+    # LibriSpeech ids are speaker-chapter-utterance; WSJ0 ids start with a 3-character speaker code.
+    return token.split("-")[0] if layout == "librimix" else token[:3]
+
+
+def _speakers_from_files(ds, layout: str) -> Dict[str, List[Utterance]]:
+    """Group the sources of a pre-mixed corpus by the speakers named in the mixture file names."""
+    groups: Dict[str, List[Utterance]] = {}
+    for e in ds.entries:
+        tokens = [t for t in Path(e.sources[0]).stem.split("_") if not re.fullmatch(r"-?[\d.]+(e-?\d+)?", t)]
+        if len(tokens) != ds.n_src:
+            raise ValueError(f"cannot infer {ds.n_src} speakers for dynamic mixing from the file name "
+                             f"{Path(e.sources[0]).name!r}")
+        for tok, path in zip(tokens, e.sources):
+            spk = _speaker_of(tok, layout)
+            groups.setdefault(spk, []).append(Utterance(path, spk))
+    return groups
+
+
+def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[float] = None,
+                         split: str = "train", dynamic_mixing: Optional[bool] = None, seed: int = 0,
+                         length: Optional[int] = None, resample: bool = True):
+    """A mixture data set for ``root``, whatever its layout.
+
+    - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
+      mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
+    - LibriMix / wsj0-mix: the pre-made mixtures; with ``dynamic_mixing=True`` the split's sources are regrouped by
+      speaker (from the file names) and remixed on the fly instead.
+
+    Items are ``{"mixture": [T], "sources": [C, T], "id": str}``.
+    """
+    check_n_src(n_src)
+    check_rate(sample_rate)
+    layout = detect_layout(root, split, n_src, sample_rate)
+    fixed = split != "train"
+    if length is None:
+        length = TRAIN_LENGTH if not fixed else EVAL_LENGTH
+    if layout == "manifest":
+        if dynamic_mixing is False:
+            raise ValueError(f"{root} is a fastsep single-speaker corpus: it can only be mixed on the fly "
+                             "(dynamic_mixing must be None or True)")
+        groups = utterances_by_speaker(root, split, sample_rate)
+        return DynamicMix(groups, n_src, sample_rate, segment, length=length, seed=seed, fixed=fixed,
+                          resample=resample)
+    ds = (LibriMix if layout == "librimix" else Wsj0Mix)(root, split=split, n_src=n_src, sample_rate=sample_rate,
+                                                          segment=segment, resample=resample)
+    if dynamic_mixing:
+        return DynamicMix(_speakers_from_files(ds, layout), n_src, sample_rate, segment, length=length, seed=seed,
+                          fixed=fixed, resample=resample)
+    return ds
+
+
+def open_speech_dataset(root, sample_rate: int, segment: Optional[float] = None, split: str = "train",
+                        resample: bool = True) -> SpeechFiles:
+    """Single-speaker audio ``{"audio": [T], "id"}`` for vocoder training.
+
+    Sources from a fastsep corpus (the split's utterances), LibriMix or wsj0-mix (the split's ``s1..sC`` files,
+    each once), or else every audio file under ``root/split`` (or ``root`` when there is no such folder).
+    """
+    check_rate(sample_rate)
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist")
+    paths: List[str] = []
+    if find_manifest(root) is not None:
+        groups = utterances_by_speaker(root, split, sample_rate)
+        paths = [u.path for spk in sorted(groups) for u in groups[spk]]
+    else:
+        for n_src in (2, 3, 4, 5):
+            try:
+                layout = detect_layout(root, split, n_src, sample_rate)
+            except FileNotFoundError:
+                continue
+            ds = (LibriMix if layout == "librimix" else Wsj0Mix)(root, split=split, n_src=n_src,
+                                                                  sample_rate=sample_rate)
+            paths = sorted({p for e in ds.entries for p in e.sources})
+            break
+        else:
+            base = root / split if (root / split).is_dir() else root
+            paths = sorted(str(p) for p in base.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not paths:
+        raise FileNotFoundError(f"no audio files found for split {split!r} under {root}")
+    return SpeechFiles(paths, sample_rate, segment, resample=resample)
