@@ -1,0 +1,347 @@
+"""The shared training loop, checkpoints and model I/O, on a tiny regression model and synthetic data."""
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+from torch import nn
+
+import fastsep.models
+from fastsep.models.io import load_model, save_model
+from fastsep.train import checkpoint as ckpt
+from fastsep.train.loop import PlateauScheduler, TrainConfig, train
+
+
+class ToyRegressor(nn.Module):
+    """Linear-ReLU-dropout-linear: dropout makes every step draw from the global RNG, so resume must restore it."""
+
+    def __init__(self, n_in=4, hidden=8, n_out=2, dropout=0.1, tie=False):
+        super().__init__()
+        self.config = {"n_in": n_in, "hidden": hidden, "n_out": n_out, "dropout": dropout, "tie": tie}
+        self.inp = nn.Linear(n_in, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, n_out)
+        if tie:  # a tied weight: the same Parameter under two names
+            self.inp2 = nn.Linear(n_in, hidden)
+            self.inp2.weight = self.inp.weight
+
+    def forward(self, x):
+        return self.out(self.drop(torch.relu(self.inp(x))))
+
+
+class PairSet(torch.utils.data.Dataset):
+    """y = x A with a little noise drawn in __getitem__ (on-the-fly augmentation from the global RNG)."""
+
+    def __init__(self, n, seed=1, noise=0.01):
+        self.noise = noise
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 4, generator=g)
+        self.a = torch.randn(4, 2, generator=torch.Generator().manual_seed(99))
+        self.y = self.x @ self.a
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i] + self.noise * torch.randn(4) if self.noise else self.x[i], "y": self.y[i]}
+
+
+@torch.no_grad()
+def mse(model, x, y):
+    return float(((model(x) - y) ** 2).mean())
+
+
+class RegressionTask:
+    def __init__(self, nan_calls=()):
+        self.calls = 0
+        self.nan_calls = set(nan_calls)
+
+    def training_loss(self, model, batch):
+        self.calls += 1
+        loss = ((model(batch["x"]) - batch["y"]) ** 2).mean()
+        if self.calls in self.nan_calls:
+            return loss * float("nan")
+        return loss
+
+    def validate(self, model, loader):
+        total, n = 0.0, 0
+        for batch in loader:
+            total += float(((model(batch["x"]) - batch["y"]) ** 2).sum())
+            n += batch["y"].numel()
+        return {"loss": total / n}
+
+
+def cfg(tmp_path, **kw):
+    base = dict(out_dir=str(tmp_path / "run"), epochs=2, batch_size=4, lr=1e-2, progress=False, seed=3,
+                checkpoint_every=2, valid_batch_size=8)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def read_log(c):
+    with open(os.path.join(c.out_dir, "log.jsonl")) as fh:
+        return [json.loads(line) for line in fh]
+
+
+# ---------------------------------------------------------------------------------------------------------- training
+def test_a_few_epochs_lower_the_loss(tmp_path):
+    torch.manual_seed(0)
+    model = ToyRegressor(dropout=0.0)
+    data = PairSet(64)
+    valid = PairSet(16, seed=2, noise=0.0)
+    before = mse(model, valid.x, valid.y)
+    out = train(model, RegressionTask(), data, valid, cfg(tmp_path, epochs=6))
+    after = mse(model.eval(), valid.x, valid.y)
+    assert after < 0.5 * before
+    assert out["loss"] == pytest.approx(after, rel=1e-5)
+    assert out["epoch"] == 6 and out["step"] == 6 * 16
+
+
+def test_best_model_loads_through_registry(tmp_path, monkeypatch):
+    monkeypatch.setitem(fastsep.models._WHERE, "ToyRegressor", ToyRegressor.__module__)
+    model = ToyRegressor(dropout=0.0)
+    data, valid = PairSet(32), PairSet(8, seed=2, noise=0.0)
+    c = cfg(tmp_path, epochs=3)
+    train(model, RegressionTask(), data, valid, c)
+    with open(os.path.join(c.out_dir, "best", "metrics.json")) as fh:
+        recorded = json.load(fh)
+    best = load_model(os.path.join(c.out_dir, "best"))
+    assert isinstance(best, ToyRegressor) and not best.training
+    # the stored validation loss is that of the stored weights
+    assert mse(best, valid.x, valid.y) == pytest.approx(recorded["loss"], rel=1e-5)
+    last = load_model(os.path.join(c.out_dir, "last"))
+    assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), model.state_dict().values()))
+
+
+def _run(tmp_path, name, **kw):
+    torch.manual_seed(0)
+    model = ToyRegressor()
+    hook = kw.pop("on_step", None)
+    c = cfg(tmp_path, out_dir=str(tmp_path / name), **kw)
+    out = train(model, RegressionTask(), PairSet(24), PairSet(8, seed=2), c, on_step=hook)
+    return model, out, c
+
+
+def test_crash_mid_epoch_resumes_to_the_same_weights(tmp_path):
+    reference, ref_out, _ = _run(tmp_path, "whole", epochs=3)
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_9(info):
+        if info.step == 9:  # 6 batches per epoch: step 9 is mid-epoch 2, the last checkpoint was at step 8
+            raise Crash()
+
+    with pytest.raises(Crash):
+        _run(tmp_path, "crashed", epochs=3, on_step=crash_at_9)
+    with open(os.path.join(str(tmp_path / "crashed"), "last", "state.json")) as fh:
+        stored = json.load(fh)["trainer"]
+    assert (stored["epoch"], stored["step"], stored["step_in_epoch"]) == (1, 8, 2)
+    resumed, out, c = _run(tmp_path, "crashed", epochs=3)
+    assert any(r["event"] == "resume" and r["step"] == 8 for r in read_log(c))
+    assert out["step"] == ref_out["step"] == 18
+    ref_w, got_w = weights(reference), weights(resumed)
+    assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
+    torch.manual_seed(0)  # the run did move the weights away from their start
+    init = ToyRegressor()
+    assert not torch.equal(init.out.weight, resumed.out.weight)
+
+
+def test_max_steps_then_continue_matches_one_run(tmp_path):
+    reference, _, _ = _run(tmp_path, "whole", epochs=2, checkpoint_every=0)
+    part, out1, _ = _run(tmp_path, "parts", epochs=2, checkpoint_every=0, max_steps=4)
+    assert out1["step"] == 4 and out1["epoch"] == 0 and "loss" in out1
+    whole, out2, _ = _run(tmp_path, "parts", epochs=2, checkpoint_every=0)
+    assert out2["step"] == 12
+    ref_w, got_w = weights(reference), weights(whole)
+    assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    _run(tmp_path, "r", epochs=1)
+    with pytest.raises(ValueError, match="lr"):
+        _run(tmp_path, "r", epochs=2, lr=0.5)
+
+
+def test_nonfinite_losses_are_skipped_and_counted(tmp_path):
+    torch.manual_seed(0)
+    model = ToyRegressor(dropout=0.0)
+    snapshots = {}
+
+    def snap(info):
+        snapshots[info.step] = (info.skipped, weights(model))
+
+    task = RegressionTask(nan_calls={3, 5})
+    out = train(model, task, PairSet(24), PairSet(8, seed=2), cfg(tmp_path, epochs=1, checkpoint_every=0),
+                on_step=snap)
+    assert out["nonfinite_steps"] == 2
+    assert [s for s in snapshots if snapshots[s][0]] == [3, 5]
+    for step in (3, 5):  # a skipped step leaves every weight exactly as the step before left it
+        before, after = snapshots[step - 1][1], snapshots[step][1]
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    changed = snapshots[4][1]
+    assert not torch.equal(changed["out.weight"], snapshots[3][1]["out.weight"])
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert sum(r["event"] == "nonfinite_loss" for r in read_log(cfg(tmp_path))) == 2
+
+
+# ---------------------------------------------------------------------------------------- plateau and early stopping
+def test_plateau_scheduler_halves_and_stops_by_hand():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.0)
+    sched = PlateauScheduler("max", patience=2, early_stop_patience=5)
+    # metric:   1 (best)  0.5  0.5 -> halve  2 (best)  2  1 -> halve  1  1 -> stop (5 epochs since best)
+    seq = [1.0, 0.5, 0.5, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    lrs, stops = [], []
+    for v in seq:
+        d = sched.step(v, opt)
+        lrs.append(opt.param_groups[0]["lr"])
+        stops.append(d["stop"])
+    assert lrs == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
+    assert stops == [False] * 8 + [True]
+    assert sched.best == 2.0 and sched.halvings == 3
+
+
+class ConstantTask(RegressionTask):
+    def validate(self, model, loader):
+        return {"score": 1.0}
+
+
+def test_lr_halving_and_early_stop_in_the_loop(tmp_path):
+    torch.manual_seed(0)
+    c = cfg(tmp_path, epochs=50, monitor="score", monitor_mode="max", patience=2, early_stop_patience=3,
+            checkpoint_every=0, lr=0.01)
+    out = train(ToyRegressor(), ConstantTask(), PairSet(8), PairSet(4, seed=2), c)
+    # epoch 1 sets the best; epochs 2, 3 don't improve -> halve after 3; epoch 4 is the third without -> stop
+    assert out["stopped_early"] == 1.0 and out["epoch"] == 4
+    lrs = [r["lr"] for r in read_log(c) if r["event"] == "epoch"]
+    assert lrs == [0.01, 0.01, 0.005, 0.005]
+    assert [r["epoch"] for r in read_log(c) if r["event"] == "lr_halved"] == [3]
+    again = train(ToyRegressor(), ConstantTask(), PairSet(8), PairSet(4, seed=2), c)  # resuming does not restart
+    assert again["epoch"] == 4
+
+
+def test_unknown_monitor_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="si_sdri"):
+        train(ToyRegressor(), RegressionTask(), PairSet(8), PairSet(4), cfg(tmp_path, monitor="si_sdri", epochs=1))
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="monitor_mode"):
+        TrainConfig(out_dir="x", monitor_mode="up")
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(out_dir="x", batch_size=0)
+    with pytest.raises(TypeError, match="training_loss"):
+        train(ToyRegressor(), object(), PairSet(4), None, TrainConfig(out_dir="x"))
+
+
+# ------------------------------------------------------------------------------------------------------- checkpoints
+def test_checkpoint_write_failure_keeps_previous(tmp_path, monkeypatch):
+    out_dir = str(tmp_path / "ck")
+    model = ToyRegressor()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    ckpt.save_checkpoint(out_dir, model, opt, {"step": 1})
+    saved = weights(model)
+    with torch.no_grad():
+        model.out.weight.add_(1.0)
+
+    def broken():
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "capture_rng", broken)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(out_dir, model, opt, {"step": 2})
+    assert sorted(os.listdir(out_dir)) == ["last"]  # no half-written folder left behind
+    fresh = ToyRegressor()
+    fresh_opt = torch.optim.Adam(fresh.parameters(), lr=1e-3)
+    state = ckpt.load_checkpoint(ckpt.find_checkpoint(out_dir), fresh, fresh_opt, restore_rng_state=False)
+    assert state["step"] == 1
+    assert all(torch.equal(saved[k], v) for k, v in fresh.state_dict().items())
+    a, b = opt.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
+    # the crash window of the swap: the old folder renamed aside, the new one not yet in place
+    os.rename(os.path.join(out_dir, "last"), os.path.join(out_dir, ".last.old"))
+    assert ckpt.find_checkpoint(out_dir) == os.path.join(out_dir, ".last.old")
+
+
+def test_rng_roundtrip():
+    import random
+
+    import numpy as np
+
+    tensors, meta = ckpt.capture_rng()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(5), np.random.rand(5), random.random()
+    ckpt.restore_rng(tensors, meta)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+# ---------------------------------------------------------------------------------------------------------- model io
+def test_save_load_roundtrip_and_tied_weights(tmp_path, monkeypatch):
+    monkeypatch.setitem(fastsep.models._WHERE, "ToyRegressor", ToyRegressor.__module__)
+    model = ToyRegressor(hidden=5, tie=True).eval()
+    save_model(model, tmp_path / "m")
+    with open(tmp_path / "m" / "model.json") as fh:
+        info = json.load(fh)
+    assert info["class"] == "ToyRegressor" and info["config"]["hidden"] == 5
+    assert info["fastsep_version"] == fastsep.__version__
+    back = load_model(tmp_path / "m")
+    x = torch.randn(7, 4)
+    assert torch.equal(model(x), back(x))
+    assert back.inp2.weight is back.inp.weight  # the tie survives
+
+
+def test_load_refuses_bad_files(tmp_path, monkeypatch):
+    monkeypatch.setitem(fastsep.models._WHERE, "ToyRegressor", ToyRegressor.__module__)
+    folder = tmp_path / "m"
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        load_model(folder)
+    save_model(ToyRegressor(hidden=6), folder)
+    json_path, weights_path = folder / "model.json", folder / "model.safetensors"
+    info = json.loads(json_path.read_text())
+
+    info_shape = dict(info, config=dict(info["config"], hidden=7))
+    json_path.write_text(json.dumps(info_shape))
+    with pytest.raises(ValueError, match=r"shape mismatch .*inp.weight: file \(6, 4\) vs model \(7, 4\)"):
+        load_model(folder)
+
+    json_path.write_text(json.dumps(dict(info, **{"class": "NoSuchNet"})))
+    with pytest.raises(ValueError, match="unknown model class 'NoSuchNet'"):
+        load_model(folder)
+
+    json_path.write_text(json.dumps(info))
+    raw = bytearray(weights_path.read_bytes())
+    raw[-1] ^= 0xFF  # flip bits in the last weight
+    weights_path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_model(folder)
+
+    with pytest.raises(TypeError, match="config"):
+        save_model(nn.Linear(2, 2), folder)
+
+
+# ------------------------------------------------------------------------------------------------------ distributed
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_environment_single_process_matches_plain_run(tmp_path, monkeypatch):
+    plain, _, _ = _run(tmp_path, "plain", epochs=1)
+    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(k, v)
+    ddp, _, _ = _run(tmp_path, "ddp", epochs=1, device="cpu")
+    assert not torch.distributed.is_initialized()  # the group was left again
+    a, b = weights(plain), weights(ddp)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-7) for k in a)
