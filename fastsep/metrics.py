@@ -83,7 +83,7 @@ def sdr(est: Tensor, ref: Tensor, filter_length: int = 512, eps: float = 1e-8) -
     without mean removal.
 
     Solved in float64 through the Toeplitz normal equations (as fast_bss_eval does); a singular system, e.g. a
-    silent reference, falls back to least squares. Differentiable, but meant for evaluation.
+    silent reference, gets a tiny diagonal loading. Differentiable, but meant for evaluation.
     """
     _check_pair("sdr", est, ref)
     if isinstance(filter_length, bool) or not isinstance(filter_length, int) or filter_length < 1:
@@ -100,9 +100,16 @@ def sdr(est: Tensor, ref: Tensor, filter_length: int = 512, eps: float = 1e-8) -
     xcf = torch.fft.irfft(ref_f.conj() * est_f, n_fft)[..., :taps]  # b[k] = sum_t ref[t] est[t+k]
     idx = torch.arange(taps, device=est.device)
     gram = acf[..., (idx[:, None] - idx[None, :]).abs()]  # symmetric Toeplitz [..., taps, taps]
-    coef, info = torch.linalg.solve_ex(gram, xcf.unsqueeze(-1))
+    # The Gram matrix is symmetric positive (semi)definite, so Cholesky suffices. (Batched LU solves also fail on
+    # this CPU build of torch with more than one thread, a torch/MKL bug, which is one more reason to avoid them.)
+    chol, info = torch.linalg.cholesky_ex(gram)
     if bool((info != 0).any()):
-        coef = torch.linalg.lstsq(gram, xcf.unsqueeze(-1)).solution
+        # Singular, e.g. a silent or strictly band-limited reference: load the diagonal a little, as fast_bss_eval's
+        # load_diag does; where the reference is silent the target is then zero.
+        scale = acf[..., :1].unsqueeze(-1).clamp_min(torch.finfo(torch.float64).tiny)
+        eye = torch.eye(taps, dtype=torch.float64, device=est.device)
+        chol = torch.linalg.cholesky(gram + 1e-10 * scale * eye)
+    coef = torch.cholesky_solve(xcf.unsqueeze(-1), chol)
     target_energy = (xcf.unsqueeze(-2) @ coef).squeeze(-1).squeeze(-1)  # |P est|² = bᵀ R⁻¹ b
     error_energy = (est64.pow(2).sum(-1) - target_energy).clamp_min(0.0)
     return (10 * torch.log10((target_energy + eps) / (error_energy + eps))).to(out_dtype)
