@@ -57,7 +57,8 @@ class Separator:
         combiner: :class:`fastsep.models.Combiner` (needed by mode "full").
         sample_rate: rate the models expect.
         n_src: number of talkers C (read from ``backbone.config["n_src"]`` when not given).
-        chunk_seconds, overlap_seconds: inputs longer than a chunk are separated chunk by chunk.
+        chunk_seconds, overlap_seconds: inputs longer than a chunk are separated chunk by chunk, overlapping by
+            ``overlap_seconds`` (default: a quarter of a chunk, at most 1 s).
         device: where the models run (default: where the backbone's parameters are).
     """
 
@@ -69,7 +70,7 @@ class Separator:
         sample_rate: int = 8000,
         n_src: Optional[int] = None,
         chunk_seconds: float = 8.0,
-        overlap_seconds: float = 1.0,
+        overlap_seconds: Optional[float] = None,
         device: Optional[Union[str, torch.device]] = None,
     ):
         if not callable(backbone):
@@ -80,6 +81,8 @@ class Separator:
             n_src = (getattr(backbone, "config", None) or {}).get("n_src", getattr(backbone, "n_src", None))
         if not isinstance(n_src, (int, np.integer)) or n_src < 1:
             raise ValueError(f"Separator: n_src must be a positive int (or in backbone.config), got {n_src!r}")
+        if overlap_seconds is None:
+            overlap_seconds = min(1.0, chunk_seconds / 4)
         chunk = int(round(chunk_seconds * sample_rate))
         overlap = int(round(overlap_seconds * sample_rate))
         if chunk <= 0 or overlap < 0 or overlap >= chunk:
