@@ -216,7 +216,9 @@ def test_peak_memory_scales_with_chunk_not_length(tmp_path):
         assert out.shape == (1, 2, n)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
     """)
-    env = dict(os.environ, FASTSEP_NO_EXTENSION="1", OMP_NUM_THREADS="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastsep.__file__)))
+    env = dict(os.environ, FASTSEP_NO_EXTENSION="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
     def peak(n):
         res = subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True, text=True, env=env,
