@@ -102,7 +102,7 @@ class ConvTasNet(SeparationModel):
 
     @classmethod
     def small(cls, n_src: int, sample_rate: int = 8000) -> "ConvTasNet":
-        """A CPU-sized preset (~50k parameters for 2 sources) for tests and quick experiments."""
+        """A CPU-sized preset (about 34 k parameters for 2 sources) for tests and quick experiments."""
         return cls(n_src, sample_rate, n_filters=64, kernel_size=16, bn_chan=32, hid_chan=64, skip_chan=32,
                    conv_kernel_size=3, n_blocks=4, n_repeats=1)
 

@@ -112,7 +112,7 @@ class SepFormer(SeparationModel):
 
     @classmethod
     def small(cls, n_src: int, sample_rate: int = 8000) -> "SepFormer":
-        """A CPU-sized preset (about 0.1 M parameters) for tests and quick experiments."""
+        """A CPU-sized preset (about 26 k parameters for 2 sources) for tests and quick experiments."""
         return cls(n_src, sample_rate, n_filters=32, kernel_size=16, stride=8, chunk_size=20, n_blocks=1,
                    n_layers=1, n_heads=4, d_ffn=64)
 
