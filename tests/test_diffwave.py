@@ -1,0 +1,458 @@
+"""DiffWave: compatibility with lmnt-com/diffwave's layout, sampling, fused == unfused, checkpoints, bad input."""
+import math
+import os
+import sys
+import types
+from math import sqrt
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fastsep.models.diffwave as dw
+from fastsep import ops
+from fastsep.models import DiffWave
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # These tensors are tiny: intra-op threads only add synchronisation, which on a loaded shared machine costs
+    # 10-30x. Restored after this module.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# An independent re-statement of the reference model (lmnt-com/diffwave, src/diffwave/model.py), written from its
+# description: same module tree, same arithmetic, params given as an attribute dict. Hop is 256 (two stride-16 convs).
+class AttrDict(dict):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.__dict__ = self
+
+
+class RefEmbedding(nn.Module):
+    def __init__(self, max_steps):
+        super().__init__()
+        t = torch.arange(max_steps, dtype=torch.float32)[:, None] * 10.0 ** (torch.arange(64)[None, :] * 4.0 / 63.0)
+        self.register_buffer("embedding", torch.cat([t.sin(), t.cos()], 1), persistent=False)
+        self.projection1 = nn.Linear(128, 512)
+        self.projection2 = nn.Linear(512, 512)
+
+    def forward(self, step):
+        if step.dtype in (torch.int32, torch.int64):
+            e = self.embedding[step]
+        else:
+            lo, hi = torch.floor(step).long(), torch.ceil(step).long()
+            e = self.embedding[lo] + (self.embedding[hi] - self.embedding[lo]) * (step - lo)[:, None]
+        e = self.projection1(e)
+        e = e * torch.sigmoid(e)
+        e = self.projection2(e)
+        return e * torch.sigmoid(e)
+
+
+class RefUpsampler(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.ConvTranspose2d(1, 1, [3, 32], stride=[1, 16], padding=[1, 8])
+        self.conv2 = nn.ConvTranspose2d(1, 1, [3, 32], stride=[1, 16], padding=[1, 8])
+
+    def forward(self, x):
+        x = F.leaky_relu(self.conv1(x[:, None]), 0.4)
+        return F.leaky_relu(self.conv2(x), 0.4)[:, 0]
+
+
+class RefBlock(nn.Module):
+    def __init__(self, n_mels, channels, dilation, uncond):
+        super().__init__()
+        self.dilated_conv = nn.Conv1d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
+        self.diffusion_projection = nn.Linear(512, channels)
+        self.conditioner_projection = None if uncond else nn.Conv1d(n_mels, 2 * channels, 1)
+        self.output_projection = nn.Conv1d(channels, 2 * channels, 1)
+
+    def forward(self, x, step, cond):
+        y = self.dilated_conv(x + self.diffusion_projection(step)[:, :, None])
+        if self.conditioner_projection is not None:
+            y = y + self.conditioner_projection(cond)
+        c = x.shape[1]
+        y = self.output_projection(torch.sigmoid(y[:, :c]) * torch.tanh(y[:, c:]))
+        return (x + y[:, :c]) / sqrt(2.0), y[:, c:]
+
+
+class RefDiffWave(nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        self.params = params
+        self.input_projection = nn.Conv1d(1, params.residual_channels, 1)
+        self.diffusion_embedding = RefEmbedding(len(params.noise_schedule))
+        self.spectrogram_upsampler = None if params.unconditional else RefUpsampler()
+        self.residual_layers = nn.ModuleList([
+            RefBlock(params.n_mels, params.residual_channels, 2 ** (i % params.dilation_cycle_length),
+                     params.unconditional) for i in range(params.residual_layers)])
+        self.skip_projection = nn.Conv1d(params.residual_channels, params.residual_channels, 1)
+        self.output_projection = nn.Conv1d(params.residual_channels, 1, 1)
+
+    def forward(self, audio, diffusion_step, spectrogram=None):
+        x = F.relu(self.input_projection(audio[:, None]))
+        step = self.diffusion_embedding(diffusion_step)
+        if self.spectrogram_upsampler is not None:
+            spectrogram = self.spectrogram_upsampler(spectrogram)
+        skips = []
+        for layer in self.residual_layers:
+            x, s = layer(x, step, spectrogram)
+            skips.append(s)
+        x = torch.stack(skips).sum(0) / sqrt(len(self.residual_layers))
+        return self.output_projection(F.relu(self.skip_projection(x)))
+
+
+def ref_params(**kw):
+    p = AttrDict(residual_layers=4, residual_channels=8, dilation_cycle_length=2, n_mels=12, unconditional=False,
+                 noise_schedule=np.linspace(1e-4, 0.05, 50).tolist(),
+                 inference_noise_schedule=[0.0001, 0.001, 0.01, 0.05, 0.2, 0.5], sample_rate=22050, hop_samples=256)
+    p.update(kw)
+    return p
+
+
+def ours_from(params):
+    return DiffWave(residual_layers=params["residual_layers"], residual_channels=params["residual_channels"],
+                    dilation_cycle_length=params["dilation_cycle_length"], n_mels=params["n_mels"],
+                    noise_schedule=params["noise_schedule"], inference_noise_schedule=params["inference_noise_schedule"],
+                    sample_rate=params["sample_rate"], hop_length=params["hop_samples"],
+                    unconditional=params["unconditional"])
+
+
+def randomise(model, std=0.3):
+    # The output projection starts at zero (the predicted noise would be a constant); randomise every weight so
+    # that all paths matter.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+    return model
+
+
+def tiny(**kw):
+    args = dict(residual_layers=6, residual_channels=8, dilation_cycle_length=3, n_mels=10, hop_length=32,
+                sample_rate=8000)
+    args.update(kw)
+    return randomise(DiffWave(**args), 0.25)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("uncond", [False, True])
+def test_state_dict_strictly_compatible_and_same_output(uncond):
+    params = ref_params(unconditional=uncond)
+    ref = randomise(RefDiffWave(params))
+    ours = ours_from(params)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    audio = torch.randn(2, 3 * 256)
+    mel = None if uncond else torch.rand(2, 12, 3)
+    for step in (torch.tensor([3, 17]), torch.tensor([4.3]), torch.tensor([0.0, 48.9])):
+        with torch.no_grad():
+            want = ref(audio, step, mel)
+            got = ours(audio, step, mel)
+        assert got.shape == (2, 1, 768)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_default_architecture_matches_reference_shapes():
+    m = DiffWave()
+    assert m.config["residual_layers"] == 30 and m.config["residual_channels"] == 64
+    assert m.config["noise_schedule"] == np.linspace(1e-4, 0.05, 50).tolist()
+    assert m.config["inference_noise_schedule"] == [0.0001, 0.001, 0.01, 0.05, 0.2, 0.5]
+    sd = m.state_dict()
+    assert sd["spectrogram_upsampler.conv1.weight"].shape == (1, 1, 3, 32)
+    assert sd["residual_layers.29.dilated_conv.weight"].shape == (128, 64, 3)
+    assert sd["residual_layers.0.conditioner_projection.weight"].shape == (128, 80, 1)
+    assert sd["diffusion_embedding.projection1.weight"].shape == (512, 128)
+    assert "diffusion_embedding.embedding" not in sd
+    assert m.dilations[:11] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1]
+    assert torch.count_nonzero(m.output_projection.weight) == 0
+
+
+@pytest.mark.parametrize("hop,strides", [(256, (16, 16)), (80, (8, 10)), (15, (3, 5)), (7, (1, 7)), (128, (8, 16))])
+def test_upsampler_any_hop(hop, strides):
+    assert dw.split_hop(hop) == strides
+    up = dw.SpectrogramUpsampler(6, hop)
+    assert up.conv1.stride == (1, strides[0]) and up.conv2.kernel_size == (3, 2 * strides[1])
+    out = up(torch.rand(2, 6, 5))
+    assert out.shape == (2, 6, 5 * hop)
+    # One mel frame's influence stays local: each stage's kernel spans two of its input units, so an impulse at
+    # frame 4 reaches only samples within [3·hop, 7·hop), and for even strides it covers its own frame.
+    with torch.no_grad():
+        for conv in (up.conv1, up.conv2):
+            conv.weight.fill_(1.0)
+            conv.bias.zero_()
+    x = torch.zeros(1, 6, 9)
+    x[0, 3, 4] = 1.0
+    hit = torch.nonzero(up(x)[0, 3] > 0).squeeze(1)
+    assert hit.min() >= 3 * hop and hit.max() < 7 * hop
+    if strides[0] % 2 == 0 and strides[1] % 2 == 0:
+        assert hit.min() <= 4 * hop and hit.max() >= 5 * hop - 1
+
+
+def test_fractional_steps_by_hand():
+    train = np.linspace(1e-4, 0.05, 50)
+    infer = [0.0001, 0.001, 0.01, 0.05, 0.2, 0.5]
+    got = dw.fractional_steps(train.tolist(), infer)
+    # by hand: step 0 has the same cumulative alpha as training step 0 -> exactly 0
+    assert got[0] == 0.0
+    # step 1: g = 0.9999·0.999 lies between a_0 = 0.9999 and a_1 = 0.9999·(1 − (1e-4 + 0.0499/49)) -> t = 0
+    a0, a1 = 0.9999, 0.9999 * (1 - (1e-4 + 0.0499 / 49))
+    g1 = 0.9999 * 0.999
+    assert got[1] == pytest.approx((sqrt(a0) - sqrt(g1)) / (sqrt(a0) - sqrt(a1)), abs=1e-6)
+    # all six: invert the piecewise-linear map t -> sqrt(a_t) with np.interp
+    root_a = np.sqrt(np.cumprod(1 - train))
+    root_g = np.sqrt(np.cumprod(1 - np.array(infer)))
+    want = np.interp(root_g, root_a[::-1], np.arange(50)[::-1].astype(float))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert dw.fractional_steps(train.tolist(), train.tolist()) == list(range(50))
+    with pytest.raises(ValueError, match="outside the training schedule"):
+        dw.fractional_steps(train.tolist(), [0.0001, 0.9])
+
+
+class _RecordedNoise:
+    """Stands in for the per-item generators: hands out a fixed list of tensors, for the reference loop to reuse."""
+    pool = []
+
+    def __init__(self, seeds, length, device, dtype):
+        self.i = 0
+        self.batch = len(seeds)
+
+    def draw(self):
+        t = _RecordedNoise.pool[self.i][: self.batch]
+        self.i += 1
+        return t
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_generate_follows_reference_inference(monkeypatch, fast):
+    params = ref_params()
+    ref = randomise(RefDiffWave(params), 0.2)
+    ours = ours_from(params)
+    ours.load_state_dict(ref.state_dict())
+    mel = torch.rand(2, 12, 2)
+    length = 2 * 256
+    steps = 6 if fast else 50
+    _RecordedNoise.pool = [torch.randn(2, length) for _ in range(steps)]
+    monkeypatch.setattr(dw, "_ItemNoise", _RecordedNoise)
+
+    # The reference's inference.py loop, restated
+    beta = np.array(params.inference_noise_schedule if fast else params.noise_schedule)
+    talpha_cum = np.cumprod(1 - np.array(params.noise_schedule))
+    alpha = 1 - beta
+    alpha_cum = np.cumprod(alpha)
+    T = np.interp(np.sqrt(alpha_cum), np.sqrt(talpha_cum)[::-1], np.arange(50)[::-1].astype(float)).astype(np.float32)
+    audio = _RecordedNoise.pool[0]
+    k = 1
+    with torch.no_grad():
+        for n in range(len(alpha) - 1, -1, -1):
+            c1 = 1 / alpha[n] ** 0.5
+            c2 = beta[n] / (1 - alpha_cum[n]) ** 0.5
+            audio = c1 * (audio - c2 * ref(audio, torch.tensor([T[n]]), mel).squeeze(1))
+            if n > 0:
+                audio = audio + ((1.0 - alpha_cum[n - 1]) / (1.0 - alpha_cum[n]) * beta[n]) ** 0.5 * \
+                    _RecordedNoise.pool[k]
+                k += 1
+            audio = torch.clamp(audio, -1.0, 1.0)
+    for fused in (False, True):
+        got = ours.generate(mel, fast=fast, seed=0, fused=fused)
+        torch.testing.assert_close(got, audio, atol=1e-4, rtol=0)
+    assert 0.0 < audio.abs().mean() < 1.0  # not all clamped, not all zero
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fused_equals_unfused(fast):
+    model = tiny()
+    mel = torch.rand(3, 10, 7)
+    a = model.generate(mel, fast=fast, seed=11, fused=True)
+    b = model.generate(mel, fast=fast, seed=11, fused=False)
+    assert a.shape == (3, 7 * 32)
+    assert (a - b).abs().max() <= 1e-4
+    assert a.abs().mean() > 1e-3
+
+
+def test_fused_unconditional_equals_unfused():
+    model = tiny(unconditional=True)
+    a = model.generate(None, seed=5, num_samples=300, batch_size=2, fused=True)
+    b = model.generate(None, seed=5, num_samples=300, batch_size=2, fused=False)
+    assert a.shape == (2, 300) and (a - b).abs().max() <= 1e-4
+
+
+def test_seed_determinism_and_chunking(monkeypatch):
+    model = tiny()
+    mel = torch.rand(4, 10, 5)
+    a = model.generate(mel, seed=3)
+    assert torch.equal(a, model.generate(mel, seed=3))
+    assert not torch.allclose(a, model.generate(mel, seed=4))
+    torch.manual_seed(9)
+    c = model.generate(mel)
+    torch.manual_seed(9)
+    assert torch.equal(c, model.generate(mel))
+    # A tiny memory bound forces one item per chunk; each item's noise is its own, so nothing changes.
+    calls = []
+    monkeypatch.setattr(model.spectrogram_upsampler, "forward",
+                        lambda x, f=model.spectrogram_upsampler.forward: calls.append(x.shape[0]) or f(x))
+    monkeypatch.setattr(DiffWave, "cond_memory_limit", 6 * 2 * 8 * 5 * 32 * 4 * 2)  # two items' worth
+    d = model.generate(mel, seed=3)
+    assert calls == [2, 2]
+    torch.testing.assert_close(d, a, atol=1e-6, rtol=0)
+
+
+def test_conditioner_runs_once_per_call(monkeypatch):
+    model = tiny()
+    counts = {"up": 0, "cond": 0, "stack": 0}
+    model.spectrogram_upsampler.register_forward_hook(lambda *a: counts.__setitem__("up", counts["up"] + 1))
+    for layer in model.residual_layers:
+        layer.conditioner_projection.register_forward_hook(lambda *a: counts.__setitem__("cond", counts["cond"] + 1))
+    real_stack = ops.diffwave_stack
+
+    def counting_stack(*args, **kwargs):
+        counts["stack"] += 1
+        return real_stack(*args, **kwargs)
+
+    monkeypatch.setattr(ops, "diffwave_stack", counting_stack)
+    model.generate(torch.rand(2, 10, 4), fast=True, seed=0)
+    assert counts == {"up": 1, "cond": 0, "stack": 6}
+    model.generate(torch.rand(1, 10, 4), fast=False, seed=0)
+    assert counts == {"up": 2, "cond": 0, "stack": 56}
+
+
+def test_mels_of_different_lengths():
+    model = tiny()
+    short, long = torch.rand(10, 3), torch.rand(10, 6)
+    out = model.generate([short, long], seed=1)
+    assert out.shape == (2, 6 * 32)
+    assert torch.all(out[0, 3 * 32:] == 0) and out[0, :3 * 32].abs().sum() > 0
+    padded = torch.stack([F.pad(short, (0, 3)), long])
+    torch.testing.assert_close(model.generate(padded, seed=1, lengths=[3, 6]), out)
+    with pytest.raises(ValueError, match="lengths"):
+        model.generate(padded, lengths=[0, 6])
+
+
+def test_generate_bad_input():
+    model = tiny()
+    with pytest.raises(ValueError, match="n_mels = 10"):
+        model.generate(torch.rand(1, 80, 4))
+    with pytest.raises(TypeError, match="float"):
+        model.generate(torch.ones(1, 10, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="empty"):
+        model.generate(torch.rand(1, 10, 0))
+    with pytest.raises(ValueError, match="empty"):
+        model.generate(torch.rand(0, 10, 3))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model.generate(np.zeros((10, 4)))
+    with pytest.raises(ValueError, match=r"\[n_mels, F\]"):
+        model.generate(torch.rand(1, 1, 10, 4))
+    with pytest.raises(ValueError, match="needs a mel"):
+        model.generate(None)
+    with pytest.raises(ValueError, match="unconditional"):
+        tiny(unconditional=True).generate(torch.rand(1, 10, 4))
+    with pytest.raises(ValueError, match="frames·hop"):
+        model(torch.randn(1, 100), torch.tensor([1]), torch.rand(1, 10, 4))
+    with pytest.raises(ValueError, match="residual_layers"):
+        DiffWave(residual_layers=0)
+    with pytest.raises(ValueError, match="betas"):
+        DiffWave(noise_schedule=[0.1, 1.5])
+
+
+def test_vocode_shape_and_determinism():
+    model = tiny()
+    audio = 0.3 * torch.sin(torch.arange(2, 1001).float()[None].repeat(2, 1) * 0.05)
+    out = model.vocode(audio, seed=2)
+    assert out.shape == audio.shape and out.dtype == audio.dtype
+    assert torch.equal(out, model.vocode(audio, seed=2))
+    assert out.abs().max() <= 1.0
+    assert model.vocode(audio[0], seed=2).shape == audio[0].shape
+    with pytest.raises(ValueError, match="audio"):
+        model.vocode(torch.zeros(1, 2, 3, 400))
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny(hop_length=40, inference_noise_schedule=[0.0001, 0.01, 0.3])
+    model.save(tmp_path / "gm")
+    assert {"model.safetensors", "model.json"} <= set(os.listdir(tmp_path / "gm"))
+    back = DiffWave.load(tmp_path / "gm")
+    assert back.config == model.config
+    mel = torch.rand(1, 10, 3)
+    torch.testing.assert_close(back.generate(mel, seed=0), model.generate(mel, seed=0))
+
+
+# ---------------------------------------------------------------------------------------------- reference files
+@pytest.fixture
+def fake_diffwave_package(monkeypatch):
+    """Make ``diffwave.params.AttrDict`` importable while a checkpoint is written, so that the pickle names the
+    reference's class exactly as a real weights.pt does; removed again before loading."""
+    pkg, mod = types.ModuleType("diffwave"), types.ModuleType("diffwave.params")
+    cls = type("AttrDict", (AttrDict,), {"__module__": "diffwave.params"})
+    mod.AttrDict = cls
+    monkeypatch.setitem(sys.modules, "diffwave", pkg)
+    monkeypatch.setitem(sys.modules, "diffwave.params", mod)
+    return cls
+
+
+def _write_reference_checkpoint(path, ref, params_obj):
+    torch.save({"step": 10, "model": ref.state_dict(), "params": params_obj,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 2e-4, "params": [0, 1]}]},
+                "scaler": {"scale": 65536.0}}, path)
+
+
+def test_from_reference_checkpoint(tmp_path, fake_diffwave_package):
+    params = ref_params(residual_layers=3, n_mels=14)
+    ref = randomise(RefDiffWave(params))
+    path = tmp_path / "weights.pt"
+    _write_reference_checkpoint(path, ref, fake_diffwave_package(params))
+    del sys.modules["diffwave.params"].AttrDict  # the loader must not need (or import) the class
+    model = DiffWave.from_reference_checkpoint(path)
+    assert model.config["residual_layers"] == 3 and model.config["n_mels"] == 14 and model.hop_length == 256
+    audio, mel, step = torch.randn(1, 512), torch.rand(1, 14, 2), torch.tensor([7])
+    with torch.no_grad():
+        torch.testing.assert_close(model(audio, step, mel), ref(audio, step, mel), atol=1e-5, rtol=1e-5)
+
+
+def test_from_reference_checkpoint_plain_dict_params(tmp_path):
+    params = ref_params(residual_layers=2, unconditional=True)
+    ref = randomise(RefDiffWave(params))
+    path = tmp_path / "weights-10.pt"
+    _write_reference_checkpoint(path, ref, dict(params))  # newer learners store dict(params)
+    model = DiffWave.from_reference_checkpoint(path)
+    assert model.unconditional and model.spectrogram_upsampler is None
+    audio = torch.randn(2, 300)
+    with torch.no_grad():
+        torch.testing.assert_close(model(audio, torch.tensor([1, 2])), ref(audio, torch.tensor([1, 2])))
+
+
+class _Malicious:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    ref = RefDiffWave(ref_params(residual_layers=1))
+    path = tmp_path / "evil.pt"
+    _write_reference_checkpoint(path, ref, {"residual_layers": 1, "payload": _Malicious(marker)})
+    with pytest.raises(ValueError, match="refusing"):
+        DiffWave.from_reference_checkpoint(path)
+    assert not marker.exists()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable"):
+        DiffWave.from_reference_checkpoint(garbage)
+
+
+def test_reference_checkpoint_that_does_not_fit(tmp_path):
+    ref = randomise(RefDiffWave(ref_params(residual_layers=2)))
+    path = tmp_path / "w.pt"
+    _write_reference_checkpoint(path, ref, dict(ref_params(residual_layers=3)))
+    with pytest.raises(ValueError, match="missing residual_layers.2"):
+        DiffWave.from_reference_checkpoint(path)
