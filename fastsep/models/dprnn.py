@@ -90,7 +90,7 @@ class DPRNN(SeparationModel):
 
     @classmethod
     def small(cls, n_src: int, sample_rate: int = 8000) -> "DPRNN":
-        """A CPU-sized preset (tens of thousands of parameters) for tests and quick experiments."""
+        """A CPU-sized preset (about 80 k parameters for 2 sources) for tests and quick experiments."""
         return cls(n_src, sample_rate, n_filters=32, kernel_size=16, bn_chan=32, hid_size=32, chunk_size=20,
                    hop_size=10, n_repeats=2)
 

@@ -97,7 +97,7 @@ class MulCat(SeparationModel):
 
     @classmethod
     def small(cls, n_src: int, sample_rate: int = 8000) -> "MulCat":
-        """A CPU-sized preset (tens of thousands of parameters) for tests and quick experiments."""
+        """A CPU-sized preset (about 0.16 M parameters) for tests and quick experiments."""
         return cls(n_src, sample_rate, n_filters=32, kernel_size=8, hidden_size=32, n_blocks=2, chunk_size=20)
 
     def forward(self, mix: Tensor, return_all: bool = False) -> Tensor:
