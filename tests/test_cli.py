@@ -1,0 +1,182 @@
+"""CLI smoke tests: fastsep separate / eval / bench / demo on a tiny random bundle made here, plus the PNG writer."""
+import json
+import os
+import struct
+import subprocess
+import sys
+import wave as wavmod
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+import fastsep
+from fastsep import cli
+from fastsep import separator as sepmod
+from fastsep.commands.demo import encode_png, make_mixture
+from fastsep.commands.evaluate import evaluate
+from fastsep.separator import Separator
+
+SR = 8000
+
+
+def write_wav(path, data, sr=SR):
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with wavmod.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((np.clip(np.asarray(data), -1, 1) * 32767).astype("<i2").tobytes())
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from fastsep.models.combiner import Combiner
+    from fastsep.models.convtasnet import ConvTasNet
+    from fastsep.models.diffwave import DiffWave
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("bundle")
+    vocoder = DiffWave(residual_layers=2, residual_channels=4, dilation_cycle_length=2, n_mels=20, sample_rate=SR,
+                       hop_length=128)
+    comb = Combiner(n_fft=128, hop_length=32, hidden=(4, 4, 4, 4, 4))
+    Separator(ConvTasNet.small(2, SR), vocoder, comb, sample_rate=SR).save_pretrained(path)
+    return str(path)
+
+
+def run_cli(*argv):
+    return cli.main([str(a) for a in argv])
+
+
+def test_module_entry_point_help():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastsep.__file__)))
+    env = dict(os.environ, FASTSEP_NO_EXTENSION="1", PYTHONPATH=root)
+    res = subprocess.run([sys.executable, "-m", "fastsep", "separate", "--help"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0 and "--mode" in res.stdout and "--model" in res.stdout
+
+
+def test_separate_command(bundle, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    write_wav(tmp_path / "in" / "a.wav", rng.uniform(-0.3, 0.3, 4000))
+    write_wav(tmp_path / "in" / "b.wav", rng.uniform(-0.3, 0.3, 6000))
+    (tmp_path / "in" / "broken.wav").write_bytes(b"RIFF....garbage")
+    out = tmp_path / "out"
+    rc = run_cli("separate", tmp_path / "in", "-o", out, "--model", bundle, "--mode", "full", "--no-progress")
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.wav" in err  # one failure makes the run fail, after the others were done
+    assert sorted(os.listdir(out)) == ["a_s1.wav", "a_s2.wav", "b_s1.wav", "b_s2.wav"]
+    with wavmod.open(str(out / "b_s2.wav")) as w:
+        assert w.getnframes() == 6000 and w.getframerate() == SR
+    before = os.path.getmtime(out / "a_s1.wav")
+    rc = run_cli("separate", tmp_path / "in" / "a.wav", "-o", out, "--model", bundle, "--mode", "backbone",
+                 "--no-progress")
+    assert rc == 0 and "1 skipped" in capsys.readouterr().out
+    assert os.path.getmtime(out / "a_s1.wav") == before
+
+
+def test_separate_command_without_default_model(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sepmod, "DEFAULT_BUNDLE", str(tmp_path / "none"))
+    write_wav(tmp_path / "a.wav", np.full(1000, 0.1))
+    assert run_cli("separate", tmp_path / "a.wav", "-o", tmp_path / "o") == 2
+    assert "train_default.sh" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_matches_direct_formula(bundle):
+    # Independent check of the scores: SI-SDR written out here, best of the two orders chosen by hand.
+    sep = Separator.from_pretrained(bundle)
+    g = torch.Generator().manual_seed(3)
+    items = [{"sources": 0.1 * torch.randn(2, 3000, generator=g)} for _ in range(2)]
+    for it in items:
+        it["mixture"] = it["sources"].sum(0)
+
+    def sisdr(e, r):
+        e, r = e - e.mean(), r - r.mean()
+        t = (e @ r) / (r @ r) * r
+        return 10 * torch.log10((t @ t) / ((e - t) @ (e - t)))
+
+    res = evaluate(sep, items, modes=("backbone", "full"), progress=False)
+    for mode in ("backbone", "full"):
+        want = 0.0
+        for it in items:
+            est = sep.separate(it["mixture"], mode=mode)
+            s, m = it["sources"], it["mixture"]
+            orders = [[0, 1], [1, 0]]
+            best = max(orders, key=lambda o: float(sum(sisdr(est[o[i]], s[i]) for i in range(2))))
+            want += float(sum(sisdr(est[best[i]], s[i]) - sisdr(m, s[i]) for i in range(2)) / 2)
+        assert res[mode]["si_sdri"] == pytest.approx(want / len(items), abs=1e-3)
+        assert res[mode]["n"] == 2
+
+
+def test_eval_command_on_wsj0mix_layout(bundle, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "wsj"
+    for name in ("m1.wav", "m2.wav"):
+        s1, s2 = rng.uniform(-0.2, 0.2, 3000), rng.uniform(-0.2, 0.2, 3000)
+        write_wav(root / "tt" / "s1" / name, s1)
+        write_wav(root / "tt" / "s2" / name, s2)
+        write_wav(root / "tt" / "mix" / name, s1 + s2)
+    out = tmp_path / "eval.json"
+    rc = run_cli("eval", "--data", root, "--model", bundle, "--json", out, "--no-progress")
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "SI-SDRi" in text and "B + GM + F" in text and "xcorr" in text
+    data = json.loads(out.read_text())
+    assert set(data["results"]) == {"backbone", "xcorr", "full"}
+    assert all(np.isfinite(r["si_sdri"]) and r["n"] == 2 for r in data["results"].values())
+
+
+def test_bench_command(bundle, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert run_cli("bench", "--model", bundle, "--lengths", "0.25", "--batch-sizes", "1,2", "--repeats", "1",
+                   "--json", out) == 0
+    rows = json.loads(out.read_text())["rows"]
+    stages = {r["stage"] for r in rows}
+    assert {"backbone", "vocoder", "combiner", "xcorr", "mode:full", "mode:xcorr", "mode:backbone"} <= stages
+    for r in rows:
+        assert r["latency_s"] > 0 and r["rtf"] == pytest.approx(r["latency_s"] / (r["seconds_audio"] * r["batch"]))
+    assert run_cli("bench", "--model", bundle, "--lengths", "-1") == 2
+
+
+def test_demo_command(bundle, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert run_cli("demo", "--model", bundle, "-o", out) == 0
+    text = capsys.readouterr().out
+    for mode in ("full", "xcorr", "backbone"):
+        assert mode in text
+        assert (out / f"{mode}_s1.wav").exists() and (out / f"{mode}_s2.wav").exists()
+    assert (out / "mixture.wav").exists() and (out / "reference_s2.wav").exists()
+    png = (out / "spectrogram.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 50 and height > 9 * 100  # nine panels: mixture, 2 references, 3 modes x 2 estimates
+
+
+def test_demo_mixture_is_sum_of_distinct_talkers():
+    mix, src = make_mixture(SR)
+    assert src.shape[0] == 2 and torch.allclose(mix, src.sum(0))
+    assert src[0].norm() == pytest.approx(float(src[1].norm()), rel=1e-4)  # 0 dB
+    corr = float((src[0] @ src[1]) / (src[0].norm() * src[1].norm()))
+    assert abs(corr) < 0.2
+
+
+def test_png_encoder_roundtrip():
+    img = (np.arange(7 * 5).reshape(7, 5) * 7 % 256).astype(np.uint8)
+    data = encode_png(img)
+    # Parse the chunks independently and check CRCs and pixels.
+    pos, chunks = 8, {}
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        (crc,) = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks[kind] = body
+        pos += 12 + n
+    w, h, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (w, h, depth, colour) == (5, 7, 8, 0)
+    raw = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(7, 6)
+    assert (raw[:, 0] == 0).all() and (raw[:, 1:] == img).all()
+    with pytest.raises(ValueError):
+        encode_png(np.zeros((0, 3)))
