@@ -1,0 +1,189 @@
+"""``fastsep train separator``: train a separation backbone (B) with the PIT SI-SDR loss.
+
+Training uses fixed-length segments of the ``train`` split; validation runs on whole utterances of the ``valid``
+split and reports SI-SDRi (dB), which drives the learning-rate halving, early stopping and ``OUT/best``.
+Any layout :func:`fastsep.data.open_mixture_dataset` understands can be pointed at with ``--data``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, Iterable, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BACKBONES", "SeparationTask", "pad_collate", "build_model", "add_arguments", "main"]
+
+#: ``--model`` name -> class name in :mod:`fastsep.models`.
+BACKBONES = {"convtasnet": "ConvTasNet", "dprnn": "DPRNN", "mulcat": "MulCat", "sepformer": "SepFormer"}
+
+
+def pad_collate(items: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Batch mixture items of possibly different lengths by zero-padding at the end.
+
+    Returns ``{"mixture": [B, T], "sources": [B, C, T], "lengths": [B] int64, "id": [str]}`` with ``T`` the longest.
+    """
+    if not items:
+        raise ValueError("pad_collate got an empty list of items")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "mixture" not in item or "sources" not in item:
+            raise TypeError(f"item {i} must be a dict with 'mixture' [T] and 'sources' [C, T], got "
+                            f"{type(item).__name__}")
+        if item["mixture"].dim() != 1 or item["sources"].dim() != 2 \
+                or item["sources"].shape[-1] != item["mixture"].shape[-1]:
+            raise ValueError(f"item {i}: expected mixture [T] and sources [C, T] of one length, got "
+                             f"{tuple(item['mixture'].shape)} and {tuple(item['sources'].shape)}")
+    n_src = {item["sources"].shape[0] for item in items}
+    if len(n_src) != 1:
+        raise ValueError(f"items in one batch must have the same number of sources, got {sorted(n_src)}")
+    lengths = torch.tensor([item["mixture"].shape[-1] for item in items], dtype=torch.long)
+    longest = int(lengths.max())
+    mixture = torch.zeros(len(items), longest, dtype=items[0]["mixture"].dtype)
+    sources = torch.zeros(len(items), n_src.pop(), longest, dtype=items[0]["sources"].dtype)
+    for i, item in enumerate(items):
+        n = item["mixture"].shape[-1]
+        mixture[i, :n] = item["mixture"]
+        sources[i, :, :n] = item["sources"]
+    return {"mixture": mixture, "sources": sources, "lengths": lengths,
+            "id": [str(item.get("id", i)) for i, item in enumerate(items)]}
+
+
+class SeparationTask:
+    """Training task for a backbone: PIT SI-SDR loss; validation SI-SDR and SI-SDRi (dB) of the PIT-matched output.
+
+    ``multi_block``: the model's forward accepts ``return_all=True`` and returns ``[n_blocks, B, C, T]`` (MulCat);
+    the loss is then the mean of every block's PIT SI-SDR loss, each block matched on its own, as in the MulCat
+    paper's deep supervision.
+    """
+
+    def __init__(self, multi_block: bool = False):
+        self.multi_block = multi_block
+
+    @staticmethod
+    def _trimmed(batch: Dict[str, Any]):
+        """(mixture, sources) per example, cut to its own length when padded batches hold different lengths."""
+        mix, src = batch["mixture"], batch["sources"]
+        lengths = batch.get("lengths")
+        if lengths is None or bool((lengths == mix.shape[-1]).all()):
+            return [(mix, src)]
+        return [(mix[i:i + 1, :n], src[i:i + 1, :, :n]) for i, n in enumerate(lengths.tolist())]
+
+    def _loss(self, model: nn.Module, mix: Tensor, src: Tensor) -> Tensor:
+        from ..metrics import pit_si_sdr_loss
+
+        if self.multi_block:
+            outs = model(mix, return_all=True)
+            return torch.stack([pit_si_sdr_loss(o.float(), src.float()) for o in outs]).mean()
+        return pit_si_sdr_loss(model(mix).float(), src.float())
+
+    def training_loss(self, model: nn.Module, batch: Dict[str, Any]) -> Tensor:
+        """Mean PIT SI-SDR loss (negative dB) of the batch."""
+        parts = self._trimmed(batch)
+        if len(parts) == 1:
+            return self._loss(model, *parts[0])
+        # segments of unequal length: weight each example equally, as a batch of equal lengths would
+        return torch.stack([self._loss(model, m, s) for m, s in parts]).mean()
+
+    def validate(self, model: nn.Module, loader: Iterable[Dict[str, Any]]) -> Dict[str, float]:
+        """``si_sdr`` and ``si_sdri`` (dB, mean over sources and utterances) and ``loss`` (= -si_sdr)."""
+        from ..metrics import pit, si_sdr
+
+        total_sdr, total_sdri, count = 0.0, 0.0, 0
+        for batch in loader:
+            for mix, src in self._trimmed(batch):
+                est, _ = pit(model(mix).float(), src.float())
+                score = si_sdr(est, src.float())  # [B, C]
+                base = si_sdr(mix.float().unsqueeze(1).expand_as(src), src.float())
+                total_sdr += float(score.mean(1).sum())
+                total_sdri += float((score - base).mean(1).sum())
+                count += mix.shape[0]
+        if count == 0:
+            raise ValueError("the validation set yielded no utterances")
+        return {"si_sdr": total_sdr / count, "si_sdri": total_sdri / count, "loss": -total_sdr / count}
+
+
+def build_model(name: str, n_src: int, sample_rate: int, small: bool = False) -> nn.Module:
+    """A fresh backbone by its ``--model`` name (see :data:`BACKBONES`), the CPU-sized preset when ``small``."""
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    import fastsep.models
+
+    cls = getattr(fastsep.models, BACKBONES[name])
+    return cls.small(n_src, sample_rate) if small else cls(n_src, sample_rate)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fastsep train separator``."""
+    parser.add_argument("--model", choices=sorted(BACKBONES), default="convtasnet", help="backbone to train")
+    parser.add_argument("--n-src", type=int, default=2, help="speakers per mixture (default 2)")
+    parser.add_argument("--data", required=True, help="data set folder (fastsep corpus, LibriMix or wsj0-mix)")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")
+    parser.add_argument("--small", action="store_true", help="the CPU-sized preset of the backbone")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--grad-clip", type=float, default=5.0, help="maximum gradient norm (0 disables)")
+    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before halving the lr")
+    parser.add_argument("--early-stop", type=int, default=10,
+                        help="epochs without improvement before stopping (0 disables)")
+    parser.add_argument("--segment", type=float, default=4.0, help="training segment length in seconds")
+    parser.add_argument("--sample-rate", type=int, default=8000)
+    parser.add_argument("--dynamic-mixing", action="store_true",
+                        help="remix the training sources on the fly (pre-mixed corpora; a fastsep corpus always is)")
+    parser.add_argument("--train-items", type=int, default=None,
+                        help="mixtures per epoch when mixing on the fly (default: the data set's)")
+    parser.add_argument("--valid-items", type=int, default=None,
+                        help="validate on the first N utterances of the valid split only (default: all)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many batches in all")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.n_src < 1:
+        raise ValueError(f"--n-src must be at least 1, got {args.n_src}")
+    if args.segment is not None and args.segment <= 0:
+        raise ValueError(f"--segment must be positive seconds, got {args.segment}")
+    if args.valid_items is not None and args.valid_items < 1:
+        raise ValueError(f"--valid-items must be at least 1, got {args.valid_items}")
+    if not os.path.exists(args.data):
+        raise FileNotFoundError(f"--data {args.data} does not exist")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``fastsep train separator``; returns the exit status."""
+    from ..data import open_mixture_dataset
+    from .loop import TrainConfig, train
+
+    try:
+        _check_args(args)
+        model = build_model(args.model, args.n_src, args.sample_rate, args.small)
+        train_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=args.segment,
+                                         split="train", dynamic_mixing=True if args.dynamic_mixing else None,
+                                         seed=args.seed, length=args.train_items)
+        valid_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=None, split="valid",
+                                         seed=args.seed + 1, length=args.valid_items)
+        if args.valid_items is not None and len(valid_set) > args.valid_items:
+            valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
+        cfg = TrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          grad_clip=args.grad_clip or None, monitor="si_sdri", monitor_mode="max",
+                          patience=args.patience, early_stop_patience=args.early_stop, amp=not args.no_amp,
+                          num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps,
+                          device=args.device, progress=not args.no_progress,
+                          checkpoint_every=args.checkpoint_every)
+        task = SeparationTask(multi_block=args.model == "mulcat")
+        result = train(model, task, train_set, valid_set, cfg, collate_fn=pad_collate)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fastsep train separator: error: {exc}", file=sys.stderr)
+        return 2
+    best = os.path.join(args.out, "best")
+    print(f"epochs {int(result['epoch'])}, steps {int(result['step'])}: valid SI-SDRi "
+          f"{result.get('si_sdri', float('nan')):.2f} dB (best {result['best']:.2f} dB)"
+          + (f"; best model in {best}" if os.path.isdir(best) else f"; latest model in {os.path.join(args.out, 'last')}"))
+    return 0
