@@ -1,6 +1,5 @@
 """The shared training loop, checkpoints and model I/O, on a tiny regression model and synthetic data."""
 import json
-import math
 import os
 import socket
 
@@ -160,6 +159,25 @@ def test_max_steps_then_continue_matches_one_run(tmp_path):
     whole, out2, _ = _run(tmp_path, "parts", epochs=2, checkpoint_every=0)
     assert out2["step"] == 12
     ref_w, got_w = weights(reference), weights(whole)
+    assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
+
+
+def test_sigterm_checkpoints_and_resumes_to_the_same_weights(tmp_path):
+    import signal
+
+    reference, _, _ = _run(tmp_path, "whole", epochs=2, checkpoint_every=0)
+
+    def terminate_at_3(info):
+        if info.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a cluster scheduler would
+
+    before = signal.getsignal(signal.SIGTERM)
+    _, out, c = _run(tmp_path, "term", epochs=2, checkpoint_every=0, on_step=terminate_at_3)
+    assert signal.getsignal(signal.SIGTERM) is before  # the loop's handler is gone again
+    assert out["step"] == 4  # the step under way when the request was seen completes, then a checkpoint
+    assert [r["reason"] for r in read_log(c) if r["event"] == "stop"] == ["signal"]
+    resumed, _, _ = _run(tmp_path, "term", epochs=2, checkpoint_every=0)
+    ref_w, got_w = weights(reference), weights(resumed)
     assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
 
 
@@ -345,3 +363,38 @@ def test_torchrun_environment_single_process_matches_plain_run(tmp_path, monkeyp
     assert not torch.distributed.is_initialized()  # the group was left again
     a, b = weights(plain), weights(ddp)
     assert all(torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-7) for k in a)
+
+
+def _ddp_worker(rank, world, port, out_dir, result_dir):
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    torch.manual_seed(rank)  # different initial weights per rank: DDP must broadcast rank 0's
+    model = ToyRegressor()
+    seen = []
+
+    class Recording(RegressionTask):
+        def training_loss(self, model, batch):
+            seen.extend(batch["y"][:, 0].tolist())
+            return super().training_loss(model, batch)
+
+    c = TrainConfig(out_dir=out_dir, epochs=2, batch_size=2, lr=1e-2, progress=False, seed=3, checkpoint_every=0)
+    out = train(model, Recording(), PairSet(8, noise=0.0), PairSet(4, seed=2), c)
+    torch.save({"w": weights(model), "seen": seen, "out": out}, os.path.join(result_dir, f"rank{rank}.pt"))
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    import torch.multiprocessing as mp
+
+    out_dir, result_dir = str(tmp_path / "run"), str(tmp_path)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out_dir, result_dir), nprocs=2, join=True)
+    r0, r1 = (torch.load(os.path.join(result_dir, f"rank{r}.pt")) for r in (0, 1))
+    assert all(torch.equal(r0["w"][k], r1["w"][k]) for k in r0["w"])  # gradients were averaged: one model
+    # each epoch, the two ranks saw disjoint halves of the data set
+    ys = PairSet(8, noise=0.0).y[:, 0].tolist()
+    for epoch in range(2):
+        a, b = r0["seen"][epoch * 4:(epoch + 1) * 4], r1["seen"][epoch * 4:(epoch + 1) * 4]
+        assert sorted(a + b) == pytest.approx(sorted(ys))
+    assert r0["out"]["loss"] == r1["out"]["loss"]  # rank 0's validation was broadcast
+    assert r0["out"]["step"] == 4  # 8 items / 2 ranks / batch 2 = 2 steps per epoch
+    assert sorted(os.listdir(out_dir)) == ["best", "last", "log.jsonl"]

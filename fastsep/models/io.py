@@ -12,7 +12,7 @@ import importlib
 import json
 import os
 import tempfile
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Union
 
 import torch
 from torch import Tensor, nn

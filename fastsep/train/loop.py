@@ -28,8 +28,8 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,8 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..models.io import atomic_write_json, save_model
 from . import checkpoint as ckpt
-from .distributed import DistInfo, EpochSampler, any_flag, broadcast_object, init_distributed, shutdown, \
-    unwrap_model, wrap_model
+from .distributed import DistInfo, EpochSampler, any_flag, broadcast_object, init_distributed, shutdown, wrap_model
 
 __all__ = ["TrainConfig", "TrainTask", "StepInfo", "train", "PlateauScheduler", "move_to_device"]
 
@@ -231,10 +230,10 @@ class _JsonLog:
     def __init__(self, path: str, enabled: bool):
         self.path, self.enabled = path, enabled
 
-    def write(self, event: str, **fields: Any) -> None:
+    def write(self, event: str, **values: Any) -> None:
         if not self.enabled:
             return
-        record = {"event": event, "time": round(time.time(), 3), **fields}
+        record = {"event": event, "time": round(time.time(), 3), **values}
         line = json.dumps(record, default=float, allow_nan=True) + "\n"
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line)
@@ -430,7 +429,12 @@ class _Trainer:
             with open(os.path.join(found, ckpt.STATE_FILE), "r", encoding="utf-8") as fh:
                 stored = json.load(fh)["trainer"]
             self._check_same_config(stored.get("config", {}), found)
+            if stored.get("step_in_epoch", 0) and stored.get("world_size", 1) != self.info.world_size:
+                raise ValueError(f"cannot resume {found} inside an epoch with {self.info.world_size} processes: it "
+                                 f"was written by {stored.get('world_size')} (each process's share of the epoch "
+                                 f"would differ). Resume with the original process count.")
             self.state = ckpt.load_checkpoint(found, self.model, self.optimizer, self.scaler)
+            self.state["world_size"] = self.info.world_size
             self.state["config"] = asdict(cfg)
             self.scheduler.load_state_dict(self.state["scheduler"])
             if self.info.rank:  # ranks other than 0 must not replay rank 0's random streams
