@@ -47,7 +47,7 @@ def _extensions():
             sources + rel("csrc/cuda/*.cu") + rel("csrc/cuda/*.cpp"),
             include_dirs=include,
             define_macros=[("FASTSEP_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx + ["-DFASTSEP_WITH_CUDA=1"], "nvcc": ["-O3", "--use_fast_math", "-lineinfo"]},
+            extra_compile_args={"cxx": cxx + ["-DFASTSEP_WITH_CUDA=1"], "nvcc": ["-O3", "-lineinfo"]},
         )
     else:
         ext = CppExtension("fastsep._C", sources, include_dirs=include, extra_compile_args=cxx)
@@ -60,7 +60,7 @@ setup(
     name="fastsep",
     version="0.1.0",
     packages=find_packages(include=["fastsep", "fastsep.*"]),
-    package_data={"fastsep": ["assets/*", "assets/**/*"]},
+    package_data={"fastsep": ["assets/*", "assets/**/*", "data/sentences.txt"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -121,9 +121,17 @@ def combine_features(vd: Tensor, vg: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------------- xcorr_align
-def _fast_fft_length(n: int) -> bool:
+# The CUDA kernels keep a frame's FFT (xcorr) or a time tile of every channel (DiffWave) in 48 KiB of shared memory;
+# larger problems go to the reference on CUDA. The CPU kernels have no such limit.
+_CUDA_XCORR_MAX_N_FFT = {torch.complex64: 2048, torch.complex128: 1024}
+_CUDA_DIFFWAVE_MAX_CHANNELS = 96
+
+
+def _fast_fft_length(n: int, vd: Tensor) -> bool:
     # The kernels' real FFT packs the frame into a complex FFT of n/2 points, radix 2.
-    return n >= 4 and (n & (n - 1)) == 0
+    if n < 4 or (n & (n - 1)) != 0:
+        return False
+    return vd.device.type != "cuda" or n <= _CUDA_XCORR_MAX_N_FFT[vd.dtype]
 
 
 def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Tensor, Tensor]:
@@ -150,7 +158,7 @@ def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Te
     if n not in (2 * (n_freq - 1), 2 * n_freq - 1) or n < 1:
         _fail(op, f"n_fft must be 2·(F−1) = {2 * (n_freq - 1)} or 2·F−1 = {2 * n_freq - 1} for F = {n_freq}, got {n}")
     device = _check_same_device(op, vd=vd, vg=vg)
-    if not (_use_kernel(device) and _fast_fft_length(n)):
+    if not (_use_kernel(device) and _fast_fft_length(n, vd)):
         return reference.xcorr_align(vd, vg, n)
     return torch.ops.fastsep.xcorr_align(_contig(vd), _contig(vg), n)
 
@@ -187,6 +195,12 @@ def _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, n_layers: Op
     return cond, w_out
 
 
+def _diffwave_kernel_ok(x: Tensor) -> bool:
+    if not _use_kernel(x.device):
+        return False
+    return x.device.type != "cuda" or (x.shape[1] <= _CUDA_DIFFWAVE_MAX_CHANNELS and x.shape[0] <= 65535)
+
+
 def diffwave_layer(
     x: Tensor,
     dstep: Tensor,
@@ -208,7 +222,7 @@ def diffwave_layer(
     cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, None)
     if int(dilation) < 1:
         _fail(op, f"dilation must be >= 1, got {dilation}")
-    if not _use_kernel(x.device):
+    if not _diffwave_kernel_ok(x):
         return reference.diffwave_layer(x, dstep, cond, w_dil, b_dil, w_out, b_out, int(dilation))
     args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
     return torch.ops.fastsep.diffwave_layer(*args, int(dilation))
@@ -234,7 +248,7 @@ def diffwave_stack(
     if not dilations or min(dilations) < 1:
         _fail(op, f"dilations must be a non-empty list of ints >= 1, got {dilations}")
     cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, len(dilations))
-    if not _use_kernel(x.device):
+    if not _diffwave_kernel_ok(x):
         return reference.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
     args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
     return torch.ops.fastsep.diffwave_stack(*args, dilations)

@@ -77,6 +77,8 @@ def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Te
     """
     n_freq = vd.shape[-2]
     n = default_n_fft(n_freq) if n_fft is None else int(n_fft)
+    if vd.numel() == 0:  # some FFT backends refuse empty batches
+        return vg.clone(), torch.zeros(vd.shape[:-2] + vd.shape[-1:], dtype=torch.int64, device=vd.device)
     r = torch.fft.irfft(vd * vg.conj(), n=n, dim=-2)  # [..., n, K]
     tau = torch.argmax(r, dim=-2)  # first maximum on ties
     signed = torch.where(tau > n // 2, tau - n, tau)

@@ -1,0 +1,4 @@
+#pragma once
+// Stand-in for a CUDA library header absent on CPU machines: just enough for a syntax-only check of csrc/cuda/bindings.cpp.
+typedef struct cublasContext* cublasHandle_t;
+typedef enum { CUBLAS_STATUS_SUCCESS = 0 } cublasStatus_t;

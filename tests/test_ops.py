@@ -1,0 +1,307 @@
+"""The fused ops against their pure-PyTorch references, their contracts, autograd, compile and input checks."""
+import os
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastsep import _ext, ops, reference
+from op_cases import devices, diffwave_inputs, spectra, weights
+
+DEVICES = [pytest.param(d, marks=pytest.mark.cuda if d.type == "cuda" else ()) for d in devices()]
+FAST = settings(max_examples=25, deadline=None)
+shapes = st.tuples(
+    st.lists(st.integers(1, 3), min_size=0, max_size=2),  # leading dims (batch, sources)
+    st.integers(2, 40),  # F
+    st.integers(0, 23),  # K, empty included
+)
+
+
+def test_extension_is_used_when_required():
+    # CI builds the extension and sets FASTSEP_REQUIRE_EXTENSION=1, so the kernel path cannot silently fall back.
+    if os.environ.get("FASTSEP_REQUIRE_EXTENSION") != "1":
+        pytest.skip("FASTSEP_REQUIRE_EXTENSION is not set (running on the references is allowed here)")
+    assert _ext.available(), "the compiled fastsep extension did not load"
+    assert ops.uses_kernels("cpu")
+
+
+# ---------------------------------------------------------------------------------------------- complex_combine
+@pytest.mark.parametrize("device", DEVICES)
+@FAST
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_complex_combine_matches_reference(device, shape, seed):
+    lead, n_freq, frames = shape
+    g = torch.Generator(device=device).manual_seed(seed)
+    vd, vg = spectra(lead, n_freq, frames, device=device, generator=g)
+    mag, phase = weights(lead, n_freq, frames, device=device, generator=g)
+    got = ops.complex_combine(vd, vg, mag, phase)
+    want = reference.complex_combine(vd, vg, mag, phase)
+    assert got.shape == want.shape and got.dtype == torch.complex64
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_complex_combine_formula_by_hand():
+    vd = torch.tensor([[1 + 2j]], dtype=torch.complex64)
+    vg = torch.tensor([[-3 + 0.5j]], dtype=torch.complex64)
+    mag = torch.tensor([[[2.0]], [[0.5]]])
+    phase = torch.tensor([[[torch.pi / 2]], [[torch.pi]]])
+    # 2·e^{-jπ/2}·(1+2j) = -2j·(1+2j) = 4 - 2j;  0.5·e^{-jπ}·(-3+0.5j) = 1.5 - 0.25j
+    out = ops.complex_combine(vd, vg, mag, phase)
+    torch.testing.assert_close(out, torch.tensor([[5.5 - 2.25j]], dtype=torch.complex64), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_complex_combine_gradcheck_double(device):
+    vd, vg = spectra((2,), 5, 4, dtype=torch.complex128, device=device)
+    mag, phase = weights((2,), 5, 4, dtype=torch.float64, device=device)
+    inputs = [t.requires_grad_() for t in (vd, vg, mag, phase)]
+    assert torch.autograd.gradcheck(ops.complex_combine, inputs, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_complex_combine_backward_matches_reference_float(device):
+    vd, vg = spectra((2, 3), 17, 9, device=device)
+    mag, phase = weights((2, 3), 17, 9, device=device)
+    grad = torch.randn_like(vd)
+    leaves = [t.clone().requires_grad_() for t in (vd, vg, mag, phase)]
+    got = torch.autograd.grad(ops.complex_combine(*leaves), leaves, grad)
+    want = reference.complex_combine_backward(grad, vd, vg, mag, phase)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=5e-5)
+
+
+# --------------------------------------------------------------------------------------------- combine_features
+@pytest.mark.parametrize("device", DEVICES)
+@FAST
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_combine_features_matches_reference(device, shape, seed):
+    lead, n_freq, frames = shape
+    g = torch.Generator(device=device).manual_seed(seed)
+    vd, vg = spectra(lead, n_freq, frames, device=device, generator=g)
+    mag, phase = ops.combine_features(vd, vg)
+    want_mag, want_phase = reference.combine_features(vd, vg)
+    assert mag.shape == tuple(lead) + (2, n_freq, frames)
+    torch.testing.assert_close(mag, want_mag, rtol=1e-6, atol=1e-6)
+    # angles near ±π may land on either side: compare on the circle
+    torch.testing.assert_close(torch.polar(torch.ones_like(phase), phase),
+                               torch.polar(torch.ones_like(want_phase), want_phase), rtol=0, atol=1e-5)
+
+
+def test_combine_features_by_hand():
+    vd = torch.tensor([[3 + 4j]], dtype=torch.complex64)
+    vg = torch.tensor([[0 + 2j]], dtype=torch.complex64)
+    mag, phase = ops.combine_features(vd, vg)
+    torch.testing.assert_close(mag[0, 0, 0], torch.tensor(5.0))
+    torch.testing.assert_close(mag[1, 0, 0], torch.tensor(2.0))
+    torch.testing.assert_close(phase[0, 0, 0], torch.atan2(torch.tensor(4.0), torch.tensor(3.0)))
+    torch.testing.assert_close(phase[1, 0, 0], torch.pi / 2 - torch.atan2(torch.tensor(4.0), torch.tensor(3.0)))
+
+
+# ------------------------------------------------------------------------------------------------- xcorr_align
+def _frames_with_delay(lead, n_fft, frames, delays, device, dtype=torch.float32):
+    """Frames x and the same frames circularly delayed by delays[k] samples; returns their one-sided spectra."""
+    x = torch.randn(*lead, frames, n_fft, dtype=dtype, device=device)
+    y = torch.stack([torch.roll(x[..., k, :], int(d), dims=-1) for k, d in enumerate(delays)], dim=-2)
+    return torch.fft.rfft(x, dim=-1).transpose(-1, -2), torch.fft.rfft(y, dim=-1).transpose(-1, -2)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n_fft", [8, 64, 512])
+def test_xcorr_align_recovers_circular_delay(device, n_fft):
+    delays = [0, 1, -1, 3, n_fft // 2 - 1, -(n_fft // 2 - 1), 5 % (n_fft // 2), -2]
+    vd, vg = _frames_with_delay((2,), n_fft, len(delays), delays, device)
+    aligned, lag = ops.xcorr_align(vd, vg)
+    assert lag.dtype == torch.int64 and lag.device == vd.device and lag.shape == (2, len(delays))
+    assert lag.cpu().tolist() == [delays, delays]
+    torch.testing.assert_close(aligned, vd, rtol=0, atol=2e-4 * vd.abs().max().item())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@FAST
+@given(lead=st.lists(st.integers(1, 3), max_size=2), log_n=st.integers(2, 9), frames=st.integers(0, 19),
+       seed=st.integers(0, 2**16))
+def test_xcorr_align_matches_reference(device, lead, log_n, frames, seed):
+    n_fft = 2**log_n
+    g = torch.Generator(device=device).manual_seed(seed)
+    vd, vg = spectra(lead, n_fft // 2 + 1, frames, device=device, generator=g)
+    aligned, lag = ops.xcorr_align(vd, vg)
+    want_aligned, want_lag = reference.xcorr_align(vd, vg)
+    assert aligned.shape == vd.shape and lag.shape == vd.shape[:-2] + vd.shape[-1:]
+    if vd.numel() == 0:
+        return
+    # A near-tie of two correlation peaks may break differently under different float rounding: check the lags
+    # only where the reference's best peak beats its runner-up clearly, and the alignment wherever the lags agree.
+    r = torch.fft.irfft(vd * vg.conj(), n=n_fft, dim=-2)
+    top2 = r.topk(2, dim=-2).values if n_fft >= 2 else r
+    clear = (top2[..., 0, :] - top2[..., 1, :]) > 1e-3 * r.abs().amax(dim=-2).clamp_min(1e-12)
+    assert torch.equal(lag[clear], want_lag[clear])
+    same = (lag == want_lag).unsqueeze(-2).expand_as(aligned)
+    torch.testing.assert_close(aligned[same], want_aligned[same], rtol=1e-5, atol=1e-4)
+
+
+def test_xcorr_align_odd_n_fft_goes_to_reference_and_matches():
+    vd, vg = spectra((2,), 9, 5)
+    aligned, lag = ops.xcorr_align(vd, vg, n_fft=17)
+    want_aligned, want_lag = reference.xcorr_align(vd, vg, 17)
+    assert torch.equal(lag, want_lag)
+    torch.testing.assert_close(aligned, want_aligned)
+
+
+def test_xcorr_align_double():
+    vd, vg = _frames_with_delay((1,), 64, 3, [4, -9, 0], "cpu", dtype=torch.float64)
+    aligned, lag = ops.xcorr_align(vd, vg)
+    assert lag.tolist() == [[4, -9, 0]] and aligned.dtype == torch.complex128
+    torch.testing.assert_close(aligned, vd, rtol=0, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------- DiffWave
+@pytest.mark.parametrize("device", DEVICES)
+@FAST
+@given(batch=st.integers(1, 3), channels=st.integers(1, 9), length=st.integers(1, 70), layers=st.integers(1, 4),
+       conditioned=st.booleans(), seed=st.integers(0, 2**16))
+def test_diffwave_stack_matches_reference(device, batch, channels, length, layers, conditioned, seed):
+    g = torch.Generator(device=device).manual_seed(seed)
+    args = diffwave_inputs(batch, channels, length, layers, conditioned, device=device, generator=g)
+    dilations = [2 ** (i % 4) for i in range(layers)]
+    with torch.no_grad():
+        got = ops.diffwave_stack(*args, dilations)
+        want = reference.diffwave_stack(*args, dilations)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dilation", [1, 7, 200])
+def test_diffwave_layer_matches_reference(device, dilation):
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(3, 16, 97, 1, device=device)
+    args = (x, dstep[0], cond[0], w_dil[0], b_dil[0], w_out[0], b_out[0], dilation)
+    with torch.no_grad():
+        got = ops.diffwave_layer(*args)
+        want = reference.diffwave_layer(*args)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_diffwave_layer_accepts_conv_shaped_output_weight():
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(1, 4, 10, 1)
+    with torch.no_grad():
+        a = ops.diffwave_layer(x, dstep[0], cond[0], w_dil[0], b_dil[0], w_out[0].unsqueeze(-1), b_out[0], 2)
+        b = reference.diffwave_layer(x, dstep[0], cond[0], w_dil[0], b_dil[0], w_out[0], b_out[0], 2)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- opcheck and torch.compile
+def _needs_kernels():
+    if not ops.uses_kernels("cpu"):
+        pytest.skip("opcheck and compile checks need the compiled extension (the references are plain functions)")
+
+
+def test_opcheck_all_ops():
+    _needs_kernels()
+    vd, vg = spectra((2,), 9, 5)
+    mag, phase = weights((2,), 9, 5)
+    torch.library.opcheck(torch.ops.fastsep.complex_combine.default, (vd, vg, mag, phase))
+    torch.library.opcheck(torch.ops.fastsep.complex_combine.default,
+                          (vd.requires_grad_(), vg, mag.requires_grad_(), phase.requires_grad_()))
+    torch.library.opcheck(torch.ops.fastsep.complex_combine_backward.default, (torch.randn_like(vd), vd.detach(), vg,
+                                                                               mag.detach(), phase.detach()))
+    torch.library.opcheck(torch.ops.fastsep.combine_features.default, (vd.detach(), vg))
+    wd, wg = spectra((2,), 17, 5)
+    torch.library.opcheck(torch.ops.fastsep.xcorr_align.default, (wd, wg, 32))
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(2, 4, 12, 2)
+    torch.library.opcheck(torch.ops.fastsep.diffwave_layer.default,
+                          (x, dstep[0], cond[0], w_dil[0], b_dil[0], w_out[0], b_out[0], 2))
+    torch.library.opcheck(torch.ops.fastsep.diffwave_stack.default,
+                          (x, dstep, cond, w_dil, b_dil, w_out, b_out, [1, 2]))
+    torch.library.opcheck(torch.ops.fastsep.diffwave_stack.default,
+                          (x, dstep, x.new_empty(0), w_dil, b_dil, w_out, b_out, [1, 2]))
+
+
+def test_compile_fullgraph_over_ops():
+    _needs_kernels()
+
+    def pipeline(vd, vg, mag, phase):
+        feats_mag, feats_phase = ops.combine_features(vd, vg)
+        aligned, lag = ops.xcorr_align(vd, vg)
+        out = ops.complex_combine(vd, aligned, mag * feats_mag.tanh(), phase + feats_phase)
+        return out, lag
+
+    vd, vg = spectra((2,), 33, 6)
+    mag, phase = weights((2,), 33, 6)
+    compiled = torch.compile(pipeline, fullgraph=True, backend="aot_eager")
+    got, lag = compiled(vd, vg, mag, phase)
+    want, want_lag = pipeline(vd, vg, mag, phase)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(lag, want_lag)
+
+
+# --------------------------------------------------------------------------------------------------- bad input
+def test_bad_dtype_is_rejected_before_the_kernel():
+    vd, vg = spectra((1,), 5, 3)
+    mag, phase = weights((1,), 5, 3)
+    with pytest.raises(ValueError, match="vd must have dtype complex64"):
+        ops.complex_combine(vd.real, vg, mag, phase)
+    with pytest.raises(ValueError, match="mag must have dtype float32"):
+        ops.complex_combine(vd, vg, mag.double(), phase)
+    with pytest.raises(ValueError, match="share a dtype"):
+        ops.combine_features(vd, vg.to(torch.complex128))
+    with pytest.raises(TypeError, match="must be a torch.Tensor"):
+        ops.xcorr_align(vd.numpy(), vg)
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(1, 4, 8, 1)
+    with pytest.raises(ValueError, match="x must have dtype float32"), torch.no_grad():
+        ops.diffwave_stack(x.double(), dstep, cond, w_dil, b_dil, w_out, b_out, [1])
+
+
+def test_mismatched_shapes_are_rejected():
+    vd, vg = spectra((2,), 5, 3)
+    mag, phase = weights((2,), 5, 3)
+    with pytest.raises(ValueError, match="same shape"):
+        ops.complex_combine(vd, vg[..., :2], mag, phase)
+    with pytest.raises(ValueError, match=r"mag must have shape \(2, 2, 5, 3\)"):
+        ops.complex_combine(vd, vg, mag[:, :1], phase)
+    with pytest.raises(ValueError, match="n_fft must be"):
+        ops.xcorr_align(vd, vg, n_fft=64)
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(2, 4, 8, 2)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="cond must have shape"):
+            ops.diffwave_stack(x, dstep, cond[..., :7], w_dil, b_dil, w_out, b_out, [1, 2])
+        with pytest.raises(ValueError, match="dstep must have shape"):
+            ops.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, [1, 2, 4])
+        with pytest.raises(ValueError, match="dilations"):
+            ops.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, [1, 0])
+
+
+def test_mixed_devices_are_rejected():
+    vd, vg = spectra((1,), 5, 3)
+    mag, phase = weights((1,), 5, 3)
+    with pytest.raises(ValueError, match="one device"):
+        ops.complex_combine(vd, vg, mag.to("meta"), phase)
+    with pytest.raises(ValueError, match="one device"):
+        ops.combine_features(vd, vg.to("meta"))
+
+
+def test_diffwave_ops_refuse_autograd():
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(1, 4, 8, 1)
+    with pytest.raises(ValueError, match="no_grad"):
+        ops.diffwave_stack(x, dstep, cond, w_dil.requires_grad_(), b_dil, w_out, b_out, [1])
+
+
+def test_non_contiguous_inputs_give_correct_results():
+    vd, vg = spectra((3,), 6, 5)
+    mag, phase = weights((3,), 6, 5)
+    t = lambda z: z.transpose(0, -1).contiguous().transpose(0, -1)  # noqa: E731 - same values, other strides
+    assert not t(vd).is_contiguous()
+    torch.testing.assert_close(ops.complex_combine(t(vd), t(vg), mag.transpose(-1, -2).contiguous().transpose(-1, -2),
+                                                   phase), reference.complex_combine(vd, vg, mag, phase))
+
+
+def test_direct_kernel_call_with_bad_input_raises_not_crashes():
+    _needs_kernels()
+    vd, vg = spectra((2,), 5, 3)
+    mag, phase = weights((2,), 5, 3)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        torch.ops.fastsep.complex_combine(vd.transpose(-1, -2), vg.transpose(-1, -2), mag, phase)
+    with pytest.raises(RuntimeError, match="mag must"):
+        torch.ops.fastsep.complex_combine(vd, vg, mag[:, :1], phase)
+    with pytest.raises(RuntimeError, match="n_fft"):
+        torch.ops.fastsep.xcorr_align(vd, vg, 7)
