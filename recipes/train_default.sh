@@ -15,7 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${WORK:-$ROOT/runs/default}"
 DEVICE="${DEVICE:-auto}"
 BACKBONE="${BACKBONE:-convtasnet}"
-DEST="$ROOT/fastsep/assets/default"
+DEST="${DEST:-$ROOT/fastsep/assets/default}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ "${SMALL:-0}" == "1" ]]; then
