@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One command for a GPU machine: build the CUDA extension against the installed CUDA torch, run the CUDA tests, run
+# the benchmarks, and leave logs and JSON tables in one folder.
+#
+#   bash scripts/gpu_round.sh [RESULTS_DIR]        (default: $OUT if set, else results/gpu)
+#
+# Nothing is downloaded: it uses the machine's torch, pytest, pytest-benchmark and hypothesis.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RES=${1:-${OUT:-results/gpu}}
+mkdir -p "$RES"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 FASTSEP_REQUIRE_EXTENSION=1
+status=0
+
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+} >"$RES/device.txt" 2>&1
+cat "$RES/device.txt"
+
+echo "== build (CUDA kernels for the visible GPU)"
+start=$(date +%s)
+FASTSEP_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py build_ext --inplace >"$RES/build.log" 2>&1 || {
+  echo "build failed"; tail -40 "$RES/build.log"; exit 1; }
+echo "built in $(( $(date +%s) - start )) s"
+"$PY" -c "from fastsep import _ext; assert _ext.has_cuda_kernels(), 'CUDA kernels not registered'; print('CUDA kernels loaded')"
+
+echo "== CUDA and CPU op tests, DiffWave tests"
+"$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_diffwave.py tests/test_combiner.py \
+  tests/test_separator.py --junitxml="$RES/tests.xml" 2>&1 | tee "$RES/tests.log" | tail -15
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+
+echo "== benchmarks: ops (full sweep)"
+FASTSEP_BENCH_FULL=1 FASTSEP_BENCH_JSON="$RES/bench_ops.json" "$PY" -m pytest -q -p no:cacheprovider \
+  benchmarks/bench_ops.py -k "cuda" --benchmark-json="$RES/bench_ops_raw.json" 2>&1 \
+  | grep -A200 "fastsep: fused" | grep -v "^--\|^Name\|^test_" | head -80 | tee "$RES/bench_ops.txt"
+
+for bench in benchmarks/bench_diffwave.py benchmarks/bench_pipeline.py; do
+  [ -f "$bench" ] || continue
+  name=$(basename "$bench" .py)
+  echo "== benchmarks: $name"
+  FASTSEP_BENCH_FULL=1 FASTSEP_BENCH_JSON="$RES/$name.json" "$PY" -m pytest -q -s -p no:cacheprovider "$bench" \
+    >"$RES/$name.log" 2>&1 || status=1
+  tail -40 "$RES/$name.log"
+done
+exit $status
