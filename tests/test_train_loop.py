@@ -1,5 +1,6 @@
 """The shared training loop, checkpoints and model I/O, on a tiny regression model and synthetic data."""
 import json
+import math
 import os
 import socket
 
@@ -185,6 +186,12 @@ def test_resume_refuses_other_settings(tmp_path):
     _run(tmp_path, "r", epochs=1)
     with pytest.raises(ValueError, match="lr"):
         _run(tmp_path, "r", epochs=2, lr=0.5)
+    c = cfg(tmp_path, out_dir=str(tmp_path / "mid"), max_steps=2, monitor="train_loss")
+    out = train(ToyRegressor(), RegressionTask(), PairSet(24), None, c)  # no validation set: train_loss only
+    assert math.isfinite(out["train_loss"]) and "loss" not in out
+    with pytest.raises(ValueError, match="had 24 items then and has 20 now"):
+        train(ToyRegressor(), RegressionTask(), PairSet(20), None,
+              cfg(tmp_path, out_dir=c.out_dir, monitor="train_loss"))
 
 
 def test_nonfinite_losses_are_skipped_and_counted(tmp_path):

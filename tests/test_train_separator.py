@@ -1,4 +1,4 @@
-"""``fastsep train separator``: its task (PIT SI-SDR loss, SI-SDRi validation), padding collate, and the CLI end to end."""
+"""``fastsep train separator``: its task (PIT SI-SDR loss, SI-SDRi validation), padding collate, the CLI."""
 import itertools
 import json
 import os

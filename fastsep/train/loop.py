@@ -296,7 +296,8 @@ class _Trainer:
     def _fresh_state(self) -> Dict[str, Any]:
         return {"epoch": 0, "step": 0, "step_in_epoch": 0, "epoch_loss_sum": 0.0, "epoch_loss_count": 0,
                 "nonfinite_steps": 0, "amp_skipped_steps": 0, "last_metrics": {}, "stopped_early": False,
-                "best": None, "config": asdict(self.cfg), "world_size": self.info.world_size}
+                "best": None, "config": asdict(self.cfg), "world_size": self.info.world_size,
+                "train_items": len(self.train_set)}
 
     def _check_same_config(self, stored: Dict[str, Any], where: str) -> None:
         diffs = [f"{k}: checkpoint {stored.get(k)!r} vs now {getattr(self.cfg, k)!r}"
@@ -380,16 +381,15 @@ class _Trainer:
                 metrics = {str(k): float(v) for k, v in got.items()}
             count = self.state["epoch_loss_count"]
             metrics["train_loss"] = self.state["epoch_loss_sum"] / count if count else float("nan")
-        metrics = broadcast_object(metrics, self.info)
-        if self.cfg.monitor not in metrics:
-            raise ValueError(f"monitored metric {self.cfg.monitor!r} is not among the validation metrics "
-                             f"{sorted(metrics)}; set TrainConfig.monitor to one of them")
-        return metrics
+        return broadcast_object(metrics, self.info)
 
     def _end_epoch(self) -> bool:
         """Validate, schedule, save best and checkpoint; returns True when early stopping fires."""
         st, cfg = self.state, self.cfg
         metrics = self._validate()
+        if cfg.monitor not in metrics:
+            raise ValueError(f"monitored metric {cfg.monitor!r} is not among the validation metrics "
+                             f"{sorted(metrics)}; set TrainConfig.monitor to one of them")
         decision = self.scheduler.step(metrics[cfg.monitor], self.optimizer)
         lr = self.optimizer.param_groups[0]["lr"]
         if decision["improved"]:
@@ -433,8 +433,12 @@ class _Trainer:
                 raise ValueError(f"cannot resume {found} inside an epoch with {self.info.world_size} processes: it "
                                  f"was written by {stored.get('world_size')} (each process's share of the epoch "
                                  f"would differ). Resume with the original process count.")
+            if stored.get("step_in_epoch", 0) and stored.get("train_items", len(self.train_set)) != len(self.train_set):
+                raise ValueError(f"cannot resume {found} inside an epoch: the training set had "
+                                 f"{stored.get('train_items')} items then and has {len(self.train_set)} now")
             self.state = ckpt.load_checkpoint(found, self.model, self.optimizer, self.scaler)
             self.state["world_size"] = self.info.world_size
+            self.state["train_items"] = len(self.train_set)
             self.state["config"] = asdict(cfg)
             self.scheduler.load_state_dict(self.state["scheduler"])
             if self.info.rank:  # ranks other than 0 must not replay rank 0's random streams

@@ -183,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"fastsep train separator: error: {exc}", file=sys.stderr)
         return 2
     best = os.path.join(args.out, "best")
+    where = f"best model in {best}" if os.path.isdir(best) else f"latest model in {os.path.join(args.out, 'last')}"
     print(f"epochs {int(result['epoch'])}, steps {int(result['step'])}: valid SI-SDRi "
-          f"{result.get('si_sdri', float('nan')):.2f} dB (best {result['best']:.2f} dB)"
-          + (f"; best model in {best}" if os.path.isdir(best) else f"; latest model in {os.path.join(args.out, 'last')}"))
+          f"{result.get('si_sdri', float('nan')):.2f} dB (best {result['best']:.2f} dB); {where}")
     return 0
