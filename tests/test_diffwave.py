@@ -161,6 +161,24 @@ def test_state_dict_strictly_compatible_and_same_output(uncond):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_against_installed_reference_package():
+    """The real lmnt-com/diffwave model (``pip install --no-deps diffwave``), when installed."""
+    ref_model = pytest.importorskip("diffwave.model", reason="the reference diffwave package is not installed")
+    import inspect
+
+    params = ref_params(residual_layers=3, residual_channels=8, n_mels=80)
+    ref = randomise(ref_model.DiffWave(params)).eval()
+    ours = ours_from(params)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    audio, mel = torch.randn(2, 2 * 256), torch.rand(2, 80, 2)
+    # PyPI 0.1.7 takes (audio, spectrogram, step); the GitHub head takes (audio, step, spectrogram)
+    old_order = list(inspect.signature(ref.forward).parameters)[1] == "spectrogram"
+    for step in (torch.tensor([5, 40]), torch.tensor([12.25])):
+        with torch.no_grad():
+            want = ref(audio, mel, step) if old_order else ref(audio, step, mel)
+            torch.testing.assert_close(ours(audio, step, mel), want, atol=1e-5, rtol=1e-5)
+
+
 def test_default_architecture_matches_reference_shapes():
     m = DiffWave()
     assert m.config["residual_layers"] == 30 and m.config["residual_channels"] == 64
