@@ -28,6 +28,8 @@ else
   EVAL_ITEMS="${EVAL_ITEMS:-500}"
 fi
 fs() { python -m fastsep "$@"; }
+# A run stopped by --max-steps inside its first epoch has no best/ yet; its last/ checkpoint holds the model then.
+model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 
 echo "== 1/5 corpus -> $WORK/corpus"
 fs corpus synth "$WORK/corpus" "${CORPUS_ARGS[@]}" --sample-rates 8000 --quiet
@@ -41,7 +43,7 @@ fs train vocoder --small --data "$WORK/corpus" --out "$WORK/vocoder" --sample-ra
    --n-mels 40 --max-steps "$GM_STEPS" --valid-items 4 --device "$DEVICE" --no-progress
 
 echo "== 4/5 combiner F (B and GM frozen)"
-fs train combiner --data "$WORK/corpus" --backbone "$WORK/backbone/best" --vocoder "$WORK/vocoder/best" \
+fs train combiner --data "$WORK/corpus" --backbone "$(model_dir "$WORK/backbone")" --vocoder "$(model_dir "$WORK/vocoder")" \
    --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
    --device "$DEVICE" --no-progress
 
