@@ -114,8 +114,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     from ..ops import uses_kernels
 
-    torch.set_grad_enabled(False)
-    rows = bench(sep, lengths, batches, args.repeats)
+    with torch.no_grad():  # scoped: main() is also called in-process (tests, notebooks)
+        rows = bench(sep, lengths, batches, args.repeats)
     print(f"device: {sep.device}, fused kernels: {uses_kernels(sep.device)}, threads: {torch.get_num_threads()}")
     print(format_rows(rows))
     if args.json:
