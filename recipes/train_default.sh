@@ -21,11 +21,11 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 if [[ "${SMALL:-0}" == "1" ]]; then
   CORPUS_ARGS=(--talkers 16 --hours 0.3)
   B_STEPS="${B_STEPS:-600}";  GM_STEPS="${GM_STEPS:-400}";  F_STEPS="${F_STEPS:-150}"
-  EVAL_ITEMS="${EVAL_ITEMS:-20}"
+  EVAL_ITEMS="${EVAL_ITEMS:-20}"; GM_VALID=(--valid-items 2 --valid-seconds 1)
 else
   CORPUS_ARGS=(--talkers 120 --hours 3)
   B_STEPS="${B_STEPS:-50000}"; GM_STEPS="${GM_STEPS:-50000}"; F_STEPS="${F_STEPS:-10000}"
-  EVAL_ITEMS="${EVAL_ITEMS:-500}"
+  EVAL_ITEMS="${EVAL_ITEMS:-500}"; GM_VALID=(--valid-items 4)
 fi
 fs() { python -m fastsep "$@"; }
 # A run stopped by --max-steps inside its first epoch has no best/ yet; its last/ checkpoint holds the model then.
@@ -40,7 +40,7 @@ fs train separator --model "$BACKBONE" --small --data "$WORK/corpus" --out "$WOR
 
 echo "== 3/5 vocoder GM (small DiffWave, hop 128, 40 mels at 8 kHz)"
 fs train vocoder --small --data "$WORK/corpus" --out "$WORK/vocoder" --sample-rate 8000 --hop-length 128 \
-   --n-mels 40 --max-steps "$GM_STEPS" --valid-items 4 --device "$DEVICE" --no-progress
+   --n-mels 40 --max-steps "$GM_STEPS" "${GM_VALID[@]}" --device "$DEVICE" --no-progress
 
 echo "== 4/5 combiner F (B and GM frozen)"
 fs train combiner --data "$WORK/corpus" --backbone "$(model_dir "$WORK/backbone")" --vocoder "$(model_dir "$WORK/vocoder")" \

@@ -95,13 +95,14 @@ void features(const c10::complex<T>* vd, const c10::complex<T>* vg, T* mag, T* p
     const int64_t w = b * 2 * plane;
     const T* d = reinterpret_cast<const T*>(vd + b * plane);
     const T* g = reinterpret_cast<const T*>(vg + b * plane);
+#pragma omp simd
     for (int64_t p = p0; p < p1; ++p) {
       const T dr = d[2 * p], di = d[2 * p + 1], gr = g[2 * p], gi = g[2 * p + 1];
       mag[w + p] = std::sqrt(dr * dr + di * di);
       mag[w + plane + p] = std::sqrt(gr * gr + gi * gi);
-      phase[w + p] = std::atan2(di, dr);
+      phase[w + p] = atan2_any(di, dr);
       // vg·conj(vd)
-      phase[w + plane + p] = std::atan2(gi * dr - gr * di, gr * dr + gi * di);
+      phase[w + plane + p] = atan2_any(gi * dr - gr * di, gr * dr + gi * di);
     }
   });
 }

@@ -40,6 +40,9 @@ inline void sincos_any(double x, double* s, double* c) {
   *c = std::cos(x);
 }
 
+inline float atan2_any(float y, float x) { return fm::atan2(y, x); }
+inline double atan2_any(double y, double x) { return std::atan2(y, x); }
+
 // Number of leading "batch" planes and the F·K plane size of a [..., F, K] spectrum.
 inline int64_t plane_size(const at::Tensor& spec) { return spec.size(-1) * spec.size(-2); }
 inline int64_t plane_count(const at::Tensor& spec) {

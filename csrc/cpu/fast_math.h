@@ -1,7 +1,8 @@
 // Branch-free float approximations that GCC auto-vectorises inside the CPU kernels' inner loops (libm's sinf, cosf,
-// expf and tanhf are scalar calls there). Accuracy: sincos ~1e-7 absolute for |x| < 1e4; exp ~2 ulp.
+// expf, atan2f and tanhf are scalar calls there). Accuracy: sincos ~1e-7 absolute for |x| < 1e4; exp ~2 ulp.
 #pragma once
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 namespace fastsep {
@@ -42,6 +43,29 @@ inline float exp(float x) {
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
+}
+
+// atan2 with Cephes' atanf polynomial after reducing to |t| <= tan(π/8); ~2 ulp, signs of zeros as std::atan2.
+inline bool sign_bit(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  return bits < 0;
+}
+
+// Written without branches (every division is safe to evaluate on both sides) so that it vectorises.
+inline float atan2(float y, float x) {
+  const float ax = x < 0 ? -x : x, ay = y < 0 ? -y : y;
+  const float hi = ax > ay ? ax : ay, lo = ax > ay ? ay : ax;
+  const float a = lo / (hi > 0 ? hi : 1.0f);  // in [0, 1]
+  const bool big = a > 0.41421356237f;
+  const float folded = (a - 1.0f) / (a + 1.0f);
+  const float t = big ? folded : a;
+  const float z = t * t;
+  float r = (((8.05374449538e-2f * z - 1.38776856032e-1f) * z + 1.99777106478e-1f) * z - 3.33329491539e-1f) * z * t + t;
+  r = big ? r + 0.78539816339744831f : r;
+  r = ay > ax ? 1.57079632679489662f - r : r;
+  r = sign_bit(x) ? 3.14159265358979324f - r : r;
+  return sign_bit(y) ? -r : r;
 }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + exp(-x)); }
