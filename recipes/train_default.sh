@@ -2,7 +2,7 @@
 # Trains fastsep's bundled default model (8 kHz, 2 talkers) from nothing, and installs it in fastsep/assets/default.
 #
 #   bash recipes/train_default.sh                # full settings (hours on CPU; a GPU is much faster)
-#   SMALL=1 bash recipes/train_default.sh        # ~20 min on 2 CPU cores: a demo-quality model
+#   SMALL=1 bash recipes/train_default.sh        # ~45 min on 2 CPU cores: a demo-quality model
 #
 # Steps: 1) synthetic espeak-ng/flite corpus, 2) backbone B (Conv-TasNet small preset), 3) vocoder GM (small
 # DiffWave) on the corpus's single-talker utterances, 4) combiner F with B and GM frozen, 5) bundle + SI-SDRi of the
@@ -19,8 +19,8 @@ DEST="${DEST:-$ROOT/fastsep/assets/default}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 if [[ "${SMALL:-0}" == "1" ]]; then
-  CORPUS_ARGS=(--talkers 16 --hours 0.3)
-  B_STEPS="${B_STEPS:-600}";  GM_STEPS="${GM_STEPS:-400}";  F_STEPS="${F_STEPS:-150}"
+  CORPUS_ARGS=(--talkers 120 --hours 1)
+  B_STEPS="${B_STEPS:-3000}";  GM_STEPS="${GM_STEPS:-400}";  F_STEPS="${F_STEPS:-100}"
   EVAL_ITEMS="${EVAL_ITEMS:-20}"; GM_VALID=(--valid-items 2 --valid-seconds 1)
 else
   CORPUS_ARGS=(--talkers 120 --hours 3)

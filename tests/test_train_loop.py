@@ -405,3 +405,12 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert r0["out"]["loss"] == r1["out"]["loss"]  # rank 0's validation was broadcast
     assert r0["out"]["step"] == 4  # 8 items / 2 ranks / batch 2 = 2 steps per epoch
     assert sorted(os.listdir(out_dir)) == ["best", "last", "log.jsonl"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    from fastsep.models.io import FILE_MODE, atomic_write_json
+
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"a": 1})
+    assert (target.stat().st_mode & 0o777) == FILE_MODE
+    assert FILE_MODE & 0o400 and not FILE_MODE & 0o111

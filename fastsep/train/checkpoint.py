@@ -172,11 +172,12 @@ def save_checkpoint(out_dir: str, model: nn.Module, optimizer: torch.optim.Optim
 
     ``trainer_state`` is the loop's JSON-able bookkeeping (epoch, step, scheduler, best metric, config...).
     """
-    from ..models.io import atomic_write_bytes
+    from ..models.io import DIR_MODE, atomic_write_bytes
     from safetensors.torch import save
 
     os.makedirs(out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out_dir)
+    os.chmod(tmp, DIR_MODE)
     try:
         save_model(model, tmp, "model")
         opt_tensors, opt_meta = flatten_optimizer_state(optimizer)
