@@ -153,10 +153,16 @@ def test_crash_mid_epoch_resumes_to_the_same_weights(tmp_path):
     assert not torch.equal(init.out.weight, resumed.out.weight)
 
 
-def test_max_steps_then_continue_matches_one_run(tmp_path):
+def test_max_steps_then_continue_matches_one_run(tmp_path, monkeypatch):
+    monkeypatch.setitem(fastsep.models._WHERE, "ToyRegressor", ToyRegressor.__module__)
     reference, _, _ = _run(tmp_path, "whole", epochs=2, checkpoint_every=0)
     part, out1, _ = _run(tmp_path, "parts", epochs=2, checkpoint_every=0, max_steps=4)
     assert out1["step"] == 4 and out1["epoch"] == 0 and "loss" in out1
+    # stopped inside the first epoch, the run still leaves a usable model with the metrics it was validated on
+    best = load_model(os.path.join(tmp_path, "parts", "best"))
+    torch.testing.assert_close(weights(best)["out.weight"], weights(part)["out.weight"])
+    with open(os.path.join(tmp_path, "parts", "best", "metrics.json")) as fh:
+        assert json.load(fh)["step"] == 4
     whole, out2, _ = _run(tmp_path, "parts", epochs=2, checkpoint_every=0)
     assert out2["step"] == 12
     ref_w, got_w = weights(reference), weights(whole)

@@ -383,6 +383,14 @@ class _Trainer:
             metrics["train_loss"] = self.state["epoch_loss_sum"] / count if count else float("nan")
         return broadcast_object(metrics, self.info)
 
+    def _write_best(self, metrics: Dict[str, float]) -> None:
+        """The model as out_dir/best (fastsep.models.io layout) with the metrics that earned it; rank 0 only."""
+        if self.info.is_main:
+            best_dir = os.path.join(self.cfg.out_dir, "best")
+            save_model(self.model, best_dir)
+            atomic_write_json(os.path.join(best_dir, "metrics.json"),
+                              {"epoch": self.state["epoch"] + 1, "step": self.state["step"], **metrics})
+
     def _end_epoch(self) -> bool:
         """Validate, schedule, save best and checkpoint; returns True when early stopping fires."""
         st, cfg = self.state, self.cfg
@@ -394,11 +402,7 @@ class _Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         if decision["improved"]:
             st["best"] = metrics[cfg.monitor]
-            if self.info.is_main:
-                best_dir = os.path.join(cfg.out_dir, "best")
-                save_model(self.model, best_dir)
-                atomic_write_json(os.path.join(best_dir, "metrics.json"),
-                                  {"epoch": st["epoch"] + 1, "step": st["step"], **metrics})
+            self._write_best(metrics)
         self.log.write("epoch", epoch=st["epoch"] + 1, step=st["step"], lr=lr, best=st["best"],
                        improved=decision["improved"], **metrics)
         if decision["halved"]:
@@ -523,6 +527,10 @@ class _Trainer:
                     # Stopped inside an epoch: the checkpoint is already written, so validating now for the report
                     # cannot change what a resumed run does.
                     st["last_metrics"] = self._validate()
+                    if interrupted == "max_steps" and self.scheduler.improves(st["last_metrics"].get(self.cfg.monitor)):
+                        # A run ended by max_steps inside its first (or any) epoch still leaves its model in best/.
+                        # The scheduler's record is left alone, so a resumed run behaves as it would have.
+                        self._write_best(st["last_metrics"])
                     return self._summary(interrupted)
             return self._summary("epochs")
 
