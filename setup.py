@@ -39,7 +39,10 @@ def _extensions():
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     # -fno-math-errno and -fno-trapping-math let GCC if-convert and vectorise sqrt and the selects of the branch-free
     # math (nothing here reads errno or unmasks FP traps); value-changing flags like -ffast-math stay off.
-    cxx = ["-O3", "-std=c++20", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math"]
+    # -fopenmp: ATen's at::parallel_for is an OpenMP region compiled into the caller; without it the kernels run on
+    # one thread (the torch wheels here are built with OpenMP).
+    cxx = ["-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    link = ["-fopenmp"]
     include = [os.path.join(ROOT, "csrc")]
     if _want_cuda(torch):
         if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
@@ -50,9 +53,10 @@ def _extensions():
             include_dirs=include,
             define_macros=[("FASTSEP_WITH_CUDA", "1")],
             extra_compile_args={"cxx": cxx + ["-DFASTSEP_WITH_CUDA=1"], "nvcc": ["-O3", "-lineinfo"]},
+            extra_link_args=link,
         )
     else:
-        ext = CppExtension("fastsep._C", sources, include_dirs=include, extra_compile_args=cxx)
+        ext = CppExtension("fastsep._C", sources, include_dirs=include, extra_compile_args=cxx, extra_link_args=link)
     return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
 
 
