@@ -15,6 +15,7 @@ The build is resumable: files already present are kept (and re-listed in the man
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ..models.io import atomic_write_bytes
 
 __all__ = ["build_corpus", "make_talkers", "load_sentences", "trim_silence", "add_arguments", "main"]
 
@@ -176,16 +179,9 @@ def _build_talker(job: dict) -> List[dict]:
                 pcm = np.round(np.clip(y, -1, 1) * 32767).astype(np.int16)
                 dest = out / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".wav", dir=dest.parent)
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        wavfile.write(f, sr, pcm)
-                    os.chmod(tmp_path, 0o644)
-                    os.replace(tmp_path, dest)
-                except BaseException:
-                    if os.path.exists(tmp_path):
-                        os.unlink(tmp_path)
-                    raise
+                buf = io.BytesIO()
+                wavfile.write(buf, sr, pcm)
+                atomic_write_bytes(dest, buf.getvalue())
                 durs[sr] = len(pcm) / sr
         for sr, rel in rels.items():
             records.append({"path": rel, "speaker": name, "split": split, "sample_rate": sr,
@@ -195,16 +191,7 @@ def _build_talker(job: dict) -> List[dict]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def build_corpus(out, sample_rates: Sequence[int] = (8000, 16000), n_talkers: int = 120, hours: float = 3.0,
