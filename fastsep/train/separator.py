@@ -14,6 +14,8 @@ from typing import Any, Dict, Iterable, List
 import torch
 from torch import Tensor, nn
 
+from .options import add_loop_arguments, config_from_args
+
 __all__ = ["BACKBONES", "SeparationTask", "pad_collate", "build_model", "add_arguments", "main"]
 
 #: ``--model`` name -> class name in :mod:`fastsep.models`.
@@ -121,13 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="data set folder (fastsep corpus, LibriMix or wsj0-mix)")
     parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")
     parser.add_argument("--small", action="store_true", help="the CPU-sized preset of the backbone")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--grad-clip", type=float, default=5.0, help="maximum gradient norm (0 disables)")
-    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before halving the lr")
-    parser.add_argument("--early-stop", type=int, default=10,
-                        help="epochs without improvement before stopping (0 disables)")
     parser.add_argument("--segment", type=float, default=4.0, help="training segment length in seconds")
     parser.add_argument("--sample-rate", type=int, default=8000)
     parser.add_argument("--dynamic-mixing", action="store_true",
@@ -136,13 +131,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mixtures per epoch when mixing on the fly (default: the data set's)")
     parser.add_argument("--valid-items", type=int, default=None,
                         help="validate on the first N utterances of the valid split only (default: all)")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many batches in all")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_loop_arguments(parser, batch_size=4, lr=1e-3, grad_clip=5.0)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -159,7 +148,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``fastsep train separator``; returns the exit status."""
     from ..data import open_mixture_dataset
-    from .loop import TrainConfig, train
+    from .loop import train
 
     try:
         _check_args(args)
@@ -171,12 +160,7 @@ def main(args: argparse.Namespace) -> int:
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:
             valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
-        cfg = TrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          grad_clip=args.grad_clip or None, monitor="si_sdri", monitor_mode="max",
-                          patience=args.patience, early_stop_patience=args.early_stop, amp=not args.no_amp,
-                          num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps,
-                          device=args.device, progress=not args.no_progress,
-                          checkpoint_every=args.checkpoint_every)
+        cfg = config_from_args(args, monitor="si_sdri", monitor_mode="max")
         task = SeparationTask(multi_block=args.model == "mulcat")
         result = train(model, task, train_set, valid_set, cfg, collate_fn=pad_collate)
     except (ValueError, FileNotFoundError) as exc:

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .options import add_loop_arguments, config_from_args
+
 __all__ = ["VocoderTask", "audio_collate", "build_model", "add_arguments", "main"]
 
 
@@ -170,22 +172,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from a fastsep DiffWave folder or an lmnt-com/diffwave weights.pt")
     parser.add_argument("--crop-frames", type=int, default=62,
                         help="training crop in mel frames (the reference's crop_mel_frames, default 62)")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--grad-clip", type=float, default=0.0, help="maximum gradient norm (0, the default, off)")
-    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before halving the lr")
-    parser.add_argument("--early-stop", type=int, default=10,
-                        help="epochs without improvement before stopping (0 disables)")
     parser.add_argument("--valid-items", type=int, default=8, help="held-out utterances vocoded per validation")
     parser.add_argument("--valid-seconds", type=float, default=4.0, help="vocode at most this much of each")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many batches in all")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_loop_arguments(parser, batch_size=16, lr=2e-4, grad_clip=0.0)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -201,7 +190,7 @@ def _check_args(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run ``fastsep train vocoder``; returns the exit status."""
     from ..data import open_speech_dataset
-    from .loop import TrainConfig, train
+    from .loop import train
 
     try:
         _check_args(args)
@@ -214,12 +203,7 @@ def main(args: argparse.Namespace) -> int:
             valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
         task = VocoderTask(model.config, valid_seconds=args.valid_seconds, seed=args.seed)
         monitor = "noise_l1" if model.unconditional else "mel_l1"
-        cfg = TrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          grad_clip=args.grad_clip or None, monitor=monitor, monitor_mode="min",
-                          patience=args.patience, early_stop_patience=args.early_stop, amp=not args.no_amp,
-                          num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps,
-                          device=args.device, progress=not args.no_progress,
-                          checkpoint_every=args.checkpoint_every)
+        cfg = config_from_args(args, monitor=monitor, monitor_mode="min")
         metrics = train(model, task, train_set, valid_set, cfg, collate_fn=audio_collate)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fastsep train vocoder: {exc}", file=sys.stderr)

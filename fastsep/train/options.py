@@ -1,0 +1,41 @@
+"""Command-line options of the shared training loop, for every ``fastsep train <model>`` command.
+
+Each trainer adds its own data and model options, then these, with its own defaults, and turns the parsed options
+into a :class:`~fastsep.train.loop.TrainConfig` with :func:`config_from_args`.
+"""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_loop_arguments", "config_from_args"]
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, grad_clip: float,
+                       epochs: int = 100, early_stop: int = 10) -> None:
+    """Options every loop run takes: schedule, stopping, checkpoints, device, workers, seed, AMP, progress."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--grad-clip", type=float, default=grad_clip,
+                        help=f"maximum gradient norm (0 disables; default {grad_clip:g})")
+    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before halving the lr")
+    parser.add_argument("--early-stop", type=int, default=early_stop,
+                        help="epochs without improvement before stopping (0 disables)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many batches in all")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace, *, monitor: str, monitor_mode: str):
+    """The TrainConfig of options added by :func:`add_loop_arguments` (plus ``--out``)."""
+    from .loop import TrainConfig
+
+    return TrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       grad_clip=args.grad_clip or None, monitor=monitor, monitor_mode=monitor_mode,
+                       patience=args.patience, early_stop_patience=args.early_stop, amp=not args.no_amp,
+                       num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps, device=args.device,
+                       progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
