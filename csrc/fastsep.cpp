@@ -2,7 +2,11 @@
 // csrc/cpu/*.cpp (CPU, always built) and csrc/cuda/bindings.cpp (CUDA, built only against a CUDA torch).
 #include <torch/library.h>
 
+#include <string>
+
 namespace fastsep {
+
+std::string diffwave_cpu_variant();  // csrc/cpu/diffwave.cpp
 
 bool built_with_cuda() {
 #ifdef FASTSEP_WITH_CUDA
@@ -34,4 +38,6 @@ TORCH_LIBRARY(fastsep, m) {
       "diffwave_stack(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out, Tensor b_out,"
       " int[] dilations) -> Tensor");
   m.def("built_with_cuda() -> bool", &fastsep::built_with_cuda);
+  // The instruction-set variant of the CPU DiffWave kernel picked for this machine: avx512, avx2 or baseline.
+  m.def("diffwave_cpu_variant() -> str", &fastsep::diffwave_cpu_variant);
 }

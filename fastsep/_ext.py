@@ -55,6 +55,14 @@ def available() -> bool:
     return load() is not None
 
 
+def diffwave_cpu_variant() -> Optional[str]:
+    """The ISA variant of the CPU DiffWave kernel for this machine ("avx512", "avx2", "baseline"; the environment
+    variable FASTSEP_CPU_ISA=avx2|baseline caps it), or None without the extension."""
+    if not available():
+        return None
+    return str(torch.ops.fastsep.diffwave_cpu_variant())
+
+
 def has_cuda_kernels() -> bool:
     """True when the loaded library carries the CUDA kernels (built against a CUDA torch)."""
     if not available():

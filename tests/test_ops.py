@@ -1,5 +1,7 @@
 """The fused ops against their pure-PyTorch references, their contracts, autograd, compile and input checks."""
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -168,6 +170,53 @@ def test_diffwave_stack_matches_reference(device, batch, channels, length, layer
         got = ops.diffwave_stack(*args, dilations)
         want = reference.diffwave_stack(*args, dilations)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels", [3, 8, 64])  # 3: the CPU's unblocked path; 8, 64: its register-blocked kernel
+@pytest.mark.parametrize("length", [1, 47, 48, 49, 301])  # around the CPU kernel's 48-sample block (AVX-512)
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_diffwave_stack_block_edges(device, channels, length, conditioned):
+    # Dilations up to 512 (a 64x30 model's), most of them longer than the signal: taps past either end read zeros.
+    dilations = [1, 2, 512, 64, 7]
+    g = torch.Generator(device=device).manual_seed(channels * 1000 + length)
+    args = diffwave_inputs(2, channels, length, len(dilations), conditioned, device=device, generator=g)
+    with torch.no_grad():
+        got = ops.diffwave_stack(*args, dilations)
+        want = reference.diffwave_stack(*args, dilations)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+_VARIANT_CHECK = """
+import torch
+from fastsep import _ext, ops, reference
+from op_cases import diffwave_inputs
+assert ops.uses_kernels("cpu")
+print(_ext.diffwave_cpu_variant())
+dilations = [1, 2, 512, 64, 7]
+for channels in (3, 8, 64):
+    for length in (1, 11, 12, 13, 23, 24, 25, 301):
+        for conditioned in (True, False):
+            args = diffwave_inputs(2, channels, length, len(dilations), conditioned)
+            with torch.no_grad():
+                torch.testing.assert_close(ops.diffwave_stack(*args, dilations),
+                                           reference.diffwave_stack(*args, dilations), rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_diffwave_stack_narrower_cpu_variants(isa):
+    # The CPU kernel picks its widest variant once per process; FASTSEP_CPU_ISA caps it, so each narrower variant
+    # (block widths 24 and 12) is checked in its own process. On a CPU without the ISA the cap changes nothing.
+    _needs_kernels()
+    env = dict(os.environ, FASTSEP_CPU_ISA=isa, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", _VARIANT_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    variant, result = done.stdout.split()
+    assert result == "ok"
+    assert variant == isa or (isa == "avx2" and variant == "baseline")  # the latter on a CPU without AVX2
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,10 +1,15 @@
-// CPU kernels of the DiffWave residual layer at inference. The two convolutions go to ATen's tuned GEMM/conv
-// (oneDNN); everything between them (conditioner add, gate, residual, skip, next layer's step add) is fused into
-// single passes, and a whole stack runs in one call without returning to Python.
+// CPU kernels of the DiffWave residual layer at inference. A whole stack runs in one call without returning to
+// Python. When the channel count splits into the register blocks (C % 4 == 0: every published configuration) each
+// layer runs through the blocked kernels of diffwave_blocks.h, a block of samples at a time through the whole layer;
+// otherwise the two convolutions go to ATen (oneDNN) with everything between them fused into single passes.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "cpu/common.h"
+#include "cpu/diffwave_blocks.h"
 
 namespace fastsep {
 namespace {
@@ -129,6 +134,145 @@ void layer(const at::Tensor& x, at::Tensor& y, const float* cond, const at::Tens
   });
 }
 
+// ---------------------------------------------------------------------------------------------- blocked kernels
+// The layer blocks of diffwave_blocks.h, compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at run time.
+// Each entry runs blocks [lo, hi) of one batch item; the caller spreads (item, block) pairs over threads.
+using BlockRange = void (*)(const dwblock::LayerArgs&, int64_t, int64_t, float*);
+
+template <int W, int R, int V>
+FASTSEP_INLINE void block_range(const dwblock::LayerArgs& a, int64_t lo, int64_t hi, float* scratch) {
+  for (int64_t k = lo; k < hi; ++k) dwblock::layer_block<W, R, V>(a, k * V * W, scratch);
+}
+
+struct BlockKernel {
+  BlockRange run;
+  int64_t width;     // samples per block
+  int64_t rows;      // R
+  const char* name;  // ISA variant
+};
+
+#if defined(__GNUC__) && defined(__x86_64__)
+__attribute__((target("avx512f,avx512vl,avx512dq,avx2,fma"))) void blocks_avx512(const dwblock::LayerArgs& a,
+                                                                                  int64_t lo, int64_t hi, float* s) {
+  block_range<16, 8, 3>(a, lo, hi, s);
+}
+__attribute__((target("avx2,fma"))) void blocks_avx2(const dwblock::LayerArgs& a, int64_t lo, int64_t hi, float* s) {
+  block_range<8, 4, 3>(a, lo, hi, s);
+}
+#endif
+void blocks_generic(const dwblock::LayerArgs& a, int64_t lo, int64_t hi, float* s) { block_range<4, 4, 3>(a, lo, hi, s); }
+
+// The widest the CPU runs; FASTSEP_CPU_ISA=avx2 or =baseline caps it (so that tests reach every variant on one
+// machine, and to compare them).
+BlockKernel pick_block_kernel() {
+  const char* cap = std::getenv("FASTSEP_CPU_ISA");
+  const std::string limit = cap ? cap : "";
+#if defined(__GNUC__) && defined(__x86_64__)
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                      __builtin_cpu_supports("avx512dq");
+  if (avx512 && limit != "avx2" && limit != "baseline") return {&blocks_avx512, 48, 8, "avx512"};
+  if (avx2 && limit != "baseline") return {&blocks_avx2, 24, 4, "avx2"};
+#endif
+  return {&blocks_generic, 12, 4, "baseline"};
+}
+
+const BlockKernel& block_kernel() {
+  static const BlockKernel kernel = pick_block_kernel();
+  return kernel;
+}
+
+// [L][2C][C][3] -> [L][2C/R][3][C][R] and [L][2C][C] -> [L][2C/R][C][R]; block row r < R/2 is gate (residual)
+// channel ob·R/2 + r, row R/2 + r its filter (skip) partner C + ob·R/2 + r.
+void pack_weights(const at::Tensor& w_dil, const at::Tensor& w_out, int64_t R, std::vector<float>& wp_dil,
+                  std::vector<float>& wp_out) {
+  const int64_t L = w_dil.size(0), C = w_dil.size(2), H = R / 2;
+  const float* wd = w_dil.data_ptr<float>();
+  const float* wo = w_out.data_ptr<float>();
+  wp_dil.resize(L * 2 * C * 3 * C);
+  wp_out.resize(L * 2 * C * C);
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t ob = 0; ob < 2 * C / R; ++ob)
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t j = 0; j < 3; ++j)
+            wp_dil[(((l * 2 * C / R + ob) * 3 + j) * C + c) * R + r] = wd[((l * 2 * C + row) * C + c) * 3 + j];
+          wp_out[((l * 2 * C / R + ob) * C + c) * R + r] = wo[(l * 2 * C + row) * C + c];
+        }
+      }
+}
+
+// Runs the L layers with the blocked kernels; returns the skip sum and, when x_last is given, the last layer's x_next.
+at::Tensor run_blocked(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
+                       const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
+                       at::IntArrayRef dilations, at::Tensor* x_last) {
+  const BlockKernel& kernel = block_kernel();
+  const int64_t L = static_cast<int64_t>(dilations.size());
+  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
+  const int64_t blocks = (T + N - 1) / N;
+  int64_t max_d = 1;
+  for (auto d : dilations) max_d = std::max<int64_t>(max_d, d);
+  const int64_t pad = (max_d + 15) / 16 * 16;
+  const int64_t y_stride = pad + blocks * N + pad;  // blocks read up to N - 1 samples past T: zeros
+  std::vector<float> wp_dil, wp_out;
+  pack_weights(w_dil, w_out, R, wp_dil, wp_out);
+  at::Tensor ys = at::zeros({2, B, C, y_stride}, x.options());
+  at::Tensor xs = at::empty({2, B, C, T}, x.options());
+  at::Tensor skip = at::empty_like(x);
+  const float* steps = dstep.data_ptr<float>();
+  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
+  {  // y of the first layer: x + its step offset
+    const float* xp = x.data_ptr<float>();
+    float* yp = ys.data_ptr<float>();
+    at::parallel_for(0, B * C, 16, [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) {
+        const float s = steps[r];
+#pragma omp simd
+        for (int64_t t = 0; t < T; ++t) yp[r * y_stride + pad + t] = xp[r * T + t] + s;
+      }
+    });
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    const float* x_cur = l == 0 ? x.data_ptr<float>() : xs[(l - 1) % 2].data_ptr<float>();
+    float* x_nxt = xs[l % 2].data_ptr<float>();
+    const float* y_cur = ys[l % 2].data_ptr<float>();
+    float* y_nxt = l + 1 < L ? ys[(l + 1) % 2].data_ptr<float>() : nullptr;
+    at::parallel_for(0, B * blocks, 1, [&](int64_t lo, int64_t hi) {
+      std::vector<float> scratch((R + C) * N);
+      while (lo < hi) {
+        const int64_t b = lo / blocks, first = lo % blocks, last = std::min(blocks, first + (hi - lo));
+        dwblock::LayerArgs a;
+        a.C = C;
+        a.T = T;
+        a.y = y_cur + b * C * y_stride;
+        a.y_stride = y_stride;
+        a.pad = pad;
+        a.dilation = dilations[l];
+        a.x = x_cur + b * C * T;
+        a.x_stride = T;
+        a.cond = conds ? conds + (l * B + b) * 2 * C * T : nullptr;
+        a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
+        a.wp_dil = wp_dil.data() + l * 2 * C * 3 * C;
+        a.wp_out = wp_out.data() + l * 2 * C * C;
+        a.b_out = b_out.data_ptr<float>() + l * 2 * C;
+        a.x_next = x_nxt + b * C * T;
+        a.skip = skip.data_ptr<float>() + b * C * T;
+        a.accumulate = l > 0;
+        a.y_next = y_nxt ? y_nxt + b * C * y_stride : nullptr;
+        a.next_step = y_nxt ? steps + ((l + 1) * B + b) * C : nullptr;
+        kernel.run(a, first, last, scratch.data());
+        lo += last - first;
+      }
+    });
+  }
+  if (x_last) *x_last = xs[(L - 1) % 2].clone();
+  return skip;
+}
+
+bool blocked_ok(int64_t C) { return C % (block_kernel().rows / 2) == 0; }
+
 std::tuple<at::Tensor, at::Tensor> diffwave_layer_cpu(const at::Tensor& x, const at::Tensor& dstep,
                                                       const at::Tensor& cond, const at::Tensor& w_dil,
                                                       const at::Tensor& b_dil, const at::Tensor& w_out,
@@ -136,8 +280,15 @@ std::tuple<at::Tensor, at::Tensor> diffwave_layer_cpu(const at::Tensor& x, const
   check_layer_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, -1);
   TORCH_CHECK(dilation >= 1, "diffwave_layer: dilation must be >= 1, got ", dilation);
   at::NoGradGuard no_grad;
+  if (x.numel() == 0) return {at::empty_like(x), at::empty_like(x)};
+  if (blocked_ok(x.size(1))) {
+    at::Tensor x_next;
+    const std::vector<int64_t> dil{dilation};
+    at::Tensor skip = run_blocked(x, dstep.unsqueeze(0), cond.numel() ? cond.unsqueeze(0) : cond, w_dil.unsqueeze(0),
+                                  b_dil.unsqueeze(0), w_out.unsqueeze(0), b_out.unsqueeze(0), dil, &x_next);
+    return {x_next, skip};
+  }
   at::Tensor y = at::empty_like(x), x_next = at::empty_like(x), skip = at::empty_like(x);
-  if (x.numel() == 0) return {x_next, skip};
   add_step(x, dstep.data_ptr<float>(), y);
   layer(x, y, cond.numel() ? cond.data_ptr<float>() : nullptr, w_dil, b_dil, w_out, b_out.data_ptr<float>(), dilation,
         x_next, skip, /*accumulate=*/false, nullptr);
@@ -152,8 +303,10 @@ at::Tensor diffwave_stack_cpu(const at::Tensor& x, const at::Tensor& dstep, cons
   check_layer_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, L);
   for (auto d : dilations) TORCH_CHECK(d >= 1, "diffwave_stack: dilations must be >= 1, got ", d);
   at::NoGradGuard no_grad;
+  if (x.numel() == 0) return at::zeros_like(x);
+  if (blocked_ok(x.size(1))) return run_blocked(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, nullptr);
+  // Channel counts the blocks do not divide: ATen's convolutions with the elementwise stages fused between them.
   at::Tensor skip = at::zeros_like(x);
-  if (x.numel() == 0) return skip;
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2);
   at::Tensor y = at::empty_like(x), ping = at::empty_like(x), pong = at::empty_like(x);
   const float* steps = dstep.data_ptr<float>();
@@ -171,6 +324,9 @@ at::Tensor diffwave_stack_cpu(const at::Tensor& x, const at::Tensor& dstep, cons
 }
 
 }  // namespace
+
+std::string diffwave_cpu_variant() { return block_kernel().name; }
+
 }  // namespace fastsep
 
 TORCH_LIBRARY_IMPL(fastsep, CPU, m) {
