@@ -469,14 +469,19 @@ class DiffWave(nn.Module):
         b_step = torch.stack([layer.diffusion_projection.bias for layer in layers])  # [L, C]
         dsteps = torch.einsum("lcd,nd->nlc", w_step, embedded) + b_step
         dsteps = dsteps.unsqueeze(2).expand(-1, -1, batch, -1).contiguous()
+        w_dil = torch.stack([layer.dilated_conv.weight for layer in layers]).contiguous()
+        b_dil = torch.stack([layer.dilated_conv.bias for layer in layers])
         cond = None
         if mel is not None:
             upsampled = self.spectrogram_upsampler(mel)  # [B, n_mels, T]
-            w_cond = torch.stack([layer.conditioner_projection.weight.squeeze(-1) for layer in layers])  # [L, 2C, M]
-            b_cond = torch.stack([layer.conditioner_projection.bias for layer in layers])  # [L, 2C]
-            cond = torch.einsum("lom,bmt->lbot", w_cond, upsampled) + b_cond[:, None, :, None]
-        w_dil = torch.stack([layer.dilated_conv.weight for layer in layers]).contiguous()
-        b_dil = torch.stack([layer.dilated_conv.bias for layer in layers]).contiguous()
+            # The conditioner projections of every layer, [L, B, 2C, T], written in place layer by layer (an einsum
+            # returns a permuted view for B > 1 that the op would copy on every step). Their biases are constant
+            # over time, so they join the dilated convolution's bias instead of being added to L·B·2C·T values.
+            cond = upsampled.new_empty(len(layers), batch, 2 * channels, length)
+            for i, layer in enumerate(layers):
+                torch.matmul(layer.conditioner_projection.weight.squeeze(-1), upsampled, out=cond[i])
+            b_dil = b_dil + torch.stack([layer.conditioner_projection.bias for layer in layers])
+        b_dil = b_dil.contiguous()
         w_out = torch.stack([layer.output_projection.weight.squeeze(-1) for layer in layers]).contiguous()
         b_out = torch.stack([layer.output_projection.bias for layer in layers]).contiguous()
         dilations = self.dilations
