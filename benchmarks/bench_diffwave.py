@@ -1,33 +1,44 @@
-"""DiffWave sampling: fused (fastsep.ops.diffwave_stack, conditioner once per call) against unfused (plain modules,
-the reference's arithmetic) on the same weights, fast 6-step schedule.
+"""DiffWave fast sampling on one set of weights, three ways, in the same run:
 
-    python -m pytest benchmarks/bench_diffwave.py -s          # pytest-benchmark table + a ratio / RTF summary
-    python benchmarks/bench_diffwave.py                       # the summary alone
+- ``reference``: lmnt-com/diffwave's own ``inference.predict`` loop (``pip install --no-deps diffwave``), which runs the
+  whole model, upsampler and conditioner projections included, on every step;
+- ``unfused``: ``fastsep.models.DiffWave.generate(fused=False)``, the plain modules per step (the tests' oracle);
+- ``fused``: ``generate()``: conditioner once per call and the residual layers through ``fastsep.ops.diffwave_stack``.
 
-CPU defaults stay small: batch 1 and 4, 1 s of 8 kHz audio (hop 256, 80 mels). Environment:
+It also times one step's residual stack alone (``fastsep.ops.diffwave_stack`` against ``fastsep.reference``).
+
+    python -m pytest benchmarks/bench_diffwave.py -s       # pytest-benchmark table + ratios and real-time factors
+
+CPU defaults stay small: batch 1 and 4, 1 s of 8 kHz audio (hop 256, 80 mels), 64x30 and 32x12. Environment:
 ``FASTSEP_BENCH_FULL=1`` sweeps batch 1..32; ``FASTSEP_BENCH_SECONDS`` sets the audio length; ``FASTSEP_BENCH_DEVICE``
 picks the device (default cuda when available). RTF = wall time / seconds of audio produced (all items together).
-The optional ``reference`` case times lmnt-com/diffwave's own ``inference.predict`` (``pip install --no-deps
-diffwave``; it needs torchaudio) on the 64x30 weights and skips when that does not import.
+
+The reference's ``inference`` module imports torchaudio at the top for its command-line ``main`` only; where
+torchaudio does not import (the CPU torch of the development machines) an empty stand-in module is put in its place
+for that import, so that ``predict`` itself runs unchanged.
 """
 from __future__ import annotations
 
 import os
-import time
-from typing import Dict, List, Tuple
+import sys
+import types
+from typing import Dict, Tuple
 
 import pytest
 import torch
 
+from fastsep import ops, reference
 from fastsep.models import DiffWave
 
 SAMPLE_RATE = 8000
 HOP = 256
+N_MELS = 80
 CONFIGS = {"64x30": dict(residual_channels=64, residual_layers=30, dilation_cycle_length=10),
            "32x12": dict(residual_channels=32, residual_layers=12, dilation_cycle_length=6)}
 BATCHES = [1, 4, 8, 16, 32] if os.environ.get("FASTSEP_BENCH_FULL") else [1, 4]
 SECONDS = float(os.environ.get("FASTSEP_BENCH_SECONDS", "1.0"))
 DEVICE = torch.device(os.environ.get("FASTSEP_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu"))
+ROUNDS = 3
 
 _MODELS: Dict[str, DiffWave] = {}
 _RESULTS: Dict[Tuple[str, int, str], float] = {}
@@ -37,7 +48,7 @@ def model_for(name: str) -> DiffWave:
     """A DiffWave with random (non-zero) weights; the same object for every case of one configuration."""
     if name not in _MODELS:
         torch.manual_seed(0)
-        model = DiffWave(**CONFIGS[name], n_mels=80, sample_rate=SAMPLE_RATE, hop_length=HOP)
+        model = DiffWave(**CONFIGS[name], n_mels=N_MELS, sample_rate=SAMPLE_RATE, hop_length=HOP)
         with torch.no_grad():
             model.output_projection.weight.normal_(0, 0.05)  # zero at init would make the output constant
         _MODELS[name] = model.to(DEVICE).eval()
@@ -46,7 +57,7 @@ def model_for(name: str) -> DiffWave:
 
 def mel_batch(batch: int) -> torch.Tensor:
     frames = max(1, int(round(SECONDS * SAMPLE_RATE / HOP)))
-    return torch.rand(batch, 80, frames, generator=torch.Generator().manual_seed(batch)).to(DEVICE)
+    return torch.rand(batch, N_MELS, frames, generator=torch.Generator().manual_seed(batch)).to(DEVICE)
 
 
 def _sync():
@@ -54,88 +65,120 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def run_once(name: str, batch: int, mode: str) -> torch.Tensor:
-    out = model_for(name).generate(mel_batch(batch), fast=True, seed=0, fused=(mode == "fused"))
+def reference_predict():
+    """lmnt-com/diffwave's ``inference.predict`` and its global params, or None when the package is absent."""
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent, or a registry wheel that needs a CUDA torch
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")  # predict() never touches it
+    try:
+        from diffwave import inference
+        from diffwave.params import params
+    except ImportError:
+        return None, None
+    return inference.predict, params
+
+
+def reference_runner(name: str, batch: int, folder):
+    """A callable running the reference's predict on ``model_for(name)``'s weights, or a skip reason."""
+    predict, params = reference_predict()
+    if predict is None:
+        return None, "the reference diffwave package is not installed (pip install --no-deps diffwave)"
+    model = model_for(name)
+    # predict() builds its model from the package's global params on first use of a model_dir, then caches it.
+    params.update(residual_channels=model.config["residual_channels"],
+                  residual_layers=model.config["residual_layers"],
+                  dilation_cycle_length=model.config["dilation_cycle_length"], n_mels=N_MELS, hop_samples=HOP,
+                  noise_schedule=list(model.config["noise_schedule"]),
+                  inference_noise_schedule=list(model.config["inference_noise_schedule"]))
+    path = os.path.join(str(folder), f"{name}.pt")
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+    mel = mel_batch(batch)
+
+    def run():
+        audio, _ = predict(mel, model_dir=path, device=DEVICE, fast_sampling=True)
+        _sync()
+        return audio
+
+    return run, None
+
+
+def run_generate(name: str, batch: int, fused: bool) -> torch.Tensor:
+    out = model_for(name).generate(mel_batch(batch), fast=True, seed=0, fused=fused)
     _sync()
     return out
 
 
-def summary(results: Dict[Tuple[str, int, str], float]) -> List[str]:
-    """Lines of fused/unfused ratio and RTFs per (configuration, batch)."""
+def summary() -> str:
+    kernels = "kernels" if ops.uses_kernels(DEVICE) else "the PyTorch reference (no kernels for this device)"
     lines = [f"DiffWave fast sampling on {DEVICE} ({torch.get_num_threads()} threads), {SECONDS:g} s of "
-             f"{SAMPLE_RATE} Hz audio per item, fused op from "
-             f"{'kernels' if __import__('fastsep').ops.uses_kernels(DEVICE) else 'the PyTorch reference'}",
-             f"{'config':>6} {'batch':>5} {'unfused s':>10} {'fused s':>9} {'speed-up':>8} {'RTF unf.':>9} "
-             f"{'RTF fused':>9}"]
-    for (name, batch) in sorted({(k[0], k[1]) for k in results}):
-        unfused, fused = results.get((name, batch, "unfused")), results.get((name, batch, "fused"))
-        if unfused is None or fused is None:
-            continue
-        audio_s = batch * SECONDS
-        lines.append(f"{name:>6} {batch:>5} {unfused:>10.3f} {fused:>9.3f} {unfused / fused:>7.2f}x "
-                     f"{unfused / audio_s:>9.4f} {fused / audio_s:>9.4f}")
-    return lines
+             f"{SAMPLE_RATE} Hz audio per item, fused op from {kernels}; best of {ROUNDS} rounds",
+             f"{'config':>6} {'batch':>5} {'reference':>10} {'unfused':>9} {'fused':>9} {'fused/ref':>9} "
+             f"{'fused/unf':>9} {'RTF ref':>8} {'RTF fused':>9}"]
+    for (name, batch) in sorted({(k[0], k[1]) for k in _RESULTS if k[2] in ("fused", "unfused", "reference")}):
+        ref, unf, fus = (_RESULTS.get((name, batch, m)) for m in ("reference", "unfused", "fused"))
+        cell = lambda v: f"{v:.3f} s" if v else "-"  # noqa: E731
+        ratio = lambda a, b: f"{a / b:.2f}x" if a and b else "-"  # noqa: E731
+        rtf = lambda v: f"{v / (batch * SECONDS):.4f}" if v else "-"  # noqa: E731
+        lines.append(f"{name:>6} {batch:>5} {cell(ref):>10} {cell(unf):>9} {cell(fus):>9} {ratio(ref, fus):>9} "
+                     f"{ratio(unf, fus):>9} {rtf(ref):>8} {rtf(fus):>9}")
+    for (name, batch, mode), seconds in sorted(_RESULTS.items()):
+        if mode == "stack-kernel" and (name, batch, "stack-reference") in _RESULTS:
+            ref = _RESULTS[(name, batch, "stack-reference")]
+            lines.append(f"one step's residual stack {name} batch {batch}: reference.diffwave_stack {ref * 1e3:.1f} ms,"
+                         f" ops.diffwave_stack {seconds * 1e3:.1f} ms, {ref / seconds:.2f}x")
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_summary():
     yield
     if _RESULTS:
-        print("\n" + "\n".join(summary(_RESULTS)))
+        print("\n" + summary())
 
 
-@pytest.mark.parametrize("mode", ["unfused", "fused"])
+@pytest.mark.parametrize("mode", ["reference", "unfused", "fused"])
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_sampling(benchmark, name, batch, mode):
-    run_once(name, batch, mode)  # warm-up (allocations, lazy init)
-    out = benchmark.pedantic(run_once, args=(name, batch, mode), rounds=3, iterations=1)
+def test_sampling(benchmark, tmp_path_factory, name, batch, mode):
+    if mode == "reference":
+        fn, why = reference_runner(name, batch, tmp_path_factory.mktemp("reference"))
+        if fn is None:
+            pytest.skip(why)
+    else:
+        fn = lambda: run_generate(name, batch, mode == "fused")  # noqa: E731
+    benchmark.group = f"diffwave {name} batch {batch}"
+    out = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     assert out.shape == (batch, mel_batch(batch).shape[-1] * HOP) and torch.isfinite(out).all()
     _RESULTS[(name, batch, mode)] = benchmark.stats.stats.min
     benchmark.extra_info["rtf"] = benchmark.stats.stats.min / (batch * SECONDS)
 
 
-def test_reference_package(benchmark, tmp_path):
-    """lmnt-com/diffwave's own predict() on the 64x30 weights (its default architecture), batch 1."""
-    try:
-        from diffwave import inference as ref_inference
-        from diffwave.params import params as ref_params
-    except Exception as exc:  # noqa: BLE001 - absent, or torchaudio missing/broken
-        pytest.skip(f"the reference diffwave package does not import here ({type(exc).__name__}: {exc})")
-    if (ref_params.residual_channels, ref_params.residual_layers, ref_params.n_mels, ref_params.hop_samples) != \
-            (64, 30, 80, HOP):
-        pytest.skip("the installed diffwave's default architecture is not 64x30 with 80 mels and hop 256")
-    path = tmp_path / "weights.pt"
-    torch.save({"model": model_for("64x30").cpu().state_dict()}, path)
-    model_for("64x30").to(DEVICE)
-    mel = mel_batch(1)
-    ref_params.noise_schedule = model_for("64x30").config["noise_schedule"]
+def stack_inputs(name: str, batch: int):
+    """One step's stack inputs for ``model_for(name)``'s shapes (random values: the arithmetic is what is timed)."""
+    cfg = CONFIGS[name]
+    C, L = cfg["residual_channels"], cfg["residual_layers"]
+    T = mel_batch(1).shape[-1] * HOP
+    g = torch.Generator().manual_seed(1)
+    r = lambda *shape: (torch.randn(*shape, generator=g) * 0.1).to(DEVICE)  # noqa: E731
+    dilations = [2 ** (i % cfg["dilation_cycle_length"]) for i in range(L)]
+    return (r(batch, C, T), r(L, batch, C), r(L, batch, 2 * C, T), r(L, 2 * C, C, 3), r(L, 2 * C), r(L, 2 * C, C),
+            r(L, 2 * C), dilations)
+
+
+@pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel"])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_stack(benchmark, name, batch, impl):
+    args = stack_inputs(name, batch)
+    fn = reference.diffwave_stack if impl == "stack-reference" else ops.diffwave_stack
 
     def run():
-        audio, _ = ref_inference.predict(mel, model_dir=str(path), device=DEVICE, fast_sampling=True)
+        out = fn(*args)
         _sync()
-        return audio
+        return out
 
-    run()
-    benchmark.pedantic(run, rounds=3, iterations=1)
-    _RESULTS[("64x30", 1, "reference")] = benchmark.stats.stats.min
-    benchmark.extra_info["rtf"] = benchmark.stats.stats.min / SECONDS
-
-
-def main() -> None:
-    results = {}
-    for name in CONFIGS:
-        for batch in BATCHES:
-            for mode in ("unfused", "fused"):
-                run_once(name, batch, mode)
-                times = []
-                for _ in range(3):
-                    start = time.perf_counter()
-                    run_once(name, batch, mode)
-                    times.append(time.perf_counter() - start)
-                results[(name, batch, mode)] = min(times)
-    print("\n".join(summary(results)))
-
-
-if __name__ == "__main__":
-    main()
+    benchmark.group = f"diffwave_stack {name} batch {batch}"
+    out = benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
+    assert out.shape == args[0].shape and torch.isfinite(out).all()
+    _RESULTS[(name, batch, impl)] = benchmark.stats.stats.min
