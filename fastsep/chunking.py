@@ -6,6 +6,13 @@ separator that acts sample by sample gives exactly its whole-signal output). Sep
 arbitrary order per call, so each chunk's sources are matched to the previous chunk's on the overlap by the
 normalised correlation, with the Hungarian assignment, before the cross-fade.
 
+Levels: masking separators (all of fastsep's backbones) tie each output's level and sign to the mixture, so chunks
+agree without help. A separator that does not (a scale-invariant loss leaves the output gain and sign free) can make
+a talker's level jump at every seam, and a sign flip cancels the cross-fade; ``match_levels=True`` rescales each
+matched source by its least-squares gain onto the previous chunk's on the overlap (:func:`match_gains`). It is off
+by default because the estimate is never exact (chunk edges lack context), and its small errors compound along a
+long recording.
+
 Memory: only one chunk's input and output plus one overlap are alive at a time in :func:`iter_separated`, which yields
 finished stretches of output as soon as no later chunk can change them; :func:`separate_chunked` gathers those into
 one ``[B, C, T]`` tensor (the only part that grows with the length).
@@ -17,7 +24,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["chunk_starts", "match_sources", "iter_separated", "separate_chunked"]
+__all__ = ["chunk_starts", "match_sources", "match_gains", "iter_separated", "separate_chunked"]
 
 SeparateFn = Callable[[Tensor], Tensor]
 
@@ -58,6 +65,28 @@ def match_sources(reference: Tensor, candidate: Tensor) -> Tensor:
     return torch.stack(perms).to(candidate.device)
 
 
+def match_gains(reference: Tensor, candidate: Tensor, max_gain: float = 100.0, min_energy: float = 1e-10) -> Tensor:
+    """Gains ``g [B, C]`` minimising ``|reference - g·candidate|²`` per source (sign included), both ``[B, C, L]``.
+
+    The sums are weighted by a Hann window over the overlap: its two ends are where one of the two chunks lacks
+    context (the other's edge), its middle where both see the signal whole. Where either side is (near) silent there
+    is nothing to match and the gain is 1; otherwise its magnitude is clipped to ``[1/max_gain, max_gain]`` so that a
+    nearly silent stretch cannot blow a chunk up.
+    """
+    length = max(reference.shape[-1], 1)
+    pos = (torch.arange(reference.shape[-1], device=reference.device, dtype=reference.dtype) + 0.5) / length
+    window = torch.sin(torch.pi * pos) ** 2
+    cross = (window * reference * candidate).sum(-1)
+    energy = (window * candidate * candidate).sum(-1)
+    ref_energy = (window * reference * reference).sum(-1)
+    length = float(window.sum().clamp_min(1e-12))
+    gain = cross / energy.clamp_min(min_energy)
+    magnitude = gain.abs().clamp(1.0 / max_gain, max_gain)
+    gain = torch.where(gain < 0, -magnitude, magnitude)
+    silent = (energy / length < min_energy) | (ref_energy / length < min_energy)
+    return torch.where(silent, torch.ones_like(gain), gain)
+
+
 def _reorder(est: Tensor, perm: Tensor) -> Tensor:
     return torch.gather(est, 1, perm[:, :, None].expand_as(est))
 
@@ -68,10 +97,12 @@ def iter_separated(
     chunk: int,
     overlap: int,
     progress: bool = False,
+    match_levels: bool = False,
 ) -> Iterator[Tuple[int, Tensor]]:
     """Yield ``(start, piece [B, C, n])`` of the separated signal in order, covering ``[0, T)`` once.
 
-    ``separate`` maps ``[B, L] -> [B, C, L]``. ``mixture`` is ``[B, T]``.
+    ``separate`` maps ``[B, L] -> [B, C, L]``. ``mixture`` is ``[B, T]``. ``match_levels``: bring each chunk's
+    sources onto the previous chunk's gain and sign (see the module's notes).
     """
     if mixture.dim() != 2:
         raise ValueError(f"iter_separated: mixture must be [B, T], got shape {tuple(mixture.shape)}")
@@ -95,6 +126,8 @@ def iter_separated(
                 shared = tail.shape[-1]  # samples [start, tail_start + ...) seen by both chunks
                 perm = match_sources(tail, est[..., :shared])
                 est = _reorder(est, perm)
+                if match_levels:
+                    est = est * match_gains(tail, est[..., :shared]).unsqueeze(-1)
                 ramp = torch.linspace(0.0, 1.0, shared + 2, device=est.device, dtype=est.dtype)[1:-1]
                 est = est.clone()
                 est[..., :shared] = ramp * est[..., :shared] + (1.0 - ramp) * tail
@@ -113,11 +146,12 @@ def separate_chunked(
     chunk: int,
     overlap: int,
     progress: bool = False,
+    match_levels: bool = False,
 ) -> Tensor:
     """Separate ``mixture [B, T]`` chunk by chunk with overlap-add; returns ``[B, C, T]``."""
     out: Optional[Tensor] = None
     length = mixture.shape[-1]
-    for start, piece in iter_separated(separate, mixture, chunk, overlap, progress):
+    for start, piece in iter_separated(separate, mixture, chunk, overlap, progress, match_levels):
         if out is None:
             out = piece.new_empty(piece.shape[0], piece.shape[1], length)
         out[..., start:start + piece.shape[-1]] = piece

@@ -59,6 +59,8 @@ class Separator:
         n_src: number of talkers C (read from ``backbone.config["n_src"]`` when not given).
         chunk_seconds, overlap_seconds: inputs longer than a chunk are separated chunk by chunk, overlapping by
             ``overlap_seconds`` (default: a quarter of a chunk, at most 1 s).
+        match_levels: rescale each chunk's talkers onto the previous chunk's gain and sign on their overlap, for
+            backbones whose output level is not tied to the mixture (see :mod:`fastsep.chunking`).
         device: where the models run (default: where the backbone's parameters are).
     """
 
@@ -72,6 +74,7 @@ class Separator:
         chunk_seconds: float = 8.0,
         overlap_seconds: Optional[float] = None,
         device: Optional[Union[str, torch.device]] = None,
+        match_levels: bool = False,
     ):
         if not callable(backbone):
             raise TypeError(f"Separator: backbone must be a callable module, got {type(backbone).__name__}")
@@ -98,6 +101,7 @@ class Separator:
         self.n_src = int(n_src)
         self.chunk = chunk
         self.overlap = overlap
+        self.match_levels = bool(match_levels)
         if device is None:
             params = list(backbone.parameters()) if isinstance(backbone, nn.Module) else []
             device = params[0].device if params else torch.device("cpu")
@@ -214,7 +218,8 @@ class Separator:
         if batch.shape[-1] <= self.chunk:
             est = self._run(batch, mode)
         else:
-            est = separate_chunked(lambda m: self._run(m, mode), batch, self.chunk, self.overlap, progress)
+            est = separate_chunked(lambda m: self._run(m, mode), batch, self.chunk, self.overlap, progress,
+                                   self.match_levels)
         est = est[0] if single else est
         if is_numpy:
             return est.float().cpu().numpy()

@@ -12,7 +12,7 @@ from torch import nn
 
 import fastsep
 from fastsep import separator as sepmod
-from fastsep.chunking import chunk_starts, match_sources, separate_chunked
+from fastsep.chunking import chunk_starts, match_gains, match_sources, separate_chunked
 from fastsep.dsp import StftConfig, istft, stft
 from fastsep.models.combiner import Combiner
 from fastsep.separator import Separator, output_paths
@@ -60,6 +60,17 @@ class SwappingBackbone(SquareBackbone):
         out = super().forward(x)
         SwappingBackbone.calls += 1
         return out.flip(1) if SwappingBackbone.calls % 2 == 0 else out
+
+
+class RescalingBackbone(SquareBackbone):
+    """Gives each call's outputs a different gain and sign, as a separator trained with SI-SDR may per chunk."""
+
+    calls = 0
+
+    def forward(self, x):
+        RescalingBackbone.calls += 1
+        gains = torch.tensor([(-1.0) ** RescalingBackbone.calls * 3.0 ** (RescalingBackbone.calls % 3), 0.5])
+        return super().forward(x) * gains[:, None]
 
 
 class DelayVocoder(nn.Module):
@@ -188,6 +199,31 @@ def test_talker_order_is_kept_across_chunks():
         x, mode="backbone")
     assert SwappingBackbone.calls > 3
     assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_levels_and_signs_are_kept_across_chunks():
+    # Without level matching, a sign flip between neighbouring chunks cancels the cross-fade and the level jumps at
+    # every seam; with it, every chunk is brought onto the first chunk's level and sign.
+    x = torch.randn(1, 6000)
+    want = SquareBackbone()(x).detach() * torch.tensor([-3.0, 0.5])[:, None]  # the first call's gains
+    outs = {}
+    for match in (False, True):
+        RescalingBackbone.calls = 0
+        sep = Separator(RescalingBackbone(), sample_rate=SR, chunk_seconds=0.1, overlap_seconds=0.02,
+                        match_levels=match)
+        outs[match] = sep.separate(x, mode="backbone")
+        assert RescalingBackbone.calls > 3
+    torch.testing.assert_close(outs[True], want, atol=1e-4, rtol=1e-4)
+    assert (outs[False] - want).abs().max() > 1.0  # the failure it fixes
+
+
+def test_match_gains_on_silence_and_extremes():
+    ref = torch.randn(1, 3, 200)
+    cand = torch.stack([ref[0, 0] * -4.0, torch.zeros(200), ref[0, 2] * 1e-3])[None]
+    gains = match_gains(ref, cand, max_gain=100.0)
+    torch.testing.assert_close(gains[0, 0], torch.tensor(-0.25))
+    assert gains[0, 1] == 1.0  # silent candidate: nothing to match
+    assert gains[0, 2] == 100.0  # clipped
 
 
 def test_match_sources_finds_permutation():

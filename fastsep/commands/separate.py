@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK)")
     parser.add_argument("--batch-size", type=int, default=4, help="files of similar length separated together")
     parser.add_argument("--chunk", type=float, default=8.0, help="chunk length in seconds for long files")
+    parser.add_argument("--match-levels", action="store_true",
+                        help="match each chunk's talker levels and signs to the previous chunk's (for backbones "
+                             "whose output level is not tied to the mixture)")
     parser.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -50,7 +53,8 @@ def main(args: argparse.Namespace) -> int:
         print("fastsep separate: no audio files found in the inputs", file=sys.stderr)
         return 2
     try:
-        sep = Separator.from_pretrained(args.model, device=_device(args.device), chunk_seconds=args.chunk)
+        sep = Separator.from_pretrained(args.model, device=_device(args.device), chunk_seconds=args.chunk,
+                                        match_levels=args.match_levels)
         result = sep.separate_files(paths, args.out, mode=args.mode, batch_size=args.batch_size,
                                     overwrite=args.overwrite, progress=False if args.no_progress else None)
     except (FileNotFoundError, ValueError, TypeError) as exc:
