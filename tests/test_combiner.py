@@ -196,3 +196,31 @@ def test_training_on_shared_loop(tmp_path):
     assert int(result["step"]) == 3 and torch.isfinite(torch.tensor(result["si_sdri"]))
     assert (tmp_path / "run" / "best" / "model.json").exists()
     assert all(not p.requires_grad for p in bb.parameters())
+
+
+def test_cli_trains_f_and_writes_a_bundle(tmp_path, capsys):
+    # End to end through `fastsep train combiner`: frozen tiny B and GM from folders, the shared loop's options,
+    # the bundle that Separator.from_pretrained reads.
+    from fastsep import Separator
+    from fastsep.cli import main as cli_main
+    from fastsep.models import ConvTasNet, DiffWave
+    from fastsep.models.io import save_model
+    from test_train_separator import _write_wsj0
+
+    data = tmp_path / "wsj"
+    _write_wsj0(str(data), "tr", [1200] * 4, seed=0)
+    _write_wsj0(str(data), "cv", [1000, 1000], seed=1)
+    save_model(ConvTasNet.small(2), tmp_path / "b")
+    save_model(DiffWave(residual_layers=2, residual_channels=4, dilation_cycle_length=2, n_mels=20, sample_rate=8000,
+                        hop_length=64), tmp_path / "gm")
+    out, bundle = tmp_path / "run", tmp_path / "bundle"
+    argv = ["train", "combiner", "--data", str(data), "--backbone", str(tmp_path / "b"), "--vocoder",
+            str(tmp_path / "gm"), "--out", str(out), "--bundle-out", str(bundle), "--epochs", "1", "--batch-size", "2",
+            "--segment", "0.125", "--valid-items", "2", "--num-workers", "0", "--device", "cpu", "--no-progress",
+            "--n-fft", "128", "--hop-length", "32"]
+    assert cli_main(argv) == 0
+    assert "valid SI-SDRi" in capsys.readouterr().out
+    assert (out / "log.jsonl").exists() and (out / "best").is_dir()
+    sep = Separator.from_pretrained(str(bundle))
+    tracks = sep.separate(torch.randn(1600), mode="full")
+    assert tracks.shape == (2, 1600) and torch.isfinite(tracks).all()

@@ -18,6 +18,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from .options import add_loop_arguments, config_from_args
+
 __all__ = ["CombinerTask", "add_arguments", "main"]
 
 
@@ -92,16 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-fft", type=int, default=512)
     parser.add_argument("--hop-length", type=int, default=128)
     parser.add_argument("--init", choices=["backbone", "average"], default="backbone")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=3, help="the paper's 3")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-3)")
     parser.add_argument("--segment", type=float, default=2.0, help="training segment in seconds")
     parser.add_argument("--train-items", type=int, default=None, help="mixtures per epoch (corpus: on the fly)")
     parser.add_argument("--valid-items", type=int, default=16)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true")
+    # The shared loop's options; batch size 3 and Adam at 1e-3 are the paper's.
+    add_loop_arguments(parser, batch_size=3, lr=1e-3, grad_clip=5.0, epochs=20, early_stop=8)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -110,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     from ..data import open_mixture_dataset
     from ..models.combiner import Combiner
     from ..models.io import load_model
-    from .loop import TrainConfig, train
+    from .loop import train
     from .separator import pad_collate
 
     try:
@@ -125,10 +122,9 @@ def main(args: argparse.Namespace) -> int:
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:
             valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
-        cfg = TrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          grad_clip=5.0, monitor="si_sdri", monitor_mode="max", patience=3,
-                          early_stop_patience=8, amp=False, num_workers=0, seed=args.seed,
-                          max_steps=args.max_steps, device=args.device, progress=not args.no_progress)
+        cfg = config_from_args(args, monitor="si_sdri", monitor_mode="max")
+        # F works on complex STFTs and its fused ops take float32 only: no mixed precision, whatever --no-amp says.
+        cfg.amp = False
         result = train(model, CombinerTask(backbone, vocoder), train_set, valid_set, cfg, collate_fn=pad_collate)
     except (ValueError, FileNotFoundError) as exc:
         print(f"fastsep train combiner: error: {exc}", file=sys.stderr)
