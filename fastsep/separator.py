@@ -109,6 +109,9 @@ class Separator:
         for m in (backbone, vocoder, combiner):
             if isinstance(m, nn.Module):
                 m.to(self.device).eval()
+        if isinstance(combiner, nn.Module) and self.device.type == "cpu":
+            # F's 3x3 convolutions: channels-last weights spare oneDNN a reorder per call (~15% of F's time here).
+            combiner.to(memory_format=torch.channels_last)
         # The xcorr ablation aligns in the same STFT as F combines in, so the two modes differ only by F.
         self.stft_cfg = getattr(combiner, "stft_cfg", None) or StftConfig()
 

@@ -47,6 +47,10 @@ class ResNetHead(nn.Module):
         self.act = nn.PReLU()
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu":
+            # oneDNN's CPU convolutions run ~1.2-1.6x faster on channels-last activations (and faster still with
+            # channels-last weights, see Separator); every later activation inherits the layout from its conv.
+            x = x.contiguous(memory_format=torch.channels_last)
         h = self.act(self.inp(x))
         for conv, skip in zip(self.blocks, self.skips):
             h = skip(h) + self.act(conv(h))
