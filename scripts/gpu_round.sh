@@ -19,6 +19,14 @@ status=0
 } >"$RES/device.txt" 2>&1
 cat "$RES/device.txt"
 
+# The GPU machines have no network: the reference DiffWave package (for bench_diffwave's reference case) comes from
+# wheels/ when a session carried it there (pip download --no-deps diffwave==0.1.7 -d wheels/ beforehand).
+if ! "$PY" -c "import diffwave" 2>/dev/null; then
+  ref=$(ls wheels/diffwave-* 2>/dev/null | head -1)
+  if [ -n "$ref" ]; then "$PY" -m pip install -q --no-deps --no-index "$ref" || echo "could not install $ref"
+  else echo "note: diffwave (reference package) not installed and not in wheels/: bench_diffwave skips its reference case"; fi
+fi
+
 echo "== build (CUDA kernels for the visible GPU)"
 start=$(date +%s)
 FASTSEP_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py build_ext --inplace >"$RES/build.log" 2>&1 || {
