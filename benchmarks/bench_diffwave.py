@@ -3,7 +3,9 @@
 - ``reference``: lmnt-com/diffwave's own ``inference.predict`` loop (``pip install --no-deps diffwave``), which runs the
   whole model, upsampler and conditioner projections included, on every step;
 - ``unfused``: ``fastsep.models.DiffWave.generate(fused=False)``, the plain modules per step (the tests' oracle);
-- ``fused``: ``generate()``: conditioner once per call and the residual layers through ``fastsep.ops.diffwave_stack``.
+- ``fused``: ``generate()``: conditioner once per call and the residual layers through ``fastsep.ops.diffwave_stack``
+  (on CUDA also ``fused-kernel`` and ``fused-library``: the stack forced to the fused CUDA kernel or to cuDNN/cuBLAS;
+  plain ``fused`` keeps the faster of the two, see ``DiffWave.cuda_stack``).
 
 It also times one step's residual stack alone (``fastsep.ops.diffwave_stack`` against ``fastsep.reference``).
 
@@ -103,8 +105,11 @@ def reference_runner(name: str, batch: int, folder):
     return run, None
 
 
-def run_generate(name: str, batch: int, fused: bool) -> torch.Tensor:
-    out = model_for(name).generate(mel_batch(batch), fast=True, seed=0, fused=fused)
+def run_generate(name: str, batch: int, mode: str) -> torch.Tensor:
+    model = model_for(name)
+    # On CUDA, "fused" lets DiffWave time its two stack implementations and keep the faster; the other two force one.
+    model.cuda_stack = {"fused-kernel": "kernel", "fused-library": "library"}.get(mode, "auto")
+    out = model.generate(mel_batch(batch), fast=True, seed=0, fused=(mode != "unfused"))
     _sync()
     return out
 
@@ -123,6 +128,10 @@ def summary() -> str:
         lines.append(f"{name:>6} {batch:>5} {cell(ref):>10} {cell(unf):>9} {cell(fus):>9} {ratio(ref, fus):>9} "
                      f"{ratio(unf, fus):>9} {rtf(ref):>8} {rtf(fus):>9}")
     for (name, batch, mode), seconds in sorted(_RESULTS.items()):
+        if mode.startswith("fused-") and (name, batch, "reference") in _RESULTS:
+            ref = _RESULTS[(name, batch, "reference")]
+            lines.append(f"{name} batch {batch} with the stack forced to {mode[6:]}: {seconds:.4f} s, "
+                         f"{ref / seconds:.2f}x the reference, RTF {seconds / (batch * SECONDS):.5f}")
         if mode == "stack-kernel" and (name, batch, "stack-reference") in _RESULTS:
             ref = _RESULTS[(name, batch, "stack-reference")]
             lines.append(f"one step's residual stack {name} batch {batch}: reference.diffwave_stack {ref * 1e3:.1f} ms,"
@@ -137,7 +146,10 @@ def _print_summary():
         print("\n" + summary())
 
 
-@pytest.mark.parametrize("mode", ["reference", "unfused", "fused"])
+MODES = ["reference", "unfused", "fused"] + (["fused-kernel", "fused-library"] if DEVICE.type == "cuda" else [])
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_sampling(benchmark, tmp_path_factory, name, batch, mode):
@@ -146,7 +158,7 @@ def test_sampling(benchmark, tmp_path_factory, name, batch, mode):
         if fn is None:
             pytest.skip(why)
     else:
-        fn = lambda: run_generate(name, batch, mode == "fused")  # noqa: E731
+        fn = lambda: run_generate(name, batch, mode)  # noqa: E731
     benchmark.group = f"diffwave {name} batch {batch}"
     out = benchmark.pedantic(fn, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     assert out.shape == (batch, mel_batch(batch).shape[-1] * HOP) and torch.isfinite(out).all()

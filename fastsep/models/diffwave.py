@@ -252,6 +252,10 @@ class DiffWave(nn.Module):
     # Bound on the precomputed conditioner projections (L·B·2C·T floats) kept for one sampling call; larger batches
     # are sampled in chunks of items.
     cond_memory_limit = 1 << 30
+    #: CUDA only: what runs the residual stack in ``generate``: "kernel" (fastsep's fused CUDA kernel, float32 CUDA
+    #: cores), "library" (cuDNN/cuBLAS convolutions, tensor cores where torch allows TF32) or "auto" (time both once
+    #: per shape and keep the faster).
+    cuda_stack = "auto"
 
     def __init__(
         self,
@@ -486,17 +490,46 @@ class DiffWave(nn.Module):
         b_out = torch.stack([layer.output_projection.bias for layer in layers]).contiguous()
         dilations = self.dilations
 
-        def network(audio: Tensor, dstep: Tensor) -> Tensor:
-            x = F.relu(self.input_projection(audio.unsqueeze(1)))
-            skip_sum = ops.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
-            return self._head(skip_sum).squeeze(1)
+        def network_with(stack: Callable[..., Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+            def network(audio: Tensor, dstep: Tensor) -> Tensor:
+                x = F.relu(self.input_projection(audio.unsqueeze(1)))
+                skip_sum = stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
+                return self._head(skip_sum).squeeze(1)
 
-        graphed = None
-        if cuda_graph and device.type == "cuda" and torch.cuda.is_available():
-            graphed = _capture_cuda_graph(network, (batch, length), dsteps[0], device)
-        if graphed is not None:
-            return lambda audio, n: graphed(audio, dsteps[n])
-        return lambda audio, n: network(audio, dsteps[n])
+            return network
+
+        if device.type != "cuda":
+            network = network_with(ops.diffwave_stack)
+            return lambda audio, n: network(audio, dsteps[n])
+        runner = self._cuda_runner(network_with, (batch, length), dsteps[0], cuda_graph)
+        return lambda audio, n: runner(audio, dsteps[n])
+
+    def _cuda_runner(self, network_with, audio_shape, dstep_example: Tensor, cuda_graph: bool):
+        """The step network on CUDA with the stack implementation ``cuda_stack`` asks for, captured as a CUDA graph
+        when ``cuda_graph``. "auto" captures both, times a few replays of each once per shape and keeps the faster:
+        fastsep's fused kernel runs on float32 CUDA cores, the library path on tensor cores where torch allows TF32,
+        and which wins depends on the GPU, the batch and the length."""
+        from .. import reference
+
+        stacks = {"kernel": ops.diffwave_stack, "library": reference.diffwave_stack}
+        if self.cuda_stack not in ("auto", *stacks):
+            raise ValueError(f"DiffWave.cuda_stack must be 'auto', 'kernel' or 'library', got {self.cuda_stack!r}")
+        device = dstep_example.device
+        key = (str(device), tuple(audio_shape), tuple(dstep_example.shape[-2:]), len(self.residual_layers),
+               torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        wanted = self.cuda_stack if self.cuda_stack != "auto" else _CUDA_STACK_CHOICE.get(key)
+        names = [wanted] if wanted else list(stacks)
+        runners = {}
+        for name in names:
+            network = network_with(stacks[name])
+            graphed = _capture_cuda_graph(network, audio_shape, dstep_example, device) if cuda_graph else None
+            runners[name] = graphed or network
+        if len(runners) == 1:
+            return runners[names[0]]
+        probe = torch.zeros(audio_shape, device=device, dtype=dstep_example.dtype)
+        best = _fastest(runners, lambda fn: _cuda_seconds(fn, probe, dstep_example))
+        _CUDA_STACK_CHOICE[key] = best
+        return runners[best]
 
     def _prepare_mel(self, mel, lengths, num_samples, batch_size, param) -> Tuple[Optional[Tensor], Optional[List[int]]]:
         if self.unconditional:
@@ -630,6 +663,30 @@ class _ItemNoise:
     def draw(self) -> Tensor:
         return torch.stack([torch.randn(self.length, generator=g, device=self.device, dtype=self.dtype)
                             for g in self.generators])
+
+
+# "auto" choices of DiffWave._cuda_runner, per (device, shape, layers, TF32 settings); filled on first use.
+_CUDA_STACK_CHOICE: Dict[Tuple[Any, ...], str] = {}
+
+
+def _fastest(runners: Dict[str, Callable], seconds: Callable[[Callable], float]) -> str:
+    """The name of the runner with the least ``seconds(runner)``; ties go to the first."""
+    times = {name: seconds(fn) for name, fn in runners.items()}
+    return min(times, key=lambda name: times[name])
+
+
+def _cuda_seconds(fn: Callable, *args, repeats: int = 3) -> float:
+    """Best of ``repeats`` timed calls of ``fn(*args)`` on the current CUDA stream, after one warm-up call."""
+    fn(*args)
+    best = float("inf")
+    for _ in range(repeats):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*args)
+        stop.record()
+        stop.synchronize()
+        best = min(best, start.elapsed_time(stop) / 1e3)
+    return best
 
 
 def _capture_cuda_graph(network: Callable[[Tensor, Tensor], Tensor], audio_shape, dstep_example: Tensor, device):
