@@ -73,17 +73,17 @@ def match_gains(reference: Tensor, candidate: Tensor, max_gain: float = 100.0, m
     is nothing to match and the gain is 1; otherwise its magnitude is clipped to ``[1/max_gain, max_gain]`` so that a
     nearly silent stretch cannot blow a chunk up.
     """
-    length = max(reference.shape[-1], 1)
-    pos = (torch.arange(reference.shape[-1], device=reference.device, dtype=reference.dtype) + 0.5) / length
+    n = reference.shape[-1]
+    pos = (torch.arange(n, device=reference.device, dtype=reference.dtype) + 0.5) / max(n, 1)
     window = torch.sin(torch.pi * pos) ** 2
     cross = (window * reference * candidate).sum(-1)
     energy = (window * candidate * candidate).sum(-1)
     ref_energy = (window * reference * reference).sum(-1)
-    length = float(window.sum().clamp_min(1e-12))
+    weight = float(window.sum().clamp_min(1e-12))  # turns the weighted energies into per-sample means
     gain = cross / energy.clamp_min(min_energy)
     magnitude = gain.abs().clamp(1.0 / max_gain, max_gain)
     gain = torch.where(gain < 0, -magnitude, magnitude)
-    silent = (energy / length < min_energy) | (ref_energy / length < min_energy)
+    silent = (energy / weight < min_energy) | (ref_energy / weight < min_energy)
     return torch.where(silent, torch.ones_like(gain), gain)
 
 

@@ -243,7 +243,7 @@ def diffwave_stack(
     Shapes: x [B, C, T]; dstep [L, B, C]; cond [L, B, 2C, T] or None; w_dil [L, 2C, C, 3]; b_dil [L, 2C];
     w_out [L, 2C, C]; b_out [L, 2C]; ``dilations`` L ints. float32. The caller scales the sum by 1/sqrt(L).
 
-    CPU: when C is a multiple of 4 every layer runs through register-blocked kernels that take a block of samples
+    CPU: when C is a multiple of 4 (AVX-512; 2 otherwise) every layer runs through register-blocked kernels that take a block of samples
     through the whole layer while it is in cache (AVX-512, AVX2 or baseline, picked at load time:
     ``fastsep._ext.diffwave_cpu_variant()``); other C use ATen's convolutions with the elementwise stages fused.
     CUDA: one fused kernel per layer for C <= 96, the reference above that.

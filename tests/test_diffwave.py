@@ -594,3 +594,10 @@ def test_cuda_generate_equals_unfused(monkeypatch, stack, cuda_graph):
     assert a.shape == (3, 7 * 32) and a.device.type == "cuda"
     assert (a - b).abs().max() <= 1e-4
     assert a.abs().mean() > 1e-3
+
+
+def test_bad_cuda_stack_setting_is_reported_on_any_device():
+    model = tiny()
+    model.cuda_stack = "cudnn"
+    with pytest.raises(ValueError, match="cuda_stack"):
+        model.generate(torch.rand(1, 10, 3), seed=0)

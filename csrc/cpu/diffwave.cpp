@@ -1,7 +1,8 @@
 // CPU kernels of the DiffWave residual layer at inference. A whole stack runs in one call without returning to
-// Python. When the channel count splits into the register blocks (C % 4 == 0: every published configuration) each
-// layer runs through the blocked kernels of diffwave_blocks.h, a block of samples at a time through the whole layer;
-// otherwise the two convolutions go to ATen (oneDNN) with everything between them fused into single passes.
+// Python. When the channel count splits into the register blocks (C a multiple of 4 with AVX-512, of 2 otherwise:
+// every published configuration) each layer runs through the blocked kernels of diffwave_blocks.h, a block of samples
+// at a time through the whole layer; otherwise the two convolutions go to ATen (oneDNN) with everything between them
+// fused into single passes.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -464,6 +464,8 @@ class DiffWave(nn.Module):
     def _fused_denoiser(self, mel: Optional[Tensor], batch: int, length: int, steps: List[float], cuda_graph: bool):
         """Precompute everything that is constant across sampling steps, and return eps(audio, n) that runs the
         residual stack as one fused op."""
+        if self.cuda_stack not in ("auto", "kernel", "library"):
+            raise ValueError(f"DiffWave.cuda_stack must be 'auto', 'kernel' or 'library', got {self.cuda_stack!r}")
         layers = self.residual_layers
         channels = self.config["residual_channels"]
         device = self.input_projection.weight.device
@@ -512,8 +514,6 @@ class DiffWave(nn.Module):
         from .. import reference
 
         stacks = {"kernel": ops.diffwave_stack, "library": reference.diffwave_stack}
-        if self.cuda_stack not in ("auto", *stacks):
-            raise ValueError(f"DiffWave.cuda_stack must be 'auto', 'kernel' or 'library', got {self.cuda_stack!r}")
         device = dstep_example.device
         key = (str(device), tuple(audio_shape), tuple(dstep_example.shape[-2:]), len(self.residual_layers),
                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
