@@ -286,6 +286,39 @@ def test_generate_follows_reference_inference(monkeypatch, fast):
 
 
 @pytest.mark.parametrize("fast", [True, False])
+def test_generate_equals_reference_package_predict(monkeypatch, tmp_path, fast):
+    """Our sampling against lmnt-com/diffwave's own ``inference.predict`` (installed by CI), same weights, same noise."""
+    pytest.importorskip("diffwave.model", reason="the reference diffwave package is not installed")
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:  # noqa: BLE001 - inference.py imports it for its CLI only; predict() never uses it
+        monkeypatch.setitem(sys.modules, "torchaudio", types.ModuleType("torchaudio"))
+    from diffwave import inference
+    from diffwave.params import params as package_params
+
+    params = ref_params(residual_channels=8)  # 8 channels: the CPU kernel's blocked path
+    for key, value in params.items():
+        monkeypatch.setitem(package_params, key, value)  # predict() builds its model from these globals
+    ours = randomise(ours_from(params), 0.2).eval()
+    path = tmp_path / "weights.pt"
+    torch.save({"model": ours.state_dict()}, path)
+    mel = torch.rand(2, 12, 3)
+    drawn = []  # predict() draws its noise from the global generator: record it for ours to replay
+    real_randn, real_randn_like = torch.randn, torch.randn_like
+    with monkeypatch.context() as m:
+        m.setattr(torch, "randn", lambda *a, **k: drawn.append(real_randn(*a, **k)) or drawn[-1])
+        m.setattr(torch, "randn_like", lambda *a, **k: drawn.append(real_randn_like(*a, **k)) or drawn[-1])
+        want, rate = inference.predict(mel, model_dir=str(path), device=torch.device("cpu"), fast_sampling=fast)
+    assert rate == params.sample_rate and len(drawn) == (6 if fast else 50)
+    _RecordedNoise.pool = drawn
+    monkeypatch.setattr(dw, "_ItemNoise", _RecordedNoise)
+    for fused in (False, True):
+        got = ours.generate(mel, fast=fast, seed=0, fused=fused)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert 0.0 < want.abs().mean() < 1.0  # not all clamped, not all zero
+
+
+@pytest.mark.parametrize("fast", [True, False])
 def test_fused_equals_unfused(fast):
     model = tiny()
     mel = torch.rand(3, 10, 7)
