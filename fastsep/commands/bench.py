@@ -112,11 +112,14 @@ def main(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastsep bench: {exc}", file=sys.stderr)
         return 2
+    from .._ext import diffwave_cpu_variant
     from ..ops import uses_kernels
 
     with torch.no_grad():  # scoped: main() is also called in-process (tests, notebooks)
         rows = bench(sep, lengths, batches, args.repeats)
-    print(f"device: {sep.device}, fused kernels: {uses_kernels(sep.device)}, threads: {torch.get_num_threads()}")
+    kernels = uses_kernels(sep.device)
+    variant = f" ({diffwave_cpu_variant()} DiffWave kernel)" if kernels and sep.device.type == "cpu" else ""
+    print(f"device: {sep.device}, fused kernels: {kernels}{variant}, threads: {torch.get_num_threads()}")
     print(format_rows(rows))
     if args.json:
         from ..models.io import atomic_write_json
