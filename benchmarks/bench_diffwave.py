@@ -5,7 +5,8 @@
 - ``unfused``: ``fastsep.models.DiffWave.generate(fused=False)``, the plain modules per step (the tests' oracle);
 - ``fused``: ``generate()``: conditioner once per call and the residual layers through ``fastsep.ops.diffwave_stack``
   (on CUDA also ``fused-kernel`` and ``fused-library``: the stack forced to the fused CUDA kernel or to cuDNN/cuBLAS;
-  plain ``fused`` keeps the faster of the two, see ``DiffWave.cuda_stack``).
+  plain ``fused`` keeps the faster of the two, see ``DiffWave.cuda_stack``; on CPUs with AVX512-BF16 also
+  ``fused-bf16``, the CPU kernel with bfloat16 products).
 
 It also times one step's residual stack alone (``fastsep.ops.diffwave_stack`` against ``fastsep.reference``).
 
@@ -30,7 +31,7 @@ import pytest
 import torch
 
 from bench_timing import timing
-from fastsep import ops, reference
+from fastsep import _ext, ops, reference
 from fastsep.models import DiffWave
 
 SAMPLE_RATE = 8000
@@ -110,7 +111,8 @@ def run_generate(name: str, batch: int, mode: str) -> torch.Tensor:
     model = model_for(name)
     # On CUDA, "fused" lets DiffWave time its two stack implementations and keep the faster; the other two force one.
     model.cuda_stack = {"fused-kernel": "kernel", "fused-library": "library"}.get(mode, "auto")
-    out = model.generate(mel_batch(batch), fast=True, seed=0, fused=(mode != "unfused"))
+    precision = "bfloat16" if mode == "fused-bf16" else "float32"
+    out = model.generate(mel_batch(batch), fast=True, seed=0, fused=(mode != "unfused"), precision=precision)
     _sync()
     return out
 
@@ -131,7 +133,8 @@ def summary() -> str:
     for (name, batch, mode), seconds in sorted(_RESULTS.items()):
         if mode.startswith("fused-") and (name, batch, "reference") in _RESULTS:
             ref = _RESULTS[(name, batch, "reference")]
-            lines.append(f"{name} batch {batch} with the stack forced to {mode[6:]}: {seconds:.4f} s, "
+            what = "bfloat16 products" if mode == "fused-bf16" else f"the stack forced to {mode[6:]}"
+            lines.append(f"{name} batch {batch} fused with {what}: {seconds:.4f} s, "
                          f"{ref / seconds:.2f}x the reference, RTF {seconds / (batch * SECONDS):.5f}")
         if mode == "stack-kernel" and (name, batch, "stack-reference") in _RESULTS:
             ref = _RESULTS[(name, batch, "stack-reference")]
@@ -147,7 +150,8 @@ def _print_summary():
         print("\n" + summary())
 
 
-MODES = ["reference", "unfused", "fused"] + (["fused-kernel", "fused-library"] if DEVICE.type == "cuda" else [])
+MODES = ["reference", "unfused", "fused"] + (["fused-kernel", "fused-library"] if DEVICE.type == "cuda" else []) + \
+    (["fused-bf16"] if DEVICE.type == "cpu" and _ext.diffwave_bf16_available() else [])
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -7,6 +7,7 @@
 namespace fastsep {
 
 std::string diffwave_cpu_variant();  // csrc/cpu/diffwave.cpp
+bool diffwave_bf16_available();      // csrc/cpu/diffwave_bf16.cpp
 
 bool built_with_cuda() {
 #ifdef FASTSEP_WITH_CUDA
@@ -37,7 +38,12 @@ TORCH_LIBRARY(fastsep, m) {
   m.def(
       "diffwave_stack(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out, Tensor b_out,"
       " int[] dilations) -> Tensor");
+  // diffwave_stack with bfloat16 products and float32 accumulation (CPU with AVX512-BF16 only).
+  m.def(
+      "diffwave_stack_bf16(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out,"
+      " Tensor b_out, int[] dilations) -> Tensor");
   m.def("built_with_cuda() -> bool", &fastsep::built_with_cuda);
+  m.def("diffwave_bf16_available() -> bool", &fastsep::diffwave_bf16_available);
   // The instruction-set variant of the CPU DiffWave kernel picked for this machine: avx512, avx2 or baseline.
   m.def("diffwave_cpu_variant() -> str", &fastsep::diffwave_cpu_variant);
 }

@@ -63,6 +63,11 @@ def diffwave_cpu_variant() -> Optional[str]:
     return str(torch.ops.fastsep.diffwave_cpu_variant())
 
 
+def diffwave_bf16_available() -> bool:
+    """True when the CPU DiffWave stack can multiply in bfloat16 here (the extension, and a CPU with AVX512-BF16)."""
+    return available() and bool(torch.ops.fastsep.diffwave_bf16_available())
+
+
 def has_cuda_kernels() -> bool:
     """True when the loaded library carries the CUDA kernels (built against a CUDA torch)."""
     if not available():

@@ -237,6 +237,7 @@ def diffwave_stack(
     w_out: Tensor,
     b_out: Tensor,
     dilations: Sequence[int],
+    precision: str = "float32",
 ) -> Tensor:
     """All L residual layers of one DiffWave denoising step in one call (no grad); returns the sum of the skips.
 
@@ -247,16 +248,42 @@ def diffwave_stack(
     through the whole layer while it is in cache (AVX-512, AVX2 or baseline, picked at load time:
     ``fastsep._ext.diffwave_cpu_variant()``); other C use ATen's convolutions with the elementwise stages fused.
     CUDA: one fused kernel per layer for C <= 96, the reference above that.
+
+    ``precision="bfloat16"``: both convolutions multiply bfloat16-rounded inputs and weights (float32 sums, gate,
+    residual and skip), ~1.5-2x faster on CPUs with AVX512-BF16 (:func:`fastsep._ext.diffwave_bf16_available`); its
+    reference is :func:`fastsep.reference.diffwave_stack_bf16`. Elsewhere (no such CPU, C not a multiple of 4, CUDA)
+    it computes in float32 and warns once.
     """
     op = "diffwave_stack"
+    if precision not in ("float32", "bfloat16"):
+        _fail(op, f"precision must be 'float32' or 'bfloat16', got {precision!r}")
     dilations = [int(d) for d in dilations]
     if not dilations or min(dilations) < 1:
         _fail(op, f"dilations must be a non-empty list of ints >= 1, got {dilations}")
     cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, len(dilations))
+    if precision == "bfloat16":
+        if x.device.type == "cpu" and _use_kernel(x.device) and x.shape[1] % 4 == 0 and _ext.diffwave_bf16_available():
+            args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
+            return torch.ops.fastsep.diffwave_stack_bf16(*args, dilations)
+        _warn_bf16_fallback(x)
     if not _diffwave_kernel_ok(x):
         return reference.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
     args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
     return torch.ops.fastsep.diffwave_stack(*args, dilations)
+
+
+_BF16_WARNED = False
+
+
+def _warn_bf16_fallback(x: Tensor) -> None:
+    global _BF16_WARNED
+    if not _BF16_WARNED:
+        _BF16_WARNED = True
+        import warnings
+
+        warnings.warn(f"fastsep: no bfloat16 DiffWave kernel for this input (device {x.device}, {x.shape[1]} channels;"
+                      " it needs the extension, a CPU with AVX512-BF16 and channels divisible by 4): computing in "
+                      "float32", stacklevel=3)
 
 
 # --------------------------------------------------------------------------------- fake kernels and autograd glue
@@ -287,6 +314,10 @@ def _register() -> None:
         return torch.empty_like(x), torch.empty_like(x)
 
     @lib.register_fake("fastsep::diffwave_stack")
+    def _(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations):
+        return torch.empty_like(x)
+
+    @lib.register_fake("fastsep::diffwave_stack_bf16")
     def _(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations):
         return torch.empty_like(x)
 

@@ -18,6 +18,7 @@ __all__ = [
     "xcorr_align",
     "diffwave_layer",
     "diffwave_stack",
+    "diffwave_stack_bf16",
     "default_n_fft",
 ]
 
@@ -140,4 +141,36 @@ def diffwave_stack(
             x, dstep[i], cond[i] if has_cond else None, w_dil[i], b_dil[i], w_out[i], b_out[i], int(d)
         )
         skip_sum = skip_sum + skip
+    return skip_sum
+
+
+def _bf16(t: Tensor) -> Tensor:
+    """Round to bfloat16 (nearest even) and back: the values the bfloat16 kernel multiplies."""
+    return t.to(torch.bfloat16).float()
+
+
+def diffwave_stack_bf16(
+    x: Tensor,
+    dstep: Tensor,
+    cond: Optional[Tensor],
+    w_dil: Tensor,
+    b_dil: Tensor,
+    w_out: Tensor,
+    b_out: Tensor,
+    dilations: Sequence[int],
+) -> Tensor:
+    """:func:`diffwave_stack` with both convolutions' inputs and weights rounded to bfloat16 (products and sums in
+    float32): what ``fastsep.ops.diffwave_stack(..., precision="bfloat16")`` computes, up to summation order."""
+    channels = x.shape[1]
+    skip_sum = torch.zeros_like(x)
+    has_cond = cond is not None and cond.numel() > 0
+    for i, d in enumerate(dilations):
+        y = _bf16(x + dstep[i].unsqueeze(-1))
+        y = torch.nn.functional.conv1d(y, _bf16(w_dil[i]), b_dil[i], padding=int(d), dilation=int(d))
+        if has_cond:
+            y = y + cond[i]
+        y = _bf16(torch.sigmoid(y[:, :channels]) * torch.tanh(y[:, channels:]))
+        y = torch.nn.functional.conv1d(y, _bf16(w_out[i]).reshape(2 * channels, channels, 1), b_out[i])
+        x = (x + y[:, :channels]) / math.sqrt(2.0)
+        skip_sum = skip_sum + y[:, channels:]
     return skip_sum

@@ -61,6 +61,8 @@ class Separator:
             ``overlap_seconds`` (default: a quarter of a chunk, at most 1 s).
         match_levels: rescale each chunk's talkers onto the previous chunk's gain and sign on their overlap, for
             backbones whose output level is not tied to the mixture (see :mod:`fastsep.chunking`).
+        vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel (~1.4-1.6x faster sampling
+            on CPUs with AVX512-BF16, waveform differences of a few 1e-3; see ``DiffWave.generate``).
         device: where the models run (default: where the backbone's parameters are).
     """
 
@@ -75,6 +77,7 @@ class Separator:
         overlap_seconds: Optional[float] = None,
         device: Optional[Union[str, torch.device]] = None,
         match_levels: bool = False,
+        vocoder_precision: str = "float32",
     ):
         if not callable(backbone):
             raise TypeError(f"Separator: backbone must be a callable module, got {type(backbone).__name__}")
@@ -91,6 +94,10 @@ class Separator:
         if chunk <= 0 or overlap < 0 or overlap >= chunk:
             raise ValueError(f"Separator: need chunk_seconds > overlap_seconds >= 0, got {chunk_seconds}, "
                              f"{overlap_seconds}")
+        if vocoder_precision not in ("float32", "bfloat16"):
+            raise ValueError(f"Separator: vocoder_precision must be 'float32' or 'bfloat16', got {vocoder_precision!r}")
+        if vocoder is not None and hasattr(vocoder, "sampling_precision"):
+            vocoder.sampling_precision = vocoder_precision
         voc_rate = getattr(vocoder, "sample_rate", None)
         if vocoder is not None and voc_rate is not None and int(voc_rate) != int(sample_rate):
             raise ValueError(f"Separator: the vocoder runs at {voc_rate} Hz but the separator at {sample_rate} Hz")

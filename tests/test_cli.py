@@ -140,6 +140,25 @@ def test_bench_command(bundle, tmp_path, capsys):
     assert run_cli("bench", "--model", bundle, "--lengths", "-1") == 2
 
 
+def test_precision_option_reaches_the_vocoder(bundle, monkeypatch):
+    # --precision sets the vocoder's sampling precision through Separator(vocoder_precision=...)
+    from fastsep import Separator
+
+    seen = []
+    real_init = Separator.__init__
+
+    def spy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        seen.append(self.vocoder.sampling_precision)
+
+    monkeypatch.setattr(Separator, "__init__", spy)
+    assert run_cli("bench", "--model", bundle, "--lengths", "0.25", "--batch-sizes", "1", "--repeats", "1",
+                   "--precision", "bfloat16") == 0
+    assert seen == ["bfloat16"]
+    with pytest.raises(ValueError, match="vocoder_precision"):
+        Separator.from_pretrained(bundle, vocoder_precision="half")
+
+
 def test_demo_command(bundle, tmp_path, capsys):
     out = tmp_path / "demo"
     assert run_cli("demo", "--model", bundle, "-o", out) == 0

@@ -634,3 +634,19 @@ def test_bad_cuda_stack_setting_is_reported_on_any_device():
     model.cuda_stack = "cudnn"
     with pytest.raises(ValueError, match="cuda_stack"):
         model.generate(torch.rand(1, 10, 3), seed=0)
+
+
+def test_bfloat16_sampling_is_close_to_float32():
+    # The CPU kernel's bfloat16 products: the same sampling within a tolerance fitting 8-bit mantissas (float32 gives
+    # <= 1e-4, see test_fused_equals_unfused); the model default comes from sampling_precision.
+    if not __import__("fastsep")._ext.diffwave_bf16_available():
+        pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")
+    model = tiny(residual_channels=8)
+    mel = torch.rand(2, 10, 7)
+    exact = model.generate(mel, seed=3)
+    low = model.generate(mel, seed=3, precision="bfloat16")
+    assert 1e-6 < (low - exact).abs().max() < 0.05
+    model.sampling_precision = "bfloat16"
+    assert torch.equal(model.generate(mel, seed=3), low)
+    with pytest.raises(ValueError, match="precision"):
+        model.generate(mel, seed=3, precision="int8")

@@ -187,6 +187,41 @@ def test_diffwave_stack_block_edges(device, channels, length, conditioned):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def _needs_bf16():
+    if not _ext.diffwave_bf16_available():
+        pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")
+
+
+@pytest.mark.parametrize("channels", [4, 8, 64])
+@pytest.mark.parametrize("length", [1, 47, 48, 49, 301])
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_diffwave_stack_bf16_matches_its_reference(channels, length, conditioned):
+    # The kernel rounds exactly what reference.diffwave_stack_bf16 rounds, so nearly every output matches it to
+    # float32 summation order; where a sum lands next to a bfloat16 rounding boundary the two round apart and the
+    # difference carries through the later layers (a few such outputs per case, ~1e-3).
+    _needs_bf16()
+    dilations = [1, 2, 512, 64, 7]
+    g = torch.Generator().manual_seed(channels * 1000 + length)
+    args = diffwave_inputs(2, channels, length, len(dilations), conditioned, generator=g)
+    with torch.no_grad():
+        got = ops.diffwave_stack(*args, dilations, precision="bfloat16")
+        want = reference.diffwave_stack_bf16(*args, dilations)
+        exact = reference.diffwave_stack(*args, dilations)
+    err = (got - want).abs()
+    assert err.median() <= 1e-5 and err.max() <= 1e-2
+    assert (want - exact).abs().max() > 1e-4  # the rounding is real: float32 results would fail the median check
+
+
+def test_diffwave_stack_bf16_falls_back_to_float32_with_a_warning(monkeypatch):
+    args = diffwave_inputs(1, 3, 20, 2)  # 3 channels: no bfloat16 kernel
+    monkeypatch.setattr(ops, "_BF16_WARNED", False)
+    with pytest.warns(UserWarning, match="computing in float32"), torch.no_grad():
+        got = ops.diffwave_stack(*args, [1, 2], precision="bfloat16")
+    torch.testing.assert_close(got, reference.diffwave_stack(*args, [1, 2]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="precision"):
+        ops.diffwave_stack(*args, [1, 2], precision="float16")
+
+
 _VARIANT_CHECK = """
 import torch
 from fastsep import _ext, ops, reference
@@ -264,6 +299,9 @@ def test_opcheck_all_ops():
                           (x, dstep, cond, w_dil, b_dil, w_out, b_out, [1, 2]))
     torch.library.opcheck(torch.ops.fastsep.diffwave_stack.default,
                           (x, dstep, x.new_empty(0), w_dil, b_dil, w_out, b_out, [1, 2]))
+    if _ext.diffwave_bf16_available():
+        torch.library.opcheck(torch.ops.fastsep.diffwave_stack_bf16.default,
+                              (x, dstep, cond, w_dil, b_dil, w_out, b_out, [1, 2]))
 
 
 def test_compile_fullgraph_over_ops():

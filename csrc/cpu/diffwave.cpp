@@ -11,6 +11,7 @@
 
 #include "cpu/common.h"
 #include "cpu/diffwave_blocks.h"
+#include "cpu/diffwave_checks.h"
 
 namespace fastsep {
 namespace {
@@ -57,28 +58,8 @@ void residual_row(const float* x, const float* res, const float* sk, float br, f
 
 void check_layer_shapes(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
                         const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out, int64_t layers) {
-  const char* op = layers < 0 ? "diffwave_layer" : "diffwave_stack";
-  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kFloat, op, ": x must be float32 [B, C, T], got ",
-              x.scalar_type(), " ", x.sizes());
-  const int64_t B = x.size(0), C = x.size(1), T = x.size(2);
-  std::vector<int64_t> lead;
-  if (layers >= 0) lead.push_back(layers);
-  auto shape = [&](std::initializer_list<int64_t> tail) {
-    std::vector<int64_t> s = lead;
-    s.insert(s.end(), tail);
-    return s;
-  };
-  auto expect = [&](const at::Tensor& t, std::vector<int64_t> s, const char* name) {
-    TORCH_CHECK(t.scalar_type() == at::kFloat && t.sizes() == at::IntArrayRef(s) && t.is_contiguous(), op, ": ", name,
-                " must be contiguous float32 ", at::IntArrayRef(s), ", got ", t.scalar_type(), " ", t.sizes());
-  };
-  expect(dstep, shape({B, C}), "dstep");
-  expect(w_dil, shape({2 * C, C, 3}), "w_dil");
-  expect(b_dil, shape({2 * C}), "b_dil");
-  expect(w_out, shape({2 * C, C}), "w_out");
-  expect(b_out, shape({2 * C}), "b_out");
-  if (cond.numel() > 0) expect(cond, shape({B, 2 * C, T}), "cond");
-  TORCH_CHECK(x.is_contiguous(), op, ": x must be contiguous");
+  check_diffwave_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, layers,
+                        layers < 0 ? "diffwave_layer" : "diffwave_stack");
 }
 
 // y = x + dstep[b, c] broadcast over time.

@@ -80,6 +80,36 @@ FASTSEP_INLINE void gemm_block(const float* __restrict wp, const float* const* s
     for (int v = 0; v < V; ++v) store<W>(out + r * V * W + v * W, acc[r][v]);
 }
 
+// The two epilogues, shared with the bfloat16 kernel (diffwave_bf16.cpp). n valid samples of an N-sample block.
+// out = sigmoid(gate + bias + cond) · tanh(filter + bias + cond), zero past n (cond rows may be null).
+FASTSEP_INLINE void gate_rows(const float* zg, const float* zf, float bg, float bf, const float* qg, const float* qf,
+                              float* out, int64_t n, int64_t N) {
+  if (qg) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = fm::sigmoid(zg[i] + bg + qg[i]) * fm::tanh(zf[i] + bf + qf[i]);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = fm::sigmoid(zg[i] + bg) * fm::tanh(zf[i] + bf);
+  }
+#pragma omp simd
+  for (int64_t i = n; i < N; ++i) out[i] = 0.0f;
+}
+
+// x_next = (x + residual + br)/sqrt(2); skip (+)= skip part + bs.
+FASTSEP_INLINE void residual_rows(const float* x, const float* zr, const float* zs, float br, float bs, float* xn,
+                                  float* sk, bool accumulate, int64_t n) {
+  constexpr float kInvSqrt2 = 0.70710678118654752f;
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) xn[i] = (x[i] + zr[i] + br) * kInvSqrt2;
+  if (accumulate) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) sk[i] += zs[i] + bs;
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) sk[i] = zs[i] + bs;
+  }
+}
+
 // Everything one layer needs, for one batch item. Row strides in floats.
 struct LayerArgs {
   int64_t C;           // residual channels
@@ -114,44 +144,19 @@ FASTSEP_INLINE void layer_block(const LayerArgs& a, int64_t t0, float* __restric
     gemm_block<W, R, V, 3>(a.wp_dil + ob * 3 * C * R, taps, a.y_stride, C, z);
     for (int h = 0; h < H; ++h) {
       const int64_t cg = ob * H + h, cf = C + cg;  // gate channel and its filter partner
-      const float bg = a.b_dil[cg], bf = a.b_dil[cf];
-      const float* zg = z + h * N;
-      const float* zf = z + (H + h) * N;
-      float* out = g + cg * N;
-      if (a.cond) {
-        const float* qg = a.cond + cg * a.T + t0;
-        const float* qf = a.cond + cf * a.T + t0;
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) out[i] = fm::sigmoid(zg[i] + bg + qg[i]) * fm::tanh(zf[i] + bf + qf[i]);
-      } else {
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) out[i] = fm::sigmoid(zg[i] + bg) * fm::tanh(zf[i] + bf);
-      }
-#pragma omp simd
-      for (int64_t i = n; i < N; ++i) out[i] = 0.0f;
+      const float* qg = a.cond ? a.cond + cg * a.T + t0 : nullptr;
+      const float* qf = a.cond ? a.cond + cf * a.T + t0 : nullptr;
+      gate_rows(z + h * N, z + (H + h) * N, a.b_dil[cg], a.b_dil[cf], qg, qf, g + cg * N, n, N);
     }
   }
-  constexpr float kInvSqrt2 = 0.70710678118654752f;
   const float* gsrc[1] = {g};
   for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
     gemm_block<W, R, V, 1>(a.wp_out + ob * C * R, gsrc, N, C, z);
     for (int h = 0; h < H; ++h) {
       const int64_t c = ob * H + h;
-      const float br = a.b_out[c], bs = a.b_out[C + c];
-      const float* zr = z + h * N;
-      const float* zs = z + (H + h) * N;
-      const float* x = a.x + c * a.x_stride + t0;
       float* xn = a.x_next + c * a.x_stride + t0;
-      float* sk = a.skip + c * a.x_stride + t0;
-#pragma omp simd
-      for (int64_t i = 0; i < n; ++i) xn[i] = (x[i] + zr[i] + br) * kInvSqrt2;
-      if (a.accumulate) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) sk[i] += zs[i] + bs;
-      } else {
-#pragma omp simd
-        for (int64_t i = 0; i < n; ++i) sk[i] = zs[i] + bs;
-      }
+      residual_rows(a.x + c * a.x_stride + t0, z + h * N, z + (H + h) * N, a.b_out[c], a.b_out[C + c], xn,
+                    a.skip + c * a.x_stride + t0, a.accumulate, n);
       if (a.y_next) {
         const float s = a.next_step[c];
         float* yn = a.y_next + c * a.y_stride + a.pad + t0;

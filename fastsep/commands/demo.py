@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="bundle folder (default: the bundled default model)")
     parser.add_argument("--snr", type=float, default=0.0, help="level of talker 1 over talker 2 in dB")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
 
 
 # ------------------------------------------------------------------------------------------------------------ PNG
@@ -89,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     from ..separator import MODES, Separator
 
     try:
-        sep = Separator.from_pretrained(args.model, device=args.device)
+        sep = Separator.from_pretrained(args.model, device=args.device, vocoder_precision=args.precision)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastsep demo: {exc}", file=sys.stderr)
         return 2

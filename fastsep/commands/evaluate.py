@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-items", type=int, default=None, help="score only the first N mixtures")
     parser.add_argument("--json", default=None, help="write the results here (default: <model or .>/eval.json)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -79,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"fastsep eval: --modes must list some of {', '.join(MODES)}, got {args.modes!r}", file=sys.stderr)
         return 2
     try:
-        sep = Separator.from_pretrained(args.model, device=args.device)
+        sep = Separator.from_pretrained(args.model, device=args.device, vocoder_precision=args.precision)
         data = open_mixture_dataset(args.data, n_src=sep.n_src, sample_rate=sep.sample_rate, segment=None,
                                     split=args.split)
         results = evaluate(sep, data, modes, args.max_items, progress=False if args.no_progress else None)

@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full: B+GM+F (default); xcorr: B+GM aligned and averaged; backbone: B alone")
     parser.add_argument("--model", default=None, help="bundle folder (default: the bundled default model)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK)")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
     parser.add_argument("--batch-size", type=int, default=4, help="files of similar length separated together")
     parser.add_argument("--chunk", type=float, default=8.0, help="chunk length in seconds for long files")
     parser.add_argument("--match-levels", action="store_true",
@@ -53,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
         print("fastsep separate: no audio files found in the inputs", file=sys.stderr)
         return 2
     try:
-        sep = Separator.from_pretrained(args.model, device=_device(args.device), chunk_seconds=args.chunk,
+        sep = Separator.from_pretrained(args.model, device=_device(args.device), chunk_seconds=args.chunk, vocoder_precision=args.precision,
                                         match_levels=args.match_levels)
         result = sep.separate_files(paths, args.out, mode=args.mode, batch_size=args.batch_size,
                                     overwrite=args.overwrite, progress=False if args.no_progress else None)

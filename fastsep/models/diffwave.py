@@ -14,8 +14,10 @@ embeddings) computed once per call. The plain module path stays for training and
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -256,6 +258,8 @@ class DiffWave(nn.Module):
     #: cores), "library" (cuDNN/cuBLAS convolutions, tensor cores where torch allows TF32) or "auto" (time both once
     #: per shape and keep the faster).
     cuda_stack = "auto"
+    #: Default ``precision`` of ``generate`` (and so of ``vocode``): "float32" or "bfloat16" (CPU kernel products).
+    sampling_precision = "float32"
 
     def __init__(
         self,
@@ -386,6 +390,7 @@ class DiffWave(nn.Module):
         fused: bool = True,
         cuda_graph: bool = True,
         progress: bool = False,
+        precision: Optional[str] = None,
     ) -> Tensor:
         """Sample audio ``[B, T]`` from mel spectrograms (the reference's ``predict``).
 
@@ -403,6 +408,9 @@ class DiffWave(nn.Module):
                 the plain modules (the reference's arithmetic, the tests' oracle).
             cuda_graph: on a CUDA device, replay the fused network as a captured CUDA graph.
             progress: show a progress bar over sampling steps.
+            precision: "float32", or "bfloat16" for the fused CPU stack's products (~1.5-2x faster on CPUs with
+                AVX512-BF16; sums, gate and state stay float32; float32 with a warning where no such kernel runs).
+                None: the model's ``sampling_precision``. The unfused path always computes in float32.
 
         Returns:
             ``[B, T]`` float audio in [-1, 1], ``T = hop · F`` (conditional) or ``num_samples``.
@@ -412,6 +420,9 @@ class DiffWave(nn.Module):
         batch = mel.shape[0] if mel is not None else batch_size
         length = mel.shape[-1] * self.hop_length if mel is not None else num_samples
         item_seeds = _item_seeds(seed, batch)
+        precision = self.sampling_precision if precision is None else precision
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"DiffWave.generate: precision must be 'float32' or 'bfloat16', got {precision!r}")
         use_fused = fused and param.dtype == torch.float32
         sched = self.schedule(fast)
 
@@ -424,7 +435,7 @@ class DiffWave(nn.Module):
             part = None if mel is None else mel[start:stop]
             noise = _ItemNoise(item_seeds[start:stop], length, param.device, param.dtype)
             if use_fused:
-                denoise = self._fused_denoiser(part, stop - start, length, sched["steps"], cuda_graph)
+                denoise = self._fused_denoiser(part, stop - start, length, sched["steps"], cuda_graph, precision)
             else:
                 denoise = self._module_denoiser(part, sched["steps"], param)
             outputs.append(self._sample(denoise, noise, sched, progress))
@@ -461,7 +472,8 @@ class DiffWave(nn.Module):
 
         return denoise
 
-    def _fused_denoiser(self, mel: Optional[Tensor], batch: int, length: int, steps: List[float], cuda_graph: bool):
+    def _fused_denoiser(self, mel: Optional[Tensor], batch: int, length: int, steps: List[float], cuda_graph: bool,
+                        precision: str = "float32"):
         """Precompute everything that is constant across sampling steps, and return eps(audio, n) that runs the
         residual stack as one fused op."""
         if self.cuda_stack not in ("auto", "kernel", "library"):
@@ -501,8 +513,11 @@ class DiffWave(nn.Module):
             return network
 
         if device.type != "cuda":
-            network = network_with(ops.diffwave_stack)
+            network = network_with(functools.partial(ops.diffwave_stack, precision=precision))
             return lambda audio, n: network(audio, dsteps[n])
+        if precision != "float32":
+            warnings.warn("DiffWave.generate: precision='bfloat16' applies to the CPU kernel; on CUDA the stack runs "
+                          "in float32 (TF32 where torch allows it)", stacklevel=3)
         runner = self._cuda_runner(network_with, (batch, length), dsteps[0], cuda_graph)
         return lambda audio, n: runner(audio, dsteps[n])
 
