@@ -16,8 +16,6 @@
 namespace fastsep {
 namespace {
 
-constexpr float kInvSqrt2 = 0.70710678118654752f;
-
 // The row loops below are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at load time (GCC function
 // multi-versioning): the extension is built for any x86-64, but the rows are where the time between the GEMMs goes.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -28,28 +26,14 @@ constexpr float kInvSqrt2 = 0.70710678118654752f;
 
 FASTSEP_ROW_CLONES
 void gate_row(const float* gate, const float* filt, const float* cg, const float* cf, float* out, int64_t T) {
-  if (cg) {
-#pragma omp simd
-    for (int64_t t = 0; t < T; ++t) out[t] = fm::sigmoid(gate[t] + cg[t]) * fm::tanh(filt[t] + cf[t]);
-  } else {
-#pragma omp simd
-    for (int64_t t = 0; t < T; ++t) out[t] = fm::sigmoid(gate[t]) * fm::tanh(filt[t]);
-  }
+  dwblock::gate_rows(gate, filt, 0.0f, 0.0f, cg, cf, out, T, T);  // the convolution added the biases
 }
 
 // x_next = (x + res + br)/sqrt(2); skip (+)= sk + bs; y_next = x_next + next_step when y_next is given.
 FASTSEP_ROW_CLONES
 void residual_row(const float* x, const float* res, const float* sk, float br, float bs, float* x_next, float* skip,
                   bool accumulate, float* y_next, float next_step, int64_t T) {
-#pragma omp simd
-  for (int64_t t = 0; t < T; ++t) x_next[t] = (x[t] + res[t] + br) * kInvSqrt2;
-  if (accumulate) {
-#pragma omp simd
-    for (int64_t t = 0; t < T; ++t) skip[t] += sk[t] + bs;
-  } else {
-#pragma omp simd
-    for (int64_t t = 0; t < T; ++t) skip[t] = sk[t] + bs;
-  }
+  dwblock::residual_rows(x, res, sk, br, bs, x_next, skip, accumulate, T);
   if (y_next) {
 #pragma omp simd
     for (int64_t t = 0; t < T; ++t) y_next[t] = x_next[t] + next_step;
