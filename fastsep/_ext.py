@@ -5,6 +5,7 @@ references, and says once how to build the fast path.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import warnings
@@ -63,6 +64,7 @@ def diffwave_cpu_variant() -> Optional[str]:
     return str(torch.ops.fastsep.diffwave_cpu_variant())
 
 
+@functools.lru_cache(maxsize=None)
 def diffwave_bf16_available() -> bool:
     """True when the CPU DiffWave stack can multiply in bfloat16 here (the extension, and a CPU with AVX512-BF16)."""
     return available() and bool(torch.ops.fastsep.diffwave_bf16_available())

@@ -6,7 +6,7 @@ each mirrors the contract of the op of the same name in :mod:`fastsep.ops`.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -91,6 +91,39 @@ def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Te
     return vg * ramp, lag
 
 
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
+def _bf16(t: Tensor) -> Tensor:
+    """Round to bfloat16 (nearest even) and back: the values the bfloat16 kernel multiplies."""
+    return t.to(torch.bfloat16).float()
+
+
+def _layer(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilation: int, operand: Callable[[Tensor], Tensor]):
+    # operand: what the two convolutions multiply (their inputs and weights): unchanged, or rounded to bfloat16.
+    channels = x.shape[1]
+    y = operand(x + dstep.unsqueeze(-1))
+    y = torch.nn.functional.conv1d(y, operand(w_dil), b_dil, padding=dilation, dilation=dilation)
+    if cond is not None and cond.numel() > 0:
+        y = y + cond
+    gate, filt = y[:, :channels], y[:, channels:]
+    y = operand(torch.sigmoid(gate) * torch.tanh(filt))
+    y = torch.nn.functional.conv1d(y, operand(w_out).reshape(2 * channels, channels, 1), b_out)
+    residual, skip = y[:, :channels], y[:, channels:]
+    return (x + residual) / math.sqrt(2.0), skip
+
+
+def _stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, operand: Callable[[Tensor], Tensor]) -> Tensor:
+    skip_sum = torch.zeros_like(x)
+    has_cond = cond is not None and cond.numel() > 0
+    for i, d in enumerate(dilations):
+        x, skip = _layer(x, dstep[i], cond[i] if has_cond else None, w_dil[i], b_dil[i], w_out[i], b_out[i], int(d),
+                         operand)
+        skip_sum = skip_sum + skip
+    return skip_sum
+
+
 def diffwave_layer(
     x: Tensor,
     dstep: Tensor,
@@ -107,16 +140,7 @@ def diffwave_layer(
     conditioner projection (bias included) or None for the unconditional model; w_dil [2C, C, 3], b_dil [2C];
     w_out [2C, C] (or [2C, C, 1]), b_out [2C]. Returns ((x + residual)/sqrt(2), skip), both [B, C, T].
     """
-    channels = x.shape[1]
-    y = x + dstep.unsqueeze(-1)
-    y = torch.nn.functional.conv1d(y, w_dil, b_dil, padding=dilation, dilation=dilation)
-    if cond is not None and cond.numel() > 0:
-        y = y + cond
-    gate, filt = y[:, :channels], y[:, channels:]
-    y = torch.sigmoid(gate) * torch.tanh(filt)
-    y = torch.nn.functional.conv1d(y, w_out.reshape(2 * channels, channels, 1), b_out)
-    residual, skip = y[:, :channels], y[:, channels:]
-    return (x + residual) / math.sqrt(2.0), skip
+    return _layer(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilation, _same)
 
 
 def diffwave_stack(
@@ -134,19 +158,7 @@ def diffwave_stack(
     dstep [L, B, C]; cond [L, B, 2C, T] or None/empty; w_dil [L, 2C, C, 3]; b_dil [L, 2C]; w_out [L, 2C, C];
     b_out [L, 2C]; dilations: L ints. The caller divides by sqrt(L) as DiffWave does.
     """
-    skip_sum = torch.zeros_like(x)
-    has_cond = cond is not None and cond.numel() > 0
-    for i, d in enumerate(dilations):
-        x, skip = diffwave_layer(
-            x, dstep[i], cond[i] if has_cond else None, w_dil[i], b_dil[i], w_out[i], b_out[i], int(d)
-        )
-        skip_sum = skip_sum + skip
-    return skip_sum
-
-
-def _bf16(t: Tensor) -> Tensor:
-    """Round to bfloat16 (nearest even) and back: the values the bfloat16 kernel multiplies."""
-    return t.to(torch.bfloat16).float()
+    return _stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, _same)
 
 
 def diffwave_stack_bf16(
@@ -161,16 +173,4 @@ def diffwave_stack_bf16(
 ) -> Tensor:
     """:func:`diffwave_stack` with both convolutions' inputs and weights rounded to bfloat16 (products and sums in
     float32): what ``fastsep.ops.diffwave_stack(..., precision="bfloat16")`` computes, up to summation order."""
-    channels = x.shape[1]
-    skip_sum = torch.zeros_like(x)
-    has_cond = cond is not None and cond.numel() > 0
-    for i, d in enumerate(dilations):
-        y = _bf16(x + dstep[i].unsqueeze(-1))
-        y = torch.nn.functional.conv1d(y, _bf16(w_dil[i]), b_dil[i], padding=int(d), dilation=int(d))
-        if has_cond:
-            y = y + cond[i]
-        y = _bf16(torch.sigmoid(y[:, :channels]) * torch.tanh(y[:, channels:]))
-        y = torch.nn.functional.conv1d(y, _bf16(w_out[i]).reshape(2 * channels, channels, 1), b_out[i])
-        x = (x + y[:, :channels]) / math.sqrt(2.0)
-        skip_sum = skip_sum + y[:, channels:]
-    return skip_sum
+    return _stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, _bf16)
