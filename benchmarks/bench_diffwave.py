@@ -200,5 +200,6 @@ def test_stack(benchmark, name, batch, impl):
     benchmark.group = f"diffwave_stack {name} batch {batch}"
     out = benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
     assert out.shape == args[0].shape and torch.isfinite(out).all()
-    if timing(benchmark) is not None:
-        _RESULTS[(name, batch, impl)] = timing(benchmark)
+    seconds = timing(benchmark)
+    if seconds is not None:
+        _RESULTS[(name, batch, impl)] = seconds
