@@ -5,47 +5,70 @@ Modes:
     ``"xcorr"``: the paper's ablation without F: ``iSTFT((Vd + xcorr_align(Vd, Vg)) / 2)`` with ``v_g = GM(mel(v_d))``.
     ``"full"``: ``F(v_d, v_g)``, the combination learnt by network F.
 
+Levels: each mixture (each chunk of a long one) is brought to a fixed RMS (``input_rms``) before the models and the
+estimates are brought back to the mixture's level after, because the vocoder adds its noise at a fixed absolute
+level: without this, quiet recordings came out worse than the mixture in full and xcorr modes. The estimates are
+then scaled by one gain shared by all talkers, the least-squares gain that makes their sum closest to the mixture
+(``mixture_consistent``), so outputs are at the mixture's level and the talkers keep the levels the model gave them
+relative to each other.
+
+Determinism: the vocoder's noise comes from generators seeded per batch item (``seed=``), so an item's result does
+not depend on its batch-mates, and a chunk's seed is derived from the item's seed and the chunk's index.
+
 Long inputs go through :mod:`fastsep.chunking` (overlapping chunks, overlap-add, talker order kept across chunks), so
-memory is bounded by the chunk length, not the recording's.
+memory is bounded by the chunk length, not the recording's; files are read, resampled and written in blocks too
+(:mod:`fastsep.batch_files`, :mod:`fastsep.streaming`).
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+import math
 import os
-import warnings
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from . import ops
-from .chunking import separate_chunked
+from .chunking import iter_separated, separate_chunked
 from .dsp import StftConfig, istft, stft
 
-__all__ = ["Separator", "BatchResult", "MODES", "DEFAULT_BUNDLE", "output_paths"]
+__all__ = ["Separator", "BatchResult", "MODES", "DEFAULT_BUNDLE", "MIN_SECONDS", "INPUT_RMS", "output_paths"]
 
 MODES = ("full", "xcorr", "backbone")
 DEFAULT_BUNDLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default")
+# Shortest input separated, in every mode: below this there is no speech to speak of, and full mode's mel and STFT
+# frames (a few hundredths of a second) would be mostly padding.
+MIN_SECONDS = 0.1
+# Level each mixture is brought to before the models: about that of the mixtures the default bundle was trained and
+# demonstrated on (fastsep demo's mixture has an RMS of 0.077).
+INPUT_RMS = 0.08
+# Below this RMS a chunk counts as silence and is not amplified (it would only amplify dither).
+_SILENT_RMS = 1e-7
 
 
-def output_paths(path, out_dir, n_src: int) -> List[str]:
-    """Where :meth:`Separator.separate_file` writes the talkers of ``path``: ``<out_dir>/<stem>_s1.wav``, ..."""
-    stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
-    return [os.path.join(os.fspath(out_dir), f"{stem}_s{i + 1}.wav") for i in range(n_src)]
+def _derive_seed(seed: int, index: int) -> int:
+    """A 63-bit seed from (seed, index) that does not collide for neighbouring seeds or indices."""
+    return int(np.random.SeedSequence([int(seed) % (1 << 63), int(index)]).generate_state(1, np.uint64)[0] >> 1)
 
 
-@dataclass
-class BatchResult:
-    """Outcome of :meth:`Separator.separate_files`: files written, skipped (outputs existed) and failed (reason)."""
+def _accepts(fn, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
 
-    written: Dict[str, List[str]] = field(default_factory=dict)
-    skipped: List[str] = field(default_factory=list)
-    failed: Dict[str, str] = field(default_factory=dict)
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
+def __getattr__(name: str):
+    # Batch file processing moved to fastsep.batch_files; these names stay importable from here.
+    if name in ("BatchResult", "output_paths"):
+        from . import batch_files
+
+        return getattr(batch_files, name)
+    raise AttributeError(f"module 'fastsep.separator' has no attribute {name!r}")
 
 
 class Separator:
@@ -62,8 +85,12 @@ class Separator:
         match_levels: rescale each chunk's talkers onto the previous chunk's gain and sign on their overlap, for
             backbones whose output level is not tied to the mixture (see :mod:`fastsep.chunking`).
         vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel (~1.4-1.6x faster sampling
-            on CPUs with AVX512-BF16, waveform differences of a few 1e-3; see ``DiffWave.generate``).
+            on CPUs with AVX512-BF16, waveform differences of a few 1e-3; see ``DiffWave.generate``). Passed to each
+            ``vocode`` call; the vocoder object itself is left as it was given.
         device: where the models run (default: where the backbone's parameters are).
+        input_rms: RMS each mixture (chunk) is scaled to before the models, undone after (None: no scaling).
+        mixture_consistent: scale the talkers by the one least-squares gain that makes their sum closest to the
+            mixture (False: the models' own output level).
     """
 
     def __init__(
@@ -78,6 +105,8 @@ class Separator:
         device: Optional[Union[str, torch.device]] = None,
         match_levels: bool = False,
         vocoder_precision: str = "float32",
+        input_rms: Optional[float] = INPUT_RMS,
+        mixture_consistent: bool = True,
     ):
         if not callable(backbone):
             raise TypeError(f"Separator: backbone must be a callable module, got {type(backbone).__name__}")
@@ -96,8 +125,8 @@ class Separator:
                              f"{overlap_seconds}")
         if vocoder_precision not in ("float32", "bfloat16"):
             raise ValueError(f"Separator: vocoder_precision must be 'float32' or 'bfloat16', got {vocoder_precision!r}")
-        if vocoder is not None and hasattr(vocoder, "sampling_precision"):
-            vocoder.sampling_precision = vocoder_precision
+        if input_rms is not None and not (isinstance(input_rms, (int, float)) and 0 < float(input_rms) < 1):
+            raise ValueError(f"Separator: input_rms must be in (0, 1) or None, got {input_rms!r}")
         voc_rate = getattr(vocoder, "sample_rate", None)
         if vocoder is not None and voc_rate is not None and int(voc_rate) != int(sample_rate):
             raise ValueError(f"Separator: the vocoder runs at {voc_rate} Hz but the separator at {sample_rate} Hz")
@@ -109,6 +138,14 @@ class Separator:
         self.chunk = chunk
         self.overlap = overlap
         self.match_levels = bool(match_levels)
+        self.vocoder_precision = vocoder_precision
+        self.input_rms = None if input_rms is None else float(input_rms)
+        self.mixture_consistent = bool(mixture_consistent)
+        vocode = getattr(vocoder, "vocode", None)
+        self._vocoder_seeds = vocode is not None and _accepts(vocode, "seed")
+        self._vocoder_precision_arg = vocode is not None and _accepts(vocode, "precision")
+        if vocoder_precision != "float32" and vocode is not None and not self._vocoder_precision_arg:
+            raise ValueError("Separator: vocoder_precision needs a vocoder whose vocode() takes precision=")
         if device is None:
             params = list(backbone.parameters()) if isinstance(backbone, nn.Module) else []
             device = params[0].device if params else torch.device("cpu")
@@ -121,6 +158,12 @@ class Separator:
             combiner.to(memory_format=torch.channels_last)
         # The xcorr ablation aligns in the same STFT as F combines in, so the two modes differ only by F.
         self.stft_cfg = getattr(combiner, "stft_cfg", None) or StftConfig()
+        # One minimum for every mode, in seconds; raised above MIN_SECONDS only for a model whose mel or STFT frame
+        # needs more (full mode's mel needs more than half its n_fft = 4 hops).
+        hop = getattr(vocoder, "hop_length", None)
+        need = max(self.stft_cfg.n_fft // 2 + 1, 2 * int(hop) + 1 if isinstance(hop, (int, np.integer)) else 0)
+        self.min_seconds = max(MIN_SECONDS, need / self.sample_rate)
+        self._fingerprint: Optional[str] = None
 
     # ------------------------------------------------------------------------------------------------ construction
     @classmethod
@@ -140,8 +183,10 @@ class Separator:
             raise FileNotFoundError(f"{directory} is not a fastsep bundle ({bundle.MANIFEST} missing); bundles are "
                                     f"written by Separator.save_pretrained or fastsep.bundle.save_bundle")
         parts = bundle.load_bundle(directory, map_location=device)
-        return cls(parts["backbone"], parts["vocoder"], parts["combiner"], sample_rate=parts["sample_rate"],
-                   n_src=parts["n_src"], device=device, **kwargs)
+        sep = cls(parts["backbone"], parts["vocoder"], parts["combiner"], sample_rate=parts["sample_rate"],
+                  n_src=parts["n_src"], device=device, **kwargs)
+        sep._bundle_dir = directory
+        return sep
 
     def save_pretrained(self, directory, extra: Optional[dict] = None) -> str:
         """Write this separator's models as a bundle (safetensors + JSON) that :meth:`from_pretrained` reads."""
@@ -158,9 +203,34 @@ class Separator:
         if mode == "full" and self.combiner is None:
             raise ValueError("mode 'full' needs a combiner (F); this separator has none: use 'xcorr' or 'backbone'")
 
-    def _vocode(self, vd: Tensor) -> Tensor:
+    def fingerprint(self) -> str:
+        """SHA-256 (16 hex digits) of the models' weights and the settings that change the output: what resuming
+        compares to tell whether existing outputs were made by this separator."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, model in (("backbone", self.backbone), ("vocoder", self.vocoder), ("combiner", self.combiner)):
+                h.update(name.encode())
+                if isinstance(model, nn.Module):
+                    for key, value in sorted(model.state_dict().items()):
+                        h.update(key.encode())
+                        h.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+                elif model is not None:
+                    h.update(type(model).__qualname__.encode())
+            settings = (self.sample_rate, self.n_src, self.chunk, self.overlap, self.match_levels,
+                        self.vocoder_precision, self.input_rms, self.mixture_consistent)
+            h.update(repr(settings).encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def _vocode(self, vd: Tensor, seeds: Optional[Sequence[int]] = None) -> Tensor:
+        """GM's estimates ``[B, C, L]``; item b's noise is drawn from ``seeds[b]`` alone (one vocode call per item,
+        so that no item's noise depends on its position in the batch)."""
         batch, n_src, length = vd.shape
-        vg = self.vocoder.vocode(vd.reshape(batch * n_src, length))
+        kwargs = {"precision": self.vocoder_precision} if self._vocoder_precision_arg else {}
+        if seeds is not None and self._vocoder_seeds:
+            vg = torch.cat([self.vocoder.vocode(vd[b], seed=int(seeds[b]), **kwargs) for b in range(batch)])
+        else:
+            vg = self.vocoder.vocode(vd.reshape(batch * n_src, length), **kwargs)
         if vg.shape[-1] != length:  # a vocoder working in whole hops may return a few samples more or less
             vg = nn.functional.pad(vg, (0, length - vg.shape[-1])) if vg.shape[-1] < length else vg[..., :length]
         return vg.reshape(batch, n_src, length).to(vd.dtype)
@@ -175,46 +245,126 @@ class Separator:
         aligned, _ = ops.xcorr_align(spec_d, spec_g, self.stft_cfg.n_fft)
         return istft((spec_d + aligned) * 0.5, vd.shape[-1], self.stft_cfg)[..., :length]
 
-    def _run(self, mixture: Tensor, mode: str) -> Tensor:
-        """One forward pass over ``[B, L]``; returns ``[B, C, L]``."""
+    def _run(self, mixture: Tensor, mode: str, seeds: Optional[Sequence[int]] = None) -> Tensor:
+        """One forward pass of the models over ``[B, L]``; returns ``[B, C, L]`` at the models' own level."""
         vd = self.backbone(mixture)
         if vd.dim() != 3 or vd.shape[0] != mixture.shape[0] or vd.shape[-1] != mixture.shape[-1]:
             raise ValueError(f"the backbone returned shape {tuple(vd.shape)} for input {tuple(mixture.shape)}; "
                              f"expected [B, C, T]")
         if mode == "backbone":
             return vd
-        vg = self._vocode(vd)
+        vg = self._vocode(vd, seeds)
         if mode == "xcorr":
             return self._xcorr(vd, vg)
         return self.combiner(vd, vg)
 
-    @torch.no_grad()
-    def separate(self, mixture, mode: str = "full", sample_rate: Optional[int] = None, progress: bool = False):
-        """Separate ``mixture`` (1-D ``[T]`` or ``[B, T]``, torch tensor or numpy array, at the model's rate).
+    def _run_leveled(self, mixture: Tensor, mode: str, seeds: Optional[Sequence[int]] = None) -> Tensor:
+        """:meth:`_run` on the mixture brought to ``input_rms``, returned at the mixture's level (see the module's
+        notes). Everything here is per batch row, so a row's result does not depend on the others."""
+        gain_in = torch.ones(mixture.shape[0], 1, device=mixture.device, dtype=mixture.dtype)
+        if self.input_rms is not None:
+            rms = mixture.pow(2).mean(-1, keepdim=True).sqrt()
+            gain_in = torch.where(rms > _SILENT_RMS, self.input_rms / rms.clamp_min(_SILENT_RMS), gain_in)
+        est = self._run(mixture * gain_in, mode, seeds)
+        if not self.mixture_consistent:
+            return est / gain_in[:, :, None]
+        total = est.sum(1)
+        # Least squares: g = <m, sum_c e_c> / |sum_c e_c|^2, one gain per row shared by all talkers.
+        gain = (mixture * total).sum(-1) / (total * total).sum(-1).clamp_min(1e-20)
+        return est * torch.nan_to_num(gain, nan=0.0, posinf=0.0, neginf=0.0)[:, None, None]
 
-        Returns ``[C, T]`` or ``[B, C, T]``: a numpy float32 array for numpy input, else a tensor on the input's
-        device. ``sample_rate``, when given, is checked against the model's (resample first with
-        :func:`fastsep.dsp.resample`).
-        """
+    def _chunk_fn(self, mode: str, seeds: Optional[Sequence[int]]):
+        """The function the chunker calls per chunk: chunk k of row b uses the seed derived from (seeds[b], k)."""
+        count = [0]
+
+        def separate_chunk(chunk: Tensor) -> Tensor:
+            k = count[0]
+            count[0] += 1
+            chunk_seeds = None if seeds is None else [_derive_seed(s, k) for s in seeds]
+            return self._run_leveled(chunk.to(self.device, torch.float32), mode, chunk_seeds)
+
+        return separate_chunk
+
+    def _row_seeds(self, seed, batch: int) -> List[int]:
+        if seed is None:  # drawn from torch's generator, so torch.manual_seed also fixes the result
+            return [int(torch.randint(0, 2 ** 62, (1,)).item())] * batch
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            return [int(seed)] * batch
+        items = seed.tolist() if isinstance(seed, (np.ndarray, Tensor)) else seed
+        if isinstance(items, (list, tuple)) and len(items) == batch and all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in items):
+            return [int(s) for s in items]
+        raise TypeError(f"seed must be None, an int, or one int per batch item ({batch}), got {seed!r}")
+
+    def iter_separate(self, mixture, mode: str = "full", seed=None, progress: bool = False
+                      ) -> Iterator[Tuple[int, Tensor]]:
+        """Yield ``(start, piece [B, C, n])`` in order; ``mixture`` is ``[B, T]`` at the model's rate, a tensor or
+        any object the chunker can slice (e.g. :class:`fastsep.streaming.ResampledView`, which reads a file)."""
         self._check_mode(mode)
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            raise ValueError(f"the mixture is at {sample_rate} Hz but the model expects {self.sample_rate} Hz; "
-                             f"resample it first (fastsep.dsp.resample) or use separate_file, which resamples")
+        seeds = self._row_seeds(seed, mixture.shape[0])
+        yield from iter_separated(self._chunk_fn(mode, seeds), mixture, self.chunk, self.overlap, progress,
+                                  self.match_levels)
+
+    def _as_wave(self, mixture) -> Tuple[Tensor, bool]:
+        """The mixture as a float tensor, with clear errors for what cannot be a ``[T]`` or ``[B, T]`` waveform."""
+        from .audio import to_float
+
         is_numpy = isinstance(mixture, np.ndarray)
         if is_numpy:
             if mixture.dtype.kind not in "fiu":
                 raise TypeError(f"mixture must hold real numbers, got numpy dtype {mixture.dtype}")
-            wave = torch.from_numpy(np.ascontiguousarray(mixture, dtype=np.float32))
+            wave = torch.from_numpy(np.ascontiguousarray(to_float(mixture)))
         elif isinstance(mixture, Tensor):
             if mixture.is_complex() or mixture.dtype == torch.bool:
                 raise TypeError(f"mixture must be a real tensor, got dtype {mixture.dtype}")
             wave = mixture
+            if not wave.is_floating_point():  # integer PCM, scaled to [-1, 1) as fastsep.audio.load does
+                wave = torch.from_numpy(to_float(wave.cpu().numpy())).to(mixture.device)
         else:
             raise TypeError(f"mixture must be a torch.Tensor or numpy.ndarray, got {type(mixture).__name__}")
         if wave.dim() not in (1, 2):
             raise ValueError(f"mixture must be [T] or [B, T], got shape {tuple(wave.shape)}")
-        if wave.shape[-1] == 0 or wave.numel() == 0:
+        if wave.numel() == 0:
             raise ValueError(f"mixture is empty (shape {tuple(wave.shape)})")
+        if wave.dim() == 2 and wave.shape[-1] <= 8 and wave.shape[0] > wave.shape[-1]:
+            raise ValueError(f"mixture of shape {tuple(wave.shape)} looks like channels-last audio [T, channels]; "
+                             f"separate() takes [T] or [B, T]: pass one channel or the average "
+                             f"(x.mean(axis=-1)) as [T]")
+        return wave, is_numpy
+
+    @torch.no_grad()
+    def separate(self, mixture, mode: str = "full", sample_rate: Optional[int] = None, progress: bool = False,
+                 seed=None, output_rate: Optional[int] = None):
+        """Separate ``mixture`` (``[T]`` or ``[B, T]``, torch tensor or numpy array; integer PCM is scaled to
+        [-1, 1) as :func:`fastsep.audio.load` does).
+
+        Args:
+            sample_rate: the mixture's rate (default: the model's); another rate is resampled to the model's.
+            output_rate: rate of the returned estimates (default: ``sample_rate``, i.e. the input's).
+            seed: vocoder noise seed (modes xcorr and full): an int used by every batch item, or one int per item;
+                item b's result depends only on its own mixture and seed. None draws one from torch's generator.
+
+        Returns:
+            ``[C, T']`` or ``[B, C, T']`` at ``output_rate``, at the mixture's level (see the module's notes): a numpy
+            float32 array for numpy input, else a tensor on the input's device.
+
+        Raises:
+            ValueError: inputs shorter than :attr:`min_seconds`, silent, NaN/inf, or of the wrong shape.
+        """
+        from .dsp import resample
+
+        self._check_mode(mode)
+        wave, is_numpy = self._as_wave(mixture)
+        in_rate = self.sample_rate if sample_rate is None else sample_rate
+        if not isinstance(in_rate, (int, np.integer)) or isinstance(in_rate, bool) or in_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}")
+        out_rate = int(in_rate) if output_rate is None else output_rate
+        if not isinstance(out_rate, (int, np.integer)) or isinstance(out_rate, bool) or out_rate <= 0:
+            raise ValueError(f"output_rate must be a positive int, got {output_rate!r}")
+        seconds = wave.shape[-1] / in_rate
+        if seconds < self.min_seconds:
+            raise ValueError(f"mixture is {seconds:.4f} s long ({wave.shape[-1]} samples at {in_rate} Hz); the "
+                             f"shortest input fastsep separates is {self.min_seconds:g} s")
         out_device = wave.device
         wave = wave.to(self.device, torch.float32)
         if not bool(torch.isfinite(wave).all()):
@@ -225,157 +375,32 @@ class Separator:
         if silent:
             raise ValueError(f"mixture {'is' if single else 'rows ' + str(silent) + ' are'} silent (all samples "
                              f"zero): there is nothing to separate")
-        if batch.shape[-1] <= self.chunk:
-            est = self._run(batch, mode)
-        else:
-            est = separate_chunked(lambda m: self._run(m, mode), batch, self.chunk, self.overlap, progress,
-                                   self.match_levels)
+        if in_rate != self.sample_rate:
+            batch = resample(batch, int(in_rate), self.sample_rate).contiguous()
+        seeds = self._row_seeds(seed, batch.shape[0])
+        est = separate_chunked(self._chunk_fn(mode, seeds), batch, self.chunk, self.overlap, progress,
+                               self.match_levels)
+        if out_rate != self.sample_rate:
+            est = resample(est, self.sample_rate, int(out_rate))
+            want = math.ceil(wave.shape[-1] * out_rate / in_rate)
+            est = est[..., :want] if est.shape[-1] >= want else nn.functional.pad(est, (0, want - est.shape[-1]))
         est = est[0] if single else est
         if is_numpy:
             return est.float().cpu().numpy()
         return est.to(out_device)
 
     # ------------------------------------------------------------------------------------------------ files
-    def _load(self, path) -> Tensor:
-        from . import audio
+    def separate_file(self, path, out_dir, mode: str = "full", overwrite: bool = True, output_rate=None,
+                      seed: int = 0) -> List[str]:
+        """Separate one audio file into ``<out_dir>/<stem>_s1.wav``, ... (see :func:`fastsep.batch_files.
+        separate_file`); returns the written paths. Raises :class:`fastsep.audio.AudioError` for an unusable file."""
+        from .batch_files import separate_file
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            wave, _ = audio.load(path, sample_rate=self.sample_rate, mono=True)
-        for w in caught:  # pass the downmix warning on, naming the file
-            warnings.warn(str(w.message), w.category, stacklevel=3)
-        if float(wave.abs().max()) == 0.0:
-            raise audio.AudioError(path, "file is silent (all samples zero): there is nothing to separate")
-        return wave
+        return separate_file(self, path, out_dir, mode=mode, overwrite=overwrite, output_rate=output_rate,
+                             seed=seed)
 
-    def _write(self, est: Tensor, targets: Sequence[str]) -> None:
-        from . import audio
+    def separate_files(self, paths: Iterable, out_dir, mode: str = "full", **kwargs):
+        """Separate many files, resumably; see :func:`fastsep.batch_files.separate_files` for the options."""
+        from .batch_files import separate_files
 
-        for wave, target in zip(est, targets):
-            peak = float(wave.abs().max())
-            # SI-SDR-trained backbones fix no output scale; keep 16-bit files from clipping.
-            if peak > 0.99:
-                wave = wave * (0.99 / peak)
-            audio.save(target, wave.cpu(), self.sample_rate)
-
-    def separate_file(self, path, out_dir, mode: str = "full", overwrite: bool = True) -> List[str]:
-        """Separate one audio file (any format :func:`fastsep.audio.load` reads; resampled to the model's rate,
-        stereo downmixed with a warning) into ``<out_dir>/<stem>_s1.wav``, ...; returns the written paths.
-
-        Raises :class:`fastsep.audio.AudioError` for an unusable file; nothing is written in that case.
-        """
-        self._check_mode(mode)
-        targets = output_paths(path, out_dir, self.n_src)
-        if not overwrite and all(os.path.exists(t) for t in targets):
-            return targets
-        wave = self._load(path)
-        est = self.separate(wave, mode=mode)
-        os.makedirs(os.fspath(out_dir), exist_ok=True)
-        self._write(est, targets)
-        return targets
-
-    def separate_files(
-        self,
-        paths: Iterable,
-        out_dir,
-        mode: str = "full",
-        batch_size: int = 4,
-        overwrite: bool = False,
-        progress: Optional[bool] = None,
-        rank: Optional[int] = None,
-        world_size: Optional[int] = None,
-    ) -> BatchResult:
-        """Separate many files, resumably: outputs that already exist are skipped (unless ``overwrite``).
-
-        Files are sorted by length and those of similar length (within 10 %, each at most one chunk) are batched
-        together; a file that cannot be read or separated is recorded in ``result.failed`` and the run goes on.
-        Under torchrun (``RANK``/``WORLD_SIZE`` in the environment, or the arguments) rank r takes
-        ``files[r::world_size]``. ``progress``: None shows a bar on a terminal only.
-        """
-        from tqdm.auto import tqdm
-
-        from . import audio
-
-        self._check_mode(mode)
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        paths = [os.fspath(p) for p in paths]
-        stems: Dict[str, str] = {}
-        for p in paths:
-            stem = os.path.splitext(os.path.basename(p))[0]
-            if stem in stems and stems[stem] != p:
-                raise ValueError(f"{stems[stem]} and {p} would write the same outputs ({stem}_s1.wav, ...) in "
-                                 f"{out_dir}; give them distinct names or separate them into different folders")
-            stems[stem] = p
-        rank = int(os.environ.get("RANK", 0)) if rank is None else int(rank)
-        world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else int(world_size)
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        mine = sorted(paths)[rank::world_size]
-
-        result = BatchResult()
-        todo = []
-        for p in mine:
-            targets = output_paths(p, out_dir, self.n_src)
-            if not overwrite and all(os.path.exists(t) for t in targets):
-                result.skipped.append(p)
-                continue
-            try:
-                frames, rate, _ = audio.info(p)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is reported, not fatal
-                result.failed[p] = str(exc)
-                continue
-            todo.append((frames / max(rate, 1), p))
-        todo.sort()
-
-        groups: List[List[str]] = []
-        group_start = 0.0  # length of the shortest (first) file of the open group
-        chunk_s = self.chunk / self.sample_rate
-        for seconds, p in todo:
-            if groups and len(groups[-1]) < batch_size and seconds <= chunk_s and seconds <= 1.1 * group_start:
-                groups[-1].append(p)
-            else:
-                groups.append([p])
-                group_start = seconds
-        os.makedirs(os.fspath(out_dir), exist_ok=True)
-        bar = tqdm(total=len(todo), desc="separating", unit="file", disable=(None if progress is None else not progress))
-        try:
-            for group in groups:
-                waves = {}
-                for p in group:
-                    try:
-                        waves[p] = self._load(p)
-                    except Exception as exc:  # noqa: BLE001
-                        result.failed[p] = str(exc)
-                        bar.update(1)
-                if not waves:
-                    continue
-                try:
-                    estimates = self._separate_group(list(waves.values()), mode)
-                except Exception as exc:  # noqa: BLE001 - fall back to one file at a time to isolate the bad one
-                    if len(waves) == 1:
-                        result.failed[next(iter(waves))] = f"separation failed: {exc}"
-                        bar.update(1)
-                        continue
-                    estimates = None
-                for i, (p, wave) in enumerate(waves.items()):
-                    targets = output_paths(p, out_dir, self.n_src)
-                    try:
-                        est = estimates[i] if estimates is not None else self.separate(wave, mode=mode)
-                        self._write(est, targets)
-                        result.written[p] = targets
-                    except Exception as exc:  # noqa: BLE001
-                        result.failed[p] = f"separation failed: {exc}"
-                    bar.update(1)
-        finally:
-            bar.close()
-        return result
-
-    def _separate_group(self, waves: List[Tensor], mode: str) -> List[Tensor]:
-        """Separate files of similar length in one batch (zero-padded to the longest), cropped back per file."""
-        if len(waves) == 1:
-            return [self.separate(waves[0], mode=mode)]
-        longest = max(w.shape[-1] for w in waves)
-        batch = torch.stack([nn.functional.pad(w, (0, longest - w.shape[-1])) for w in waves])
-        est = self.separate(batch, mode=mode)
-        return [e[..., : w.shape[-1]] for e, w in zip(est, waves)]
+        return separate_files(self, paths, out_dir, mode=mode, **kwargs)

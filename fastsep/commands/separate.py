@@ -1,8 +1,13 @@
-"""``fastsep separate IN... -o OUT``: one WAV per talker for every input file (resumable, torchrun-aware)."""
+"""``fastsep separate IN... -o OUT``: one WAV per talker for every input file (resumable, torchrun-aware).
+
+Everything that can be checked before separating is checked first (output folder, device, model), each problem
+reported on one line. SIGTERM stops the run after cleaning up the file in progress and prints what was done.
+"""
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -21,7 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match-levels", action="store_true",
                         help="match each chunk's talker levels and signs to the previous chunk's (for backbones "
                              "whose output level is not tied to the mixture)")
-    parser.add_argument("--overwrite", action="store_true", help="redo files whose outputs exist")
+    parser.add_argument("--output-rate", default="input",
+                        help="rate of the written files: input (default: each input's own rate), model (the "
+                             "model's rate, e.g. 8000), or a number in Hz")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="vocoder noise seed (xcorr and full modes), the same for every file (default 0)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo every file (by default a file is redone only when its outputs are missing or "
+                             "were made with other settings: mode, model, seed, output rate)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -29,15 +41,24 @@ AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".sph")
 
 
 def expand_inputs(inputs):
-    """Files as given, folders replaced by the audio files inside them (recursively, sorted)."""
-    paths = []
+    """``(paths, names)``: files as given (named by their base name) and the audio files found recursively in
+    folders (named by their path relative to the folder, so the output tree mirrors the input tree). Hidden files,
+    fastsep's temporary files among them, are never inputs."""
+    from ..batch_files import is_input_candidate
+
+    paths, names = [], []
     for item in inputs:
         if os.path.isdir(item):
-            for root, _, files in os.walk(item):
-                paths += [os.path.join(root, f) for f in sorted(files) if f.lower().endswith(AUDIO_EXT)]
+            for root, dirs, files in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for f in sorted(files):
+                    if f.lower().endswith(AUDIO_EXT) and is_input_candidate(f):
+                        paths.append(os.path.join(root, f))
+                        names.append(os.path.relpath(paths[-1], item))
         else:
             paths.append(item)
-    return paths
+            names.append(os.path.basename(item))
+    return paths, names
 
 
 def _device(name: str) -> str:
@@ -47,24 +68,96 @@ def _device(name: str) -> str:
     return name
 
 
+def check_device(name: str) -> str:
+    """The torch device named, or ValueError saying in one line why it cannot be used here."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                             f"{'built without CUDA' if not torch.backends.cuda.is_built() else 'no visible GPU'})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: only cpu and cuda are supported")
+    return name
+
+
+def parse_output_rate(text: str):
+    if text in ("input", "model"):
+        return None if text == "input" else "model"
+    try:
+        rate = int(text)
+    except ValueError:
+        rate = 0
+    if rate <= 0:
+        raise ValueError(f"--output-rate must be input, model or a positive number of Hz, got {text!r}")
+    return rate
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the run stops the way Ctrl-C stops it."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("SIGTERM")
+
+
 def main(args: argparse.Namespace) -> int:
+    from ..batch_files import OutputFolderError, check_output_folder
     from ..separator import Separator
 
-    paths = expand_inputs(args.inputs)
+    def fail(text: str) -> int:
+        print(f"fastsep separate: {text}", file=sys.stderr)
+        return 2
+
+    paths, names = expand_inputs(args.inputs)
     if not paths:
-        print("fastsep separate: no audio files found in the inputs", file=sys.stderr)
-        return 2
+        return fail("no audio files found in the inputs")
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        return fail(f"input not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     try:
-        sep = Separator.from_pretrained(args.model, device=_device(args.device), chunk_seconds=args.chunk, vocoder_precision=args.precision,
-                                        match_levels=args.match_levels)
+        output_rate = parse_output_rate(str(args.output_rate))
+        device = check_device(_device(args.device))
+        check_output_folder(args.out)
+    except (OutputFolderError, ValueError) as exc:
+        return fail(str(exc))
+    try:
+        sep = Separator.from_pretrained(args.model, device=device, chunk_seconds=args.chunk,
+                                        vocoder_precision=args.precision, match_levels=args.match_levels)
+    except (FileNotFoundError, ValueError, TypeError, OSError) as exc:
+        return fail(str(exc))
+    rate_text = "each input's rate" if output_rate is None else (
+        f"{sep.sample_rate} Hz (the model's)" if output_rate == "model" else f"{output_rate} Hz")
+    seed_text = f", vocoder seed {args.seed}" if args.mode != "backbone" else ""
+    print(f"mode {args.mode}{seed_text}; writing 16-bit WAV at {rate_text} to {args.out}", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if hasattr(signal, "SIGTERM") else None
+    try:
         result = sep.separate_files(paths, args.out, mode=args.mode, batch_size=args.batch_size,
-                                    overwrite=args.overwrite, progress=False if args.no_progress else None)
+                                    overwrite=args.overwrite, progress=False if args.no_progress else None,
+                                    output_rate=output_rate, seed=args.seed, names=names)
     except (FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"fastsep separate: {exc}", file=sys.stderr)
-        return 2
+        return fail(str(exc))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    for path in result.removed_temps:
+        print(f"fastsep separate: removed {path}, left by an interrupted earlier run", file=sys.stderr)
     for path, reason in result.failed.items():
         print(f"fastsep separate: FAILED {reason}" if path in reason else f"fastsep separate: FAILED {path}: {reason}",
               file=sys.stderr)
-    print(f"{len(result.written)} separated, {len(result.skipped)} skipped (outputs existed), "
-          f"{len(result.failed)} failed; outputs in {args.out}")
+    for path, scale in result.scaled.items():
+        print(f"fastsep separate: {path}: all talkers scaled by {scale:.3f} so that none clips", file=sys.stderr)
+    summary = (f"{len(result.written)} separated, {len(result.skipped)} skipped (done before with the same "
+               f"settings), {len(result.failed)} failed; outputs in {args.out}")
+    if result.interrupted:
+        left = len(paths) - len(result.written) - len(result.skipped) - len(result.failed)
+        print(f"fastsep separate: stopped by {result.interrupted}: {summary}; {left} not done (rerun to resume)")
+        return 143 if result.interrupted == "SIGTERM" else 130
+    print(summary)
     return 1 if result.failed else 0
