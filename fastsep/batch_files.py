@@ -202,10 +202,16 @@ def _open_checked(separator, path: str) -> AudioReader:
     return reader
 
 
+def _view(reader: AudioReader, separator) -> ResampledView:
+    """The file at the model's rate, computed block by block as the chunker asks for it."""
+    return ResampledView(lambda a, b: reader.read(a, b - a), reader.frames, reader.rate, separator.sample_rate,
+                         separator.device)
+
+
 def _separate_streamed(separator, path: str, targets: List[str], mode: str, seed: int, output_rate) -> float:
     """One file through the chunked path, in blocks from reading to writing; returns the anti-clipping factor."""
     with _open_checked(separator, path) as reader:
-        view = ResampledView(reader.read, reader.frames, reader.rate, separator.sample_rate, separator.device)
+        view = _view(reader, separator)
         sink = _Outputs(targets, separator.sample_rate, _resolve_rate(output_rate, reader.rate, separator.sample_rate))
         try:
             for _, piece in separator.iter_separate(view, mode, seed=[seed]):
@@ -222,7 +228,7 @@ def _separate_batch(separator, group: List[Tuple[str, List[str]]], mode: str, se
     waves, rate = [], None
     for path, _ in group:
         with _open_checked(separator, path) as reader:
-            view = ResampledView(reader.read, reader.frames, reader.rate, separator.sample_rate, separator.device)
+            view = _view(reader, separator)
             waves.append(view[:, 0:view.shape[-1]][0])
             rate = reader.rate
     mixture = torch.stack(waves)

@@ -296,6 +296,7 @@ class Separator:
             return [int(s) for s in items]
         raise TypeError(f"seed must be None, an int, or one int per batch item ({batch}), got {seed!r}")
 
+    @torch.no_grad()  # torch's decorator keeps grad off across the generator's yields
     def iter_separate(self, mixture, mode: str = "full", seed=None, progress: bool = False
                       ) -> Iterator[Tuple[int, Tensor]]:
         """Yield ``(start, piece [B, C, n])`` in order; ``mixture`` is ``[B, T]`` at the model's rate, a tensor or
