@@ -17,6 +17,15 @@ bool built_with_cuda() {
 #endif
 }
 
+#ifdef FASTSEP_WITH_CUDA
+int64_t cuda_limit(const std::string& name);  // csrc/cuda/bindings.cpp: the numbers live beside their kernels
+#else
+int64_t cuda_limit(const std::string& name) {
+  TORCH_CHECK(false, "fastsep::cuda_limit('", name, "'): this library was built without the CUDA kernels");
+  return -1;  // not reached
+}
+#endif
+
 }  // namespace fastsep
 
 TORCH_LIBRARY(fastsep, m) {
@@ -43,6 +52,9 @@ TORCH_LIBRARY(fastsep, m) {
       "diffwave_stack_bf16(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out,"
       " Tensor b_out, int[] dilations) -> Tensor");
   m.def("built_with_cuda() -> bool", &fastsep::built_with_cuda);
+  // A limit of the CUDA kernels by name (xcorr_max_n_fft_float32|float64, diffwave_max_channels|max_batch): inputs
+  // beyond it go to the reference. Fails in a library built without CUDA kernels.
+  m.def("cuda_limit(str name) -> int", &fastsep::cuda_limit);
   m.def("diffwave_bf16_available() -> bool", &fastsep::diffwave_bf16_available);
   // The instruction-set variant of the CPU DiffWave kernel picked for this machine: avx512, avx2 or baseline.
   m.def("diffwave_cpu_variant() -> str", &fastsep::diffwave_cpu_variant);

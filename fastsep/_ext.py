@@ -75,3 +75,18 @@ def has_cuda_kernels() -> bool:
     if not available():
         return False
     return bool(torch.ops.fastsep.built_with_cuda())
+
+
+# The names of the CUDA kernels' limits; their values are stated once, in csrc/cuda/*.cu, and read through the op
+# fastsep::cuda_limit so that Python never restates a number.
+CUDA_LIMIT_NAMES = ("xcorr_max_n_fft_float32", "xcorr_max_n_fft_float64", "diffwave_max_channels", "diffwave_max_batch")
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_limits() -> dict:
+    """The CUDA kernels' input limits ({name: int}, see CUDA_LIMIT_NAMES), or {} when no CUDA kernels are loaded.
+
+    Inputs beyond a limit are computed by the reference on CUDA (fastsep.ops routes them there)."""
+    if not has_cuda_kernels():
+        return {}
+    return {name: int(torch.ops.fastsep.cuda_limit(name)) for name in CUDA_LIMIT_NAMES}

@@ -122,16 +122,16 @@ def combine_features(vd: Tensor, vg: Tensor) -> Tuple[Tensor, Tensor]:
 
 # ----------------------------------------------------------------------------------------------------- xcorr_align
 # The CUDA kernels keep a frame's FFT (xcorr) or a time tile of every channel (DiffWave) in 48 KiB of shared memory;
-# larger problems go to the reference on CUDA. The CPU kernels have no such limit.
-_CUDA_XCORR_MAX_N_FFT = {torch.complex64: 2048, torch.complex128: 1024}
-_CUDA_DIFFWAVE_MAX_CHANNELS = 96
+# larger problems go to the reference on CUDA. The limits are the C++ ones (fastsep._ext.cuda_limits()). The CPU
+# kernels have no such limit.
+_XCORR_LIMIT_OF = {torch.complex64: "xcorr_max_n_fft_float32", torch.complex128: "xcorr_max_n_fft_float64"}
 
 
 def _fast_fft_length(n: int, vd: Tensor) -> bool:
     # The kernels' real FFT packs the frame into a complex FFT of n/2 points, radix 2.
     if n < 4 or (n & (n - 1)) != 0:
         return False
-    return vd.device.type != "cuda" or n <= _CUDA_XCORR_MAX_N_FFT[vd.dtype]
+    return vd.device.type != "cuda" or n <= _ext.cuda_limits()[_XCORR_LIMIT_OF[vd.dtype]]
 
 
 def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Tensor, Tensor]:
@@ -198,7 +198,10 @@ def _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, n_layers: Op
 def _diffwave_kernel_ok(x: Tensor) -> bool:
     if not _use_kernel(x.device):
         return False
-    return x.device.type != "cuda" or (x.shape[1] <= _CUDA_DIFFWAVE_MAX_CHANNELS and x.shape[0] <= 65535)
+    if x.device.type != "cuda":
+        return True
+    limits = _ext.cuda_limits()
+    return x.shape[1] <= limits["diffwave_max_channels"] and x.shape[0] <= limits["diffwave_max_batch"]
 
 
 def diffwave_layer(
@@ -247,7 +250,7 @@ def diffwave_stack(
     CPU: when C is a multiple of 4 (AVX-512; 2 otherwise) every layer runs through register-blocked kernels that take a block of samples
     through the whole layer while it is in cache (AVX-512, AVX2 or baseline, picked at load time:
     ``fastsep._ext.diffwave_cpu_variant()``); other C use ATen's convolutions with the elementwise stages fused.
-    CUDA: one fused kernel per layer for C <= 96, the reference above that.
+    CUDA: one fused kernel per layer for C <= 96 (``fastsep._ext.cuda_limits()``), the reference above that.
 
     ``precision="bfloat16"``: both convolutions multiply bfloat16-rounded inputs and weights (float32 sums, gate,
     residual and skip), ~1.5-2x faster on CPUs with AVX512-BF16 (:func:`fastsep._ext.diffwave_bf16_available`); its

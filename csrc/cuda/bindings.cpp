@@ -6,15 +6,63 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <string>
 #include <vector>
 
 #include "cuda/kernels.h"
 
 namespace fastsep {
+
+// The limits of the CUDA kernels, by name, for Python (fastsep._ext.cuda_limits); the numbers live in the .cu files.
+int64_t cuda_limit(const std::string& name) {
+  if (name == "xcorr_max_n_fft_float32") return cuda::xcorr_max_n_fft<float>();
+  if (name == "xcorr_max_n_fft_float64") return cuda::xcorr_max_n_fft<double>();
+  if (name == "diffwave_max_channels") return cuda::diffwave_max_channels();
+  if (name == "diffwave_max_batch") return cuda::diffwave_max_batch();
+  TORCH_CHECK(false, "fastsep::cuda_limit: unknown limit '", name, "' (known: xcorr_max_n_fft_float32, "
+              "xcorr_max_n_fft_float64, diffwave_max_channels, diffwave_max_batch)");
+  return -1;  // not reached: TORCH_CHECK(false) throws
+}
+
 namespace {
 
-void check_launch(cudaError_t err, const char* op) {
-  TORCH_CHECK(err == cudaSuccess, "fastsep.", op, ": CUDA kernel failed: ", cudaGetErrorString(err));
+// FASTSEP_CUDA_SYNC_CHECK=1: synchronise after every launch so that a failure inside a kernel (an illegal address,
+// say) is reported by the op that launched it rather than by whatever synchronises next. Debugging only: it stalls
+// the host on every op. Read once.
+bool sync_check_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("FASTSEP_CUDA_SYNC_CHECK");
+    return v != nullptr && std::strcmp(v, "") != 0 && std::strcmp(v, "0") != 0;
+  }();
+  return on;
+}
+
+// Fails when an earlier CUDA call left an error that nobody read: launched now, its error would come back from this
+// op's cudaGetLastError and be blamed on this kernel. Reading it here (cudaGetLastError) clears a non-sticky error,
+// so it is reported once, as what it is; a sticky one (a faulted context) cannot be cleared and fails every op.
+void check_nothing_pending(const char* op) {
+  if (cudaPeekAtLastError() == cudaSuccess) return;
+  const cudaError_t earlier = cudaGetLastError();
+  TORCH_CHECK(false, "fastsep.", op, ": a CUDA error from an earlier call (not from this op) was pending before its "
+              "kernel launched: ", cudaGetErrorString(earlier),
+              ". Run with CUDA_LAUNCH_BLOCKING=1 to find the call that failed.");
+}
+
+void check_launch(const cuda::LaunchStatus& st, const char* op, cudaStream_t stream) {
+  if (st.refused != nullptr) {
+    TORCH_CHECK(false, "fastsep.", op, ": the CUDA kernel cannot take this input: ", st.refused, " (", st.value,
+                " > ", st.limit, ")");
+  }
+  TORCH_CHECK(st.ok(), "fastsep.", op, ": CUDA kernel launch failed: ", cudaGetErrorString(st.error));
+  if (!sync_check_enabled()) return;
+  // Synchronising a capturing stream would invalidate the capture: the check is skipped while capturing.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) == cudaSuccess && capture != cudaStreamCaptureStatusNone) return;
+  const cudaError_t err = cudaStreamSynchronize(stream);
+  TORCH_CHECK(err == cudaSuccess, "fastsep.", op, ": the CUDA kernel failed while running (found by "
+              "FASTSEP_CUDA_SYNC_CHECK=1): ", cudaGetErrorString(err));
 }
 
 void check_cuda(const at::Tensor& t, const char* name, const char* op) {
@@ -59,12 +107,13 @@ at::Tensor complex_combine_cuda(const at::Tensor& vd, const at::Tensor& vg, cons
   check_weights(vd, phase, "phase", op);
   const c10::cuda::CUDAGuard guard(vd.device());
   auto out = at::empty_like(vd);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
   AT_DISPATCH_FLOATING_TYPES(mag.scalar_type(), "complex_combine_cuda", [&] {
     check_launch(cuda::complex_combine<scalar_t>(real_ptr<scalar_t>(vd), real_ptr<scalar_t>(vg),
                                                  mag.data_ptr<scalar_t>(), phase.data_ptr<scalar_t>(),
                                                  real_ptr<scalar_t>(out), planes(vd), plane(vd), stream),
-                 op);
+                 op, stream);
   });
   return out;
 }
@@ -79,14 +128,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> complex_combine_backw
   check_weights(vd, phase, "phase", op);
   const c10::cuda::CUDAGuard guard(vd.device());
   auto gvd = at::empty_like(vd), gvg = at::empty_like(vg), gmag = at::empty_like(mag), gphase = at::empty_like(phase);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
   AT_DISPATCH_FLOATING_TYPES(mag.scalar_type(), "complex_combine_backward_cuda", [&] {
     check_launch(cuda::complex_combine_backward<scalar_t>(
                      real_ptr<scalar_t>(grad), real_ptr<scalar_t>(vd), real_ptr<scalar_t>(vg),
                      mag.data_ptr<scalar_t>(), phase.data_ptr<scalar_t>(), real_ptr<scalar_t>(gvd),
                      real_ptr<scalar_t>(gvg), gmag.data_ptr<scalar_t>(), gphase.data_ptr<scalar_t>(), planes(vd),
                      plane(vd), stream),
-                 op);
+                 op, stream);
   });
   return {gvd, gvg, gmag, gphase};
 }
@@ -97,12 +147,13 @@ std::tuple<at::Tensor, at::Tensor> combine_features_cuda(const at::Tensor& vd, c
   const c10::cuda::CUDAGuard guard(vd.device());
   auto opts = vd.options().dtype(c10::toRealValueType(vd.scalar_type()));
   auto mag = at::empty(paired_shape(vd), opts), phase = at::empty(paired_shape(vd), opts);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
   AT_DISPATCH_FLOATING_TYPES(mag.scalar_type(), "combine_features_cuda", [&] {
     check_launch(cuda::combine_features<scalar_t>(real_ptr<scalar_t>(vd), real_ptr<scalar_t>(vg),
                                                   mag.data_ptr<scalar_t>(), phase.data_ptr<scalar_t>(), planes(vd),
                                                   plane(vd), stream),
-                 op);
+                 op, stream);
   });
   return {mag, phase};
 }
@@ -115,14 +166,15 @@ std::tuple<at::Tensor, at::Tensor> xcorr_align_cuda(const at::Tensor& vd, const 
   std::vector<int64_t> lag_shape(vd.sizes().begin(), vd.sizes().end() - 2);
   lag_shape.push_back(vd.size(-1));
   auto lag = at::empty(lag_shape, vd.options().dtype(at::kLong));
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
   AT_DISPATCH_FLOATING_TYPES(c10::toRealValueType(vd.scalar_type()), "xcorr_align_cuda", [&] {
     TORCH_CHECK(n_fft <= cuda::xcorr_max_n_fft<scalar_t>(), op, ": the CUDA kernel takes n_fft <= ",
                 cuda::xcorr_max_n_fft<scalar_t>(), ", got ", n_fft);
     check_launch(cuda::xcorr_align<scalar_t>(real_ptr<scalar_t>(vd), real_ptr<scalar_t>(vg), real_ptr<scalar_t>(out),
                                              lag.data_ptr<int64_t>(), planes(vd), vd.size(-2), vd.size(-1), n_fft,
                                              stream),
-                 op);
+                 op, stream);
   });
   return {out, lag};
 }
@@ -155,12 +207,13 @@ std::tuple<at::Tensor, at::Tensor> diffwave_layer_cuda(const at::Tensor& x, cons
               op, ": inconsistent shapes");
   const c10::cuda::CUDAGuard guard(x.device());
   auto x_next = at::empty_like(x), skip = at::empty_like(x);
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
   check_launch(cuda::diffwave_layer(x.data_ptr<float>(), dstep.data_ptr<float>(),
                                     cond.numel() ? cond.data_ptr<float>() : nullptr, w_dil.data_ptr<float>(),
                                     b_dil.data_ptr<float>(), w_out.data_ptr<float>(), b_out.data_ptr<float>(), B, C,
-                                    T, dilation, x_next.data_ptr<float>(), skip.data_ptr<float>(), false,
-                                    at::cuda::getCurrentCUDAStream()),
-               op);
+                                    T, dilation, x_next.data_ptr<float>(), skip.data_ptr<float>(), false, stream),
+               op, stream);
   return {x_next, skip};
 }
 
@@ -181,7 +234,8 @@ at::Tensor diffwave_stack_cuda(const at::Tensor& x, const at::Tensor& dstep, con
   auto skip = at::zeros_like(x);
   if (x.numel() == 0) return skip;
   auto ping = at::empty_like(x), pong = at::empty_like(x);
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
   const float* cur = x.data_ptr<float>();
   for (int64_t l = 0; l < L; ++l) {
     float* next = (l % 2 == 0 ? ping : pong).data_ptr<float>();
@@ -190,7 +244,7 @@ at::Tensor diffwave_stack_cuda(const at::Tensor& x, const at::Tensor& dstep, con
                                       w_dil.data_ptr<float>() + l * 2 * C * C * 3, b_dil.data_ptr<float>() + l * 2 * C,
                                       w_out.data_ptr<float>() + l * 2 * C * C, b_out.data_ptr<float>() + l * 2 * C, B,
                                       C, T, dilations[l], next, skip.data_ptr<float>(), l > 0, stream),
-                 op);
+                 op, stream);
     cur = next;
   }
   return skip;

@@ -2,6 +2,7 @@
 // input is read once and each output written once; planes run along grid.y so the inner index needs no division.
 #include "cuda/complex.cuh"
 #include "cuda/kernels.h"
+#include "cuda/launch.cuh"
 
 namespace fastsep {
 namespace cuda {
@@ -76,49 +77,51 @@ __global__ void features_kernel(const vec2_t<T>* __restrict__ vd, const vec2_t<T
 }
 
 dim3 plane_grid(int64_t planes, int64_t plane) {
-  // Enough blocks in x to fill the device for one plane, planes along y (capped; the kernels loop).
-  return dim3(grid_for(plane, kThreads, 1 << 16), static_cast<unsigned>(planes < 65535 ? planes : 65535));
+  // Enough blocks in x to fill the device for one plane, planes along y. Both are capped below the device limits
+  // (2^16 < maxGridDimX on every GPU, kMaxGridYZ for y) and the kernels loop over what the grid does not cover, so
+  // no input size can ask for a grid the device refuses.
+  return dim3(grid_for(plane, kThreads, 1 << 16), static_cast<unsigned>(planes < kMaxGridYZ ? planes : kMaxGridYZ));
 }
 
 }  // namespace
 
 template <typename T>
-cudaError_t complex_combine(const T* vd, const T* vg, const T* mag, const T* phase, T* out, int64_t planes,
+LaunchStatus complex_combine(const T* vd, const T* vg, const T* mag, const T* phase, T* out, int64_t planes,
                             int64_t plane, cudaStream_t stream) {
-  if (planes == 0 || plane == 0) return cudaSuccess;
+  if (planes == 0 || plane == 0) return {};
   combine_forward_kernel<T><<<plane_grid(planes, plane), kThreads, 0, stream>>>(
       reinterpret_cast<const vec2_t<T>*>(vd), reinterpret_cast<const vec2_t<T>*>(vg), mag, phase,
       reinterpret_cast<vec2_t<T>*>(out), planes, plane);
-  return cudaGetLastError();
+  return launched();
 }
 
 template <typename T>
-cudaError_t complex_combine_backward(const T* grad, const T* vd, const T* vg, const T* mag, const T* phase, T* grad_vd,
+LaunchStatus complex_combine_backward(const T* grad, const T* vd, const T* vg, const T* mag, const T* phase, T* grad_vd,
                                      T* grad_vg, T* grad_mag, T* grad_phase, int64_t planes, int64_t plane,
                                      cudaStream_t stream) {
-  if (planes == 0 || plane == 0) return cudaSuccess;
+  if (planes == 0 || plane == 0) return {};
   using V = vec2_t<T>;
   combine_backward_kernel<T><<<plane_grid(planes, plane), kThreads, 0, stream>>>(
       reinterpret_cast<const V*>(grad), reinterpret_cast<const V*>(vd), reinterpret_cast<const V*>(vg), mag, phase,
       reinterpret_cast<V*>(grad_vd), reinterpret_cast<V*>(grad_vg), grad_mag, grad_phase, planes, plane);
-  return cudaGetLastError();
+  return launched();
 }
 
 template <typename T>
-cudaError_t combine_features(const T* vd, const T* vg, T* mag, T* phase, int64_t planes, int64_t plane,
+LaunchStatus combine_features(const T* vd, const T* vg, T* mag, T* phase, int64_t planes, int64_t plane,
                              cudaStream_t stream) {
-  if (planes == 0 || plane == 0) return cudaSuccess;
+  if (planes == 0 || plane == 0) return {};
   features_kernel<T><<<plane_grid(planes, plane), kThreads, 0, stream>>>(
       reinterpret_cast<const vec2_t<T>*>(vd), reinterpret_cast<const vec2_t<T>*>(vg), mag, phase, planes, plane);
-  return cudaGetLastError();
+  return launched();
 }
 
 #define FASTSEP_INSTANTIATE(T)                                                                                      \
-  template cudaError_t complex_combine<T>(const T*, const T*, const T*, const T*, T*, int64_t, int64_t,            \
+  template LaunchStatus complex_combine<T>(const T*, const T*, const T*, const T*, T*, int64_t, int64_t,            \
                                           cudaStream_t);                                                           \
-  template cudaError_t complex_combine_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*,   \
+  template LaunchStatus complex_combine_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*,   \
                                                    T*, int64_t, int64_t, cudaStream_t);                            \
-  template cudaError_t combine_features<T>(const T*, const T*, T*, T*, int64_t, int64_t, cudaStream_t);
+  template LaunchStatus combine_features<T>(const T*, const T*, T*, T*, int64_t, int64_t, cudaStream_t);
 FASTSEP_INSTANTIATE(float)
 FASTSEP_INSTANTIATE(double)
 #undef FASTSEP_INSTANTIATE

@@ -5,6 +5,7 @@
 // convolutions touches global memory. Threads of a warp share an output channel and differ in time, so weight
 // reads are warp-wide broadcasts and activation reads are conflict-free.
 #include "cuda/kernels.h"
+#include "cuda/launch.cuh"
 
 namespace fastsep {
 namespace cuda {
@@ -12,7 +13,10 @@ namespace {
 
 constexpr int kTile = 32;  // time steps per block = warp size
 constexpr int kThreads = 256;
-constexpr int64_t kMaxChannels = 96;  // 4·C·kTile floats of shared memory must fit in 48 KiB
+// 4·C·kTile floats of dynamic shared memory (three taps and the gated tile); the kernel has no static shared arrays.
+constexpr int64_t kSmemPerChannel = 4 * kTile * sizeof(float);
+constexpr int64_t kMaxChannels = kSharedMemoryBudget / kSmemPerChannel;  // 96
+static_assert(kMaxChannels == 96, "the documented CUDA channel limit changed: update ops.diffwave_stack's docstring");
 
 __device__ __forceinline__ float sigmoidf(float x) { return 1.0f / (1.0f + __expf(-x)); }
 
@@ -80,19 +84,27 @@ __global__ void diffwave_layer_kernel(const float* __restrict__ x, const float* 
 }  // namespace
 
 int64_t diffwave_max_channels() { return kMaxChannels; }
+int64_t diffwave_max_batch() { return kMaxGridYZ; }
 
-cudaError_t diffwave_layer(const float* x, const float* dstep, const float* cond, const float* w_dil,
+LaunchStatus diffwave_layer(const float* x, const float* dstep, const float* cond, const float* w_dil,
                            const float* b_dil, const float* w_out, const float* b_out, int64_t batch, int64_t channels,
                            int64_t length, int64_t dilation, float* x_next, float* skip, bool accumulate,
                            cudaStream_t stream) {
-  if (batch == 0 || length == 0 || channels == 0) return cudaSuccess;
-  if (channels > kMaxChannels || batch > 65535 || dilation < 1) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>((length + kTile - 1) / kTile), static_cast<unsigned>(batch));
-  const size_t smem = sizeof(float) * 4 * channels * kTile;
+  if (batch == 0 || length == 0 || channels == 0) return {};
+  if (channels > kMaxChannels) return refuse("residual channels exceed the kernel's limit", channels, kMaxChannels);
+  if (dilation < 1) return refuse("dilation must be >= 1", dilation, 1);
+  const int64_t tiles = (length + kTile - 1) / kTile;
+  LaunchStatus s = check_grid(tiles, batch);
+  if (!s.ok()) return s;
+  const size_t smem = static_cast<size_t>(kSmemPerChannel * channels);
+  static std::atomic<int64_t> static_smem{-1};
+  s = check_shared_memory(diffwave_layer_kernel, smem, static_smem);
+  if (!s.ok()) return s;
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(batch));
   diffwave_layer_kernel<<<grid, kThreads, smem, stream>>>(x, dstep, cond, w_dil, b_dil, w_out, b_out,
                                                           static_cast<int>(channels), length, dilation, x_next, skip,
                                                           accumulate);
-  return cudaGetLastError();
+  return launched();
 }
 
 }  // namespace cuda

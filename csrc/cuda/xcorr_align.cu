@@ -4,6 +4,7 @@
 // vg times the phase ramp of the lag. Nothing is written but the outputs; the lag never leaves the device.
 #include "cuda/complex.cuh"
 #include "cuda/kernels.h"
+#include "cuda/launch.cuh"
 
 namespace fastsep {
 namespace cuda {
@@ -11,12 +12,14 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kMaxFrames = 8;
-constexpr int64_t kSmemBudget = 48 * 1024;  // the default dynamic shared-memory limit; no opt-in needed
+// The kernel's static shared array (shift[kMaxFrames]) comes out of the same 48 KiB as the dynamic buffer.
+constexpr int64_t kStaticSmem = sizeof(int) * kMaxFrames;
+constexpr int64_t kDynamicSmemBudget = kSharedMemoryBudget - kStaticSmem;
 
 template <typename T>
 int frames_per_block(int64_t n) {
   const int64_t m = n / 2;
-  const int64_t room = kSmemBudget / static_cast<int64_t>(sizeof(vec2_t<T>)) - n;  // after the twiddle table
+  const int64_t room = kDynamicSmemBudget / static_cast<int64_t>(sizeof(vec2_t<T>)) - n;  // after the twiddle table
   int64_t fr = room / (2 * m + 1);
   return static_cast<int>(fr > kMaxFrames ? kMaxFrames : fr);
 }
@@ -26,12 +29,14 @@ __global__ void xcorr_kernel(const vec2_t<T>* __restrict__ vd, const vec2_t<T>* 
                              vec2_t<T>* __restrict__ out, int64_t* __restrict__ lag, int64_t n_freq, int64_t frames,
                              int n, int log2m, int fr, int64_t blocks_per_plane) {
   using V = vec2_t<T>;
-  extern __shared__ unsigned char smem_raw[];
+  // Reinterpreted as float2/double2 below: declare the alignment the widest of them needs (16 bytes), which an
+  // unsigned char array does not promise.
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int m = n / 2;
   V* tw = reinterpret_cast<V*>(smem_raw);  // exp(+j·2π·i/n), i < n
   V* X = tw + n;                           // fr half spectra of m + 1 bins
   V* Z = X + fr * (m + 1);                 // fr packed sequences of m points
-  __shared__ int shift[kMaxFrames];
+  __shared__ int shift[kMaxFrames];  // counted in kStaticSmem
 
   const int64_t plane = blockIdx.x / blocks_per_plane;
   const int64_t k0 = (blockIdx.x % blocks_per_plane) * fr;
@@ -127,29 +132,37 @@ int64_t xcorr_max_n_fft() {
 }
 
 template <typename T>
-cudaError_t xcorr_align(const T* vd, const T* vg, T* out, int64_t* lag, int64_t planes, int64_t n_freq,
-                        int64_t frames, int64_t n_fft, cudaStream_t stream) {
-  if (planes == 0 || frames == 0) return cudaSuccess;
-  if (n_fft < 4 || (n_fft & (n_fft - 1)) != 0 || n_fft != 2 * (n_freq - 1) || n_fft > xcorr_max_n_fft<T>())
-    return cudaErrorInvalidValue;
+LaunchStatus xcorr_align(const T* vd, const T* vg, T* out, int64_t* lag, int64_t planes, int64_t n_freq,
+                         int64_t frames, int64_t n_fft, cudaStream_t stream) {
+  if (planes == 0 || frames == 0) return {};
+  if (n_fft < 4 || (n_fft & (n_fft - 1)) != 0 || n_fft != 2 * (n_freq - 1))
+    return refuse("n_fft must be a power of two >= 4 equal to 2*(n_freq-1)", n_fft, 2 * (n_freq - 1));
+  if (n_fft > xcorr_max_n_fft<T>()) return refuse("n_fft exceeds the kernel's limit", n_fft, xcorr_max_n_fft<T>());
   const int fr = frames_per_block<T>(n_fft);
   int log2m = 0;
   while ((int64_t(1) << log2m) < n_fft / 2) ++log2m;
   const int64_t per_plane = (frames + fr - 1) / fr;
   const size_t smem = sizeof(vec2_t<T>) * static_cast<size_t>(n_fft + fr * (n_fft + 1));
+  // planes * per_plane cannot overflow int64 (both are element counts of an allocated tensor) but can exceed
+  // gridDim.x, which an unsigned cast would wrap silently.
+  LaunchStatus s = check_grid(planes * per_plane, 1);
+  if (!s.ok()) return s;
+  static std::atomic<int64_t> static_smem{-1};
+  s = check_shared_memory(xcorr_kernel<T>, smem, static_smem);
+  if (!s.ok()) return s;
   using V = vec2_t<T>;
   xcorr_kernel<T><<<static_cast<unsigned>(planes * per_plane), kThreads, smem, stream>>>(
       reinterpret_cast<const V*>(vd), reinterpret_cast<const V*>(vg), reinterpret_cast<V*>(out), lag, n_freq, frames,
       static_cast<int>(n_fft), log2m, fr, per_plane);
-  return cudaGetLastError();
+  return launched();
 }
 
 template int64_t xcorr_max_n_fft<float>();
 template int64_t xcorr_max_n_fft<double>();
-template cudaError_t xcorr_align<float>(const float*, const float*, float*, int64_t*, int64_t, int64_t, int64_t,
-                                        int64_t, cudaStream_t);
-template cudaError_t xcorr_align<double>(const double*, const double*, double*, int64_t*, int64_t, int64_t, int64_t,
+template LaunchStatus xcorr_align<float>(const float*, const float*, float*, int64_t*, int64_t, int64_t, int64_t,
                                          int64_t, cudaStream_t);
+template LaunchStatus xcorr_align<double>(const double*, const double*, double*, int64_t*, int64_t, int64_t,
+                                          int64_t, int64_t, cudaStream_t);
 
 }  // namespace cuda
 }  // namespace fastsep
