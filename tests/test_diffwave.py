@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fastsep.models.diffwave as dw
+import fastsep.sampling.diffwave as sampling
 from fastsep import ops
 from fastsep.models import DiffWave
 
@@ -259,7 +260,7 @@ def test_generate_follows_reference_inference(monkeypatch, fast):
     length = 2 * 256
     steps = 6 if fast else 50
     _RecordedNoise.pool = [torch.randn(2, length) for _ in range(steps)]
-    monkeypatch.setattr(dw, "_ItemNoise", _RecordedNoise)
+    monkeypatch.setattr(sampling, "ItemNoise", _RecordedNoise)
 
     # The reference's inference.py loop, restated
     beta = np.array(params.inference_noise_schedule if fast else params.noise_schedule)
@@ -311,7 +312,7 @@ def test_generate_equals_reference_package_predict(monkeypatch, tmp_path, fast):
         want, rate = inference.predict(mel, model_dir=str(path), device=torch.device("cpu"), fast_sampling=fast)
     assert rate == params.sample_rate and len(drawn) == (6 if fast else 50)
     _RecordedNoise.pool = drawn
-    monkeypatch.setattr(dw, "_ItemNoise", _RecordedNoise)
+    monkeypatch.setattr(sampling, "ItemNoise", _RecordedNoise)
     for fused in (False, True):
         got = ours.generate(mel, fast=fast, seed=0, fused=fused)
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
@@ -350,7 +351,7 @@ def test_seed_determinism_and_chunking(monkeypatch):
     calls = []
     monkeypatch.setattr(model.spectrogram_upsampler, "forward",
                         lambda x, f=model.spectrogram_upsampler.forward: calls.append(x.shape[0]) or f(x))
-    monkeypatch.setattr(DiffWave, "cond_memory_limit", 6 * 2 * 8 * 5 * 32 * 4 * 2)  # two items' worth
+    model.sampler().cond_memory_limit = 6 * 2 * 8 * 5 * 32 * 4 * 2  # two items' worth
     d = model.generate(mel, seed=3)
     assert calls == [2, 2]
     torch.testing.assert_close(d, a, atol=1e-6, rtol=0)
@@ -605,10 +606,10 @@ def test_fastest_runner_choice():
     # The CUDA "auto" stack choice keeps whichever captured step timed fastest (the timer is CUDA events there).
     timings = {"kernel": 2.0, "library": 1.0}
     runners = {name: name for name in timings}
-    assert dw._fastest(runners, lambda fn: timings[fn]) == "library"
+    assert sampling.fastest(runners, lambda fn: timings[fn]) == "library"
     timings["kernel"] = 0.5
-    assert dw._fastest(runners, lambda fn: timings[fn]) == "kernel"
-    assert dw._fastest({"a": "a", "b": "b"}, lambda fn: 1.0) == "a"  # ties: the first
+    assert sampling.fastest(runners, lambda fn: timings[fn]) == "kernel"
+    assert sampling.fastest({"a": "a", "b": "b"}, lambda fn: 1.0) == "a"  # ties: the first
 
 
 @pytest.mark.cuda
@@ -650,3 +651,64 @@ def test_bfloat16_sampling_is_close_to_float32():
     assert torch.equal(model.generate(mel, seed=3), low)
     with pytest.raises(ValueError, match="precision"):
         model.generate(mel, seed=3, precision="int8")
+
+
+# ------------------------------------------------------------------------------------------ the sampler object
+def test_sampler_repacks_weights_changed_in_place():
+    # The sampler caches the stacked layer weights; an in-place update (a training step, load_state_dict) must be
+    # seen by the next generate. A stale pack would keep sampling with the old weights.
+    model = tiny(residual_channels=8)
+    mel = torch.rand(2, 10, 5)
+    before = model.generate(mel, seed=2)
+    with torch.no_grad():
+        model.residual_layers[0].dilated_conv.weight.mul_(-1.5)
+        model.residual_layers[1].output_projection.bias.add_(0.3)
+    fused = model.generate(mel, seed=2)
+    unfused = model.generate(mel, seed=2, fused=False)
+    assert (fused - unfused).abs().max() <= 1e-4
+    assert (fused - before).abs().max() > 1e-3
+
+
+def test_sampler_settings_are_per_model_and_not_copied():
+    a, b = tiny(), tiny()
+    a.sampling_precision = "bfloat16"
+    a.cuda_stack = "kernel"
+    assert (b.sampling_precision, b.cuda_stack) == ("float32", "auto")  # not class-wide globals
+    assert a.sampler() is a.sampler() and a.sampler().precision == "bfloat16"
+    a.generate(torch.rand(1, 10, 3), seed=0, precision="float32")
+    import copy
+
+    c = copy.deepcopy(a)  # the sampler (caches, CUDA graphs) never travels with a copy or a pickle
+    assert "_sampler" not in c.__dict__ and c.sampler() is not a.sampler() and c.sampler().model is c
+    torch.testing.assert_close(c.generate(torch.ones(1, 10, 3), seed=1), a.generate(torch.ones(1, 10, 3), seed=1))
+
+
+def test_stack_choice_key_separates_graph_and_eager():
+    # An "auto" choice timed on graph replays says nothing about eager runs (launch overhead is what graphs remove).
+    s = tiny().sampler()
+    with_graph = s.stack_choice_key("cuda:0", (2, 64), (2, 8), True)
+    eager = s.stack_choice_key("cuda:0", (2, 64), (2, 8), False)
+    assert with_graph != eager and with_graph[:4] == eager[:4]
+
+
+@pytest.mark.cuda
+def test_failed_capture_is_abandoned_and_warned():
+    # A network that fails during capture (here: a host sync, illegal while capturing) must end the capture, give
+    # the caller's stream back, and fall back to the eager path with a warning; the stream stays usable.
+    model = tiny(residual_channels=8).cuda()
+    caller = torch.cuda.current_stream()
+
+    def network(audio, dstep):
+        out = audio * 2
+        if torch.cuda.is_current_stream_capturing():
+            out.sum().item()
+        return out
+
+    with pytest.raises(sampling.GraphCaptureError):
+        sampling.capture_cuda_graph(network, (2, 16), torch.zeros(2, 8, device="cuda"), torch.device("cuda"))
+    assert torch.cuda.current_stream() == caller and not torch.cuda.is_current_stream_capturing()
+    x = torch.ones(4, device="cuda")
+    assert (x + 1).sum().item() == 8.0
+    s = model.sampler()
+    with pytest.warns(RuntimeWarning, match="graph capture failed"):
+        assert s._capture(network, (2, 16), torch.zeros(2, 8, device="cuda"), torch.device("cuda")) is None

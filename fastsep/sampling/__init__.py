@@ -1,0 +1,4 @@
+"""Sampling machinery kept apart from the networks it drives (the networks live in :mod:`fastsep.models`)."""
+from .diffwave import DiffWaveSampler
+
+__all__ = ["DiffWaveSampler"]
