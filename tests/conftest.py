@@ -8,6 +8,31 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message="fastsep: the compiled extension was not found")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "kernel_vs_reference: compares a compiled fastsep kernel with its pure-PyTorch reference on the test's "
+        "`device` parameter (cpu when it has none); skipped with a reason when that kernel is not the compiled one, "
+        "failed instead under FASTSEP_REQUIRE_EXTENSION=1",
+    )
+
+
+def require_compiled_kernels(device="cpu", what="this test compares a fused kernel with its reference") -> None:
+    """Skip (or, under FASTSEP_REQUIRE_EXTENSION=1, fail) unless fastsep.ops runs the compiled kernels on ``device``.
+
+    Without them fastsep.ops falls back to fastsep.reference, and a kernel-vs-reference test would compare the
+    reference with itself and pass whatever the kernels do: such a test must never report a pass there."""
+    from fastsep import ops
+
+    if ops.uses_kernels(device):
+        return
+    reason = (f"{what}, but fastsep.ops runs the references on {device} here (no compiled kernels for it), so it "
+              f"would compare the reference with itself")
+    if os.environ.get("FASTSEP_REQUIRE_EXTENSION") == "1":
+        pytest.fail(reason + " (FASTSEP_REQUIRE_EXTENSION=1)", pytrace=False)
+    pytest.skip(reason)
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return
@@ -15,6 +40,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("kernel_vs_reference") is None:
+        return
+    params = getattr(item, "callspec", None)
+    device = params.params.get("device", "cpu") if params is not None else "cpu"
+    require_compiled_kernels(str(device))
 
 
 @pytest.fixture(autouse=True)

@@ -67,3 +67,27 @@ def test_cmake_library_loads_and_computes():
     env = dict(os.environ, FASTSEP_LIBRARY=lib)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-4000:]
+
+
+def test_cuda_registration_checker_catches_a_library_without_cuda_kernels(monkeypatch, capsys):
+    # CI's CUDA build check (scripts/cuda_build_check.sh) trusts scripts/check_cuda_registrations.py to fail when an op
+    # has no CUDA kernel. Fed the CPU-only library under a torch that claims CUDA, it must name every tensor op.
+    from fastsep import _ext
+
+    if not _ext.available() or _ext.has_cuda_kernels():
+        pytest.skip("needs the CPU-only compiled library")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_regs", ROOT / "scripts" / "check_cuda_registrations.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    assert {"complex_combine", "xcorr_align", "diffwave_stack", "cuda_limit"} <= set(check.schema_names())
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    assert check.main(_ext.load()) == 1
+    err = capsys.readouterr().err
+    for op in ("complex_combine", "complex_combine_backward", "combine_features", "xcorr_align", "diffwave_layer",
+               "diffwave_stack"):
+        assert f"fastsep::{op} has no CUDA kernel" in err
+    assert "diffwave_stack_bf16 has no CUDA kernel" not in err  # declared CPU-only
+    assert "built_with_cuda() is False" in err

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastsep import _ext, ops, reference
+from conftest import require_compiled_kernels
 from op_cases import devices, diffwave_inputs, spectra, weights
 
 DEVICES = [pytest.param(d, marks=pytest.mark.cuda if d.type == "cuda" else ()) for d in devices()]
@@ -29,6 +30,7 @@ def test_extension_is_used_when_required():
 
 
 # ---------------------------------------------------------------------------------------------- complex_combine
+@pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("device", DEVICES)
 @FAST
 @given(shape=shapes, seed=st.integers(0, 2**16))
@@ -74,6 +76,7 @@ def test_complex_combine_backward_matches_reference_float(device):
 
 
 # --------------------------------------------------------------------------------------------- combine_features
+@pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("device", DEVICES)
 @FAST
 @given(shape=shapes, seed=st.integers(0, 2**16))
@@ -119,6 +122,7 @@ def test_xcorr_align_recovers_circular_delay(device, n_fft):
     torch.testing.assert_close(aligned, vd, rtol=0, atol=2e-4 * vd.abs().max().item())
 
 
+@pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("device", DEVICES)
 @FAST
 @given(lead=st.lists(st.integers(1, 3), max_size=2), log_n=st.integers(2, 9), frames=st.integers(0, 19),
@@ -142,12 +146,15 @@ def test_xcorr_align_matches_reference(device, lead, log_n, frames, seed):
     torch.testing.assert_close(aligned[same], want_aligned[same], rtol=1e-5, atol=1e-4)
 
 
-def test_xcorr_align_odd_n_fft_goes_to_reference_and_matches():
-    vd, vg = spectra((2,), 9, 5)
+def test_xcorr_align_odd_n_fft_recovers_circular_delay():
+    # Odd frame lengths take the reference path (the kernels' FFT is radix 2) in every build: checked against known
+    # delays rather than against the reference itself, which would be the same function.
+    delays = [0, 3, -5, 8, -8]
+    vd, vg = _frames_with_delay((2,), 17, len(delays), delays, "cpu")
+    assert vd.shape[-2] == 9
     aligned, lag = ops.xcorr_align(vd, vg, n_fft=17)
-    want_aligned, want_lag = reference.xcorr_align(vd, vg, 17)
-    assert torch.equal(lag, want_lag)
-    torch.testing.assert_close(aligned, want_aligned)
+    assert lag.tolist() == [delays, delays]
+    torch.testing.assert_close(aligned, vd, rtol=0, atol=2e-4 * vd.abs().max().item())
 
 
 def test_xcorr_align_double():
@@ -158,6 +165,7 @@ def test_xcorr_align_double():
 
 
 # ---------------------------------------------------------------------------------------------------- DiffWave
+@pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("device", DEVICES)
 @FAST
 @given(batch=st.integers(1, 3), channels=st.integers(1, 9), length=st.integers(1, 70), layers=st.integers(1, 4),
@@ -172,6 +180,7 @@ def test_diffwave_stack_matches_reference(device, batch, channels, length, layer
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("channels", [3, 8, 64])  # 3: the CPU's unblocked path; 8, 64: its register-blocked kernel
 @pytest.mark.parametrize("length", [1, 47, 48, 49, 301])  # around the CPU kernel's 48-sample block (AVX-512)
@@ -192,6 +201,7 @@ def _needs_bf16():
         pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")
 
 
+@pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("channels", [4, 8, 64])
 @pytest.mark.parametrize("length", [1, 47, 48, 49, 301])
 @pytest.mark.parametrize("conditioned", [True, False])
@@ -254,6 +264,7 @@ def test_diffwave_stack_narrower_cpu_variants(isa):
     assert variant == isa or (isa == "avx2" and variant == "baseline")  # the latter on a CPU without AVX2
 
 
+@pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dilation", [1, 7, 200])
 def test_diffwave_layer_matches_reference(device, dilation):
@@ -266,6 +277,7 @@ def test_diffwave_layer_matches_reference(device, dilation):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.kernel_vs_reference
 def test_diffwave_layer_accepts_conv_shaped_output_weight():
     x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(1, 4, 10, 1)
     with torch.no_grad():
@@ -276,8 +288,7 @@ def test_diffwave_layer_accepts_conv_shaped_output_weight():
 
 # ---------------------------------------------------------------------------------- opcheck and torch.compile
 def _needs_kernels():
-    if not ops.uses_kernels("cpu"):
-        pytest.skip("opcheck and compile checks need the compiled extension (the references are plain functions)")
+    require_compiled_kernels("cpu", "opcheck, compile and direct-call checks exercise the compiled operators")
 
 
 def test_opcheck_all_ops():
@@ -373,6 +384,7 @@ def test_diffwave_ops_refuse_autograd():
         ops.diffwave_stack(x, dstep, cond, w_dil.requires_grad_(), b_dil, w_out, b_out, [1])
 
 
+@pytest.mark.kernel_vs_reference
 def test_non_contiguous_inputs_give_correct_results():
     vd, vg = spectra((3,), 6, 5)
     mag, phase = weights((3,), 6, 5)
@@ -392,3 +404,47 @@ def test_direct_kernel_call_with_bad_input_raises_not_crashes():
         torch.ops.fastsep.complex_combine(vd, vg, mag[:, :1], phase)
     with pytest.raises(RuntimeError, match="n_fft"):
         torch.ops.fastsep.xcorr_align(vd, vg, 7)
+
+
+# ----------------------------------------------------------------------------------- the tests' own guard rails
+def test_kernel_vs_reference_tests_never_pass_on_the_references():
+    # With the extension switched off, a kernel-vs-reference test compares the reference with itself: it must be
+    # reported as skipped (with its reason), and as a failure under FASTSEP_REQUIRE_EXTENSION=1, never as a pass.
+    test = os.path.join(os.path.dirname(__file__), "test_ops.py") + "::test_diffwave_layer_accepts_conv_shaped_output_weight"
+    base = {k: v for k, v in os.environ.items() if k != "FASTSEP_REQUIRE_EXTENSION"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", test]
+    done = subprocess.run(cmd, env=dict(base, FASTSEP_NO_EXTENSION="1"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "1 skipped" in done.stdout and "passed" not in done.stdout, done.stdout[-2000:]
+    assert "compare the reference with itself" in done.stdout
+    done = subprocess.run(cmd, env=dict(base, FASTSEP_NO_EXTENSION="1", FASTSEP_REQUIRE_EXTENSION="1"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "passed" not in done.stdout, done.stdout[-2000:]
+
+
+def test_cuda_limits_come_from_the_library():
+    # The kernels' limits are stated once, in csrc/cuda/*.cu; Python reads them through fastsep::cuda_limit.
+    _needs_kernels()
+    if not _ext.has_cuda_kernels():
+        assert _ext.cuda_limits() == {}
+        with pytest.raises(RuntimeError, match="built without the CUDA kernels"):
+            torch.ops.fastsep.cuda_limit("diffwave_max_channels")
+        return
+    limits = _ext.cuda_limits()
+    assert set(limits) == set(_ext.CUDA_LIMIT_NAMES)
+    # float32 pairs take half the shared memory of float64 ones, so twice the frame length fits.
+    assert limits["xcorr_max_n_fft_float32"] == 2 * limits["xcorr_max_n_fft_float64"] >= 512
+    with pytest.raises(RuntimeError, match="unknown limit"):
+        torch.ops.fastsep.cuda_limit("no_such_limit")
+
+
+@pytest.mark.cuda
+def test_cuda_xcorr_beyond_the_kernel_limit_goes_to_the_reference():
+    require_compiled_kernels("cuda")
+    n_fft = 2 * _ext.cuda_limits()["xcorr_max_n_fft_float32"]
+    delays = [0, 7, -300]
+    vd, vg = _frames_with_delay((1,), n_fft, len(delays), delays, "cuda")
+    aligned, lag = ops.xcorr_align(vd, vg)
+    assert lag.cpu().tolist() == [delays]
+    torch.testing.assert_close(aligned, vd, rtol=0, atol=2e-4 * vd.abs().max().item())
+    with pytest.raises(RuntimeError, match="n_fft"):  # the kernel itself refuses it with the limit in the message
+        torch.ops.fastsep.xcorr_align(vd.contiguous(), vg.contiguous(), n_fft)
