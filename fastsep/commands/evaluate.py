@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from typing import Dict, Iterable, Optional, Sequence
 
 import torch
@@ -18,30 +19,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--model", default=None, help="bundle folder (default: the bundled default model)")
     parser.add_argument("--modes", default="backbone,xcorr,full", help="comma-separated modes to score")
-    parser.add_argument("--max-items", type=int, default=None, help="score only the first N mixtures")
+    parser.add_argument("--max-items", type=int, default=200,
+                        help="score the first N mixtures (default 200; 0 scores them all)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="vocoder noise seed: mixture i is separated with seed + i (default 0), so runs agree")
     parser.add_argument("--json", default=None, help="write the results here (default: <model or .>/eval.json)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress (default: a bar on a terminal, else a line on stderr every 10%%)")
+
+
+class _Progress:
+    """A tqdm bar on a terminal; elsewhere (logs, CI, nohup) a plain line on stderr every 10 % of the items."""
+
+    def __init__(self, total: int, enabled: Optional[bool]):
+        from tqdm.auto import tqdm
+
+        self.total, self.done = total, 0
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc="eval", unit="mix", file=sys.stderr) if enabled is not False and tty \
+            else None
+        self.lines = enabled is not False and not tty
+        self.step = max(1, total // 10)
+        self.start = time.monotonic()
+
+    def update(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.lines and (self.done % self.step == 0 or self.done == self.total):
+            took = time.monotonic() - self.start
+            print(f"eval: {self.done}/{self.total} mixtures, {took:.0f} s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def evaluate(separator, dataset, modes: Sequence[str] = ("backbone", "xcorr", "full"),
-             max_items: Optional[int] = None, progress: Optional[bool] = None) -> Dict[str, dict]:
+             max_items: Optional[int] = None, progress: Optional[bool] = None, seed: int = 0) -> Dict[str, dict]:
     """Mean SI-SDR and SI-SDRi (dB) per mode over ``dataset`` items ``{"mixture": [T], "sources": [C, T]}``.
 
     Each mode's estimates are matched to the references by the permutation maximising SI-SDR (fastsep.metrics.pit),
-    as is standard for separation benchmarks.
+    as is standard for separation benchmarks. Mixture i is separated with vocoder seed ``seed + i``, so two runs
+    give the same scores. ``max_items``: None or 0 scores every item.
     """
-    from tqdm.auto import tqdm
-
     from ..metrics import pit, si_sdr
 
-    n = len(dataset) if max_items is None else min(len(dataset), int(max_items))
+    n = len(dataset) if not max_items else min(len(dataset), int(max_items))
     if n == 0:
         raise ValueError("the evaluation set is empty")
     sums = {m: {"si_sdr": 0.0, "si_sdri": 0.0} for m in modes}
-    for i in tqdm(range(n), desc="eval", unit="mix", disable=None if progress is None else not progress):
+    bar = _Progress(n, progress)
+    for i in range(n):
         item = dataset[i]
         mix, ref = item["mixture"].float(), item["sources"].float()
         if ref.shape[0] != separator.n_src:
@@ -49,11 +81,13 @@ def evaluate(separator, dataset, modes: Sequence[str] = ("backbone", "xcorr", "f
                              f"{separator.n_src}")
         base = si_sdr(mix.expand_as(ref), ref)
         for mode in modes:
-            est = separator.separate(mix, mode=mode).cpu()
+            est = separator.separate(mix, mode=mode, seed=seed + i).cpu()
             matched, _ = pit(est[None], ref[None])
             score = si_sdr(matched[0], ref)
             sums[mode]["si_sdr"] += float(score.mean())
             sums[mode]["si_sdri"] += float((score - base).mean())
+        bar.update()
+    bar.close()
     return {m: {k: v / n for k, v in s.items()} | {"n": n} for m, s in sums.items()}
 
 
@@ -72,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     from ..data import open_mixture_dataset
-    from ..models.io import atomic_write_json
+    from ..fileio import atomic_write_json
     from ..separator import MODES, Separator
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -84,12 +118,21 @@ def main(args: argparse.Namespace) -> int:
         sep = Separator.from_pretrained(args.model, device=args.device, vocoder_precision=args.precision)
         data = open_mixture_dataset(args.data, n_src=sep.n_src, sample_rate=sep.sample_rate, segment=None,
                                     split=args.split)
-        results = evaluate(sep, data, modes, args.max_items, progress=False if args.no_progress else None)
+        if args.max_items < 0:
+            raise ValueError(f"--max-items must be >= 0, got {args.max_items}")
+        total = len(data)
+        results = evaluate(sep, data, modes, args.max_items, progress=False if args.no_progress else None,
+                           seed=args.seed)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastsep eval: {exc}", file=sys.stderr)
         return 2
+    n = next(iter(results.values()))["n"]
     print(format_table(results))
+    print(f"vocoder noise: mixture i seeded with {args.seed} + i; scored {n} of {total} mixtures"
+          + (" (--max-items 0 scores all)" if n < total else ""))
     out = args.json or os.path.join(args.model or ".", "eval.json")
-    atomic_write_json(out, {"data": os.path.abspath(args.data), "split": args.split, "results": results})
+    # Names only: an absolute path would record this machine's layout in a file meant to be shared.
+    atomic_write_json(out, {"data": os.path.basename(os.path.normpath(args.data)), "split": args.split,
+                            "seed": args.seed, "items": n, "items_available": total, "results": results})
     print(f"results written to {out}")
     return 0

@@ -121,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         return fail(f"input not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    created = not os.path.exists(args.out)
     try:
         output_rate = parse_output_rate(str(args.output_rate))
         device = check_device(_device(args.device))
@@ -131,6 +132,11 @@ def main(args: argparse.Namespace) -> int:
         sep = Separator.from_pretrained(args.model, device=device, chunk_seconds=args.chunk,
                                         vocoder_precision=args.precision, match_levels=args.match_levels)
     except (FileNotFoundError, ValueError, TypeError, OSError) as exc:
+        if created:  # leave no empty folder behind a run that did nothing
+            try:
+                os.rmdir(args.out)
+            except OSError:
+                pass
         return fail(str(exc))
     rate_text = "each input's rate" if output_rate is None else (
         f"{sep.sample_rate} Hz (the model's)" if output_rate == "model" else f"{output_rate} Hz")
