@@ -174,3 +174,66 @@ def test_chunk_and_overlap_add_against_loop(length, size, hop):
             if 0 <= i < length:
                 counts[i] += 1
     torch.testing.assert_close(overlap_add(chunks, hop, length), x * counts)
+
+
+# ----------------------------------------------------------------------- the shared gated mask head, old weights
+class _OldDPRNN(DPRNN):
+    """DPRNN as it was before the mask head moved to blocks.GatedMaskHead: its own three layers and gating."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        bn, nf = self.bn_chan, self.n_filters
+        del self.mask_head
+        self.net_out = torch.nn.Sequential(torch.nn.Conv1d(bn, bn, 1), torch.nn.Tanh())
+        self.net_gate = torch.nn.Sequential(torch.nn.Conv1d(bn, bn, 1), torch.nn.Sigmoid())
+        self.mask_net = torch.nn.Conv1d(bn, nf, 1, bias=False)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # the old class had no key map
+        torch.nn.Module._load_from_state_dict(self, *args, **kwargs)
+
+    def mask_head(self, x):
+        return torch.sigmoid(self.mask_net(self.net_out(x) * self.net_gate(x)))
+
+
+class _OldSepFormer(SepFormer):
+    """SepFormer before the shared head: out_value, out_gate, mask_proj and ReLU masks."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        n = self.n_filters
+        del self.mask_head
+        self.out_value = torch.nn.Sequential(torch.nn.Conv1d(n, n, 1), torch.nn.Tanh())
+        self.out_gate = torch.nn.Sequential(torch.nn.Conv1d(n, n, 1), torch.nn.Sigmoid())
+        self.mask_proj = torch.nn.Conv1d(n, n, 1, bias=False)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        torch.nn.Module._load_from_state_dict(self, *args, **kwargs)
+
+    def mask_head(self, x):
+        return torch.relu(self.mask_proj(self.out_value(x) * self.out_gate(x)))
+
+
+@pytest.mark.parametrize("old_cls,new_cls,old_names", [
+    (_OldDPRNN, DPRNN, {"net_out.0.weight", "net_out.0.bias", "net_gate.0.weight", "net_gate.0.bias",
+                        "mask_net.weight"}),
+    (_OldSepFormer, SepFormer, {"out_value.0.weight", "out_value.0.bias", "out_gate.0.weight", "out_gate.0.bias",
+                                "mask_proj.weight"}),
+], ids=["DPRNN", "SepFormer"])
+def test_weights_in_the_old_mask_head_layout_still_load(old_cls, new_cls, old_names):
+    # A state dict saved by the old classes (their own head layers) loads strictly into the new ones, and the
+    # model computes exactly what the old one did.
+    torch.manual_seed(1)
+    old = old_cls(**new_cls.small(2).config).eval()
+    with torch.no_grad():  # make the head's weights matter (and differ from a fresh init)
+        for p in old.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    state = old.state_dict()
+    assert old_names <= set(state) and not any(k.startswith("mask_head.") for k in state)
+    new = new_cls(**new_cls.small(2).config).eval()
+    new.load_state_dict(state, strict=True)
+    assert not (old_names & set(new.state_dict()))
+    mix = torch.randn(2, 400)
+    with torch.no_grad():
+        torch.testing.assert_close(new(mix), old(mix), rtol=0, atol=0)
+    upgraded = new_cls.upgrade_state_dict(state)  # for loaders that check names before load_state_dict
+    assert set(upgraded) == set(new.state_dict())

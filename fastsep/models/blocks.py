@@ -7,13 +7,14 @@ dual-path chunks ``[B, N, chunk_size, n_chunks]``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "GatedMaskHead",
     "MIN_SOURCES",
     "MAX_SOURCES",
     "SeparationModel",
@@ -107,6 +108,60 @@ class SeparationModel(nn.Module):
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    #: Renamed state-dict entries: {old name: new name} for weights saved before a layer moved (key prefixes relative
+    #: to the model). ``load_state_dict`` applies it; :meth:`upgrade_state_dict` exposes it to other loaders.
+    legacy_state_dict_keys: Dict[str, str] = {}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs for this module's own slice of a (possibly larger) state dict, before its children read theirs:
+        # renaming here lets old checkpoints load strictly into the new layout.
+        for old, new in self.legacy_state_dict_keys.items():
+            if prefix + old in state_dict and prefix + new not in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @classmethod
+    def upgrade_state_dict(cls, state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """A copy of ``state`` with legacy names (``legacy_state_dict_keys``) renamed to the current layout."""
+        out = dict(state)
+        for old, new in cls.legacy_state_dict_keys.items():
+            if old in out and new not in out:
+                out[new] = out.pop(old)
+        return out
+
+
+class GatedMaskHead(nn.Module):
+    """The gated mask head of the dual-path models (DPRNN, SepFormer): per frame,
+    ``mask = activation(proj(tanh(value(x)) · sigmoid(gate(x))))`` with 1x1 convolutions, ``[N, C, K] -> [N, out, K]``.
+
+    ``activation`` is "sigmoid" (DPRNN) or "relu" (SepFormer). ``legacy_keys(value, gate, proj)`` maps the names the
+    models used before the head was shared to this module's, for ``SeparationModel.legacy_state_dict_keys``.
+    """
+
+    ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": F.relu}
+
+    def __init__(self, channels: int, out_channels: int, activation: str):
+        super().__init__()
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"GatedMaskHead: activation must be one of {sorted(self.ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        self.value = nn.Conv1d(channels, channels, 1)
+        self.gate = nn.Conv1d(channels, channels, 1)
+        self.proj = nn.Conv1d(channels, out_channels, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gated = torch.tanh(self.value(x)) * torch.sigmoid(self.gate(x))
+        return self.ACTIVATIONS[self.activation](self.proj(gated))
+
+    @staticmethod
+    def legacy_keys(attr: str, value: str, gate: str, proj: str) -> Dict[str, str]:
+        """{old: new} for a head stored at ``attr`` whose value/gate were ``nn.Sequential(conv, act)`` at ``value`` and
+        ``gate`` and whose projection was a bare conv at ``proj``."""
+        keys = {f"{value}.0.weight": f"{attr}.value.weight", f"{value}.0.bias": f"{attr}.value.bias",
+                f"{gate}.0.weight": f"{attr}.gate.weight", f"{gate}.0.bias": f"{attr}.gate.bias",
+                f"{proj}.weight": f"{attr}.proj.weight"}
+        return keys
 
 
 # -------------------------------------------------------------------------------------------------- encoder/decoder

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
 from torch import Tensor, nn
 
-from .blocks import (Decoder, Encoder, SeparationModel, check_positive_int, chunk, make_norm, overlap_add)
+from .blocks import (Decoder, Encoder, GatedMaskHead, SeparationModel, check_positive_int, chunk, make_norm,
+                     overlap_add)
 
 __all__ = ["DPRNN"]
 
@@ -58,6 +58,9 @@ class DPRNN(SeparationModel):
         bidirectional: BiLSTM in the inter-chunk path too (the intra path is always bidirectional, as published).
     """
 
+    # Weights saved before the mask head moved to blocks.GatedMaskHead still load.
+    legacy_state_dict_keys = GatedMaskHead.legacy_keys("mask_head", value="net_out", gate="net_gate", proj="mask_net")
+
     def __init__(self, n_src: int, sample_rate: int = 8000, n_filters: int = 64, kernel_size: int = 16,
                  bn_chan: int = 128, hid_size: int = 128, chunk_size: int = 100, hop_size: int = 50,
                  n_repeats: int = 6, norm: str = "gLN", bidirectional: bool = True, stride: Optional[int] = None):
@@ -84,9 +87,7 @@ class DPRNN(SeparationModel):
         self.inter = nn.ModuleList(_PathRNN(bn_chan, hid_size, norm, bidirectional) for _ in range(n_repeats))
         self.first_out = nn.Sequential(nn.PReLU(), nn.Conv2d(bn_chan, n_src * bn_chan, 1))
         # Gated output (tanh branch times sigmoid gate) before the mask projection, as in the DPRNN recipe.
-        self.net_out = nn.Sequential(nn.Conv1d(bn_chan, bn_chan, 1), nn.Tanh())
-        self.net_gate = nn.Sequential(nn.Conv1d(bn_chan, bn_chan, 1), nn.Sigmoid())
-        self.mask_net = nn.Conv1d(bn_chan, n_filters, 1, bias=False)
+        self.mask_head = GatedMaskHead(bn_chan, n_filters, "sigmoid")
 
     @classmethod
     def small(cls, n_src: int, sample_rate: int = 8000) -> "DPRNN":
@@ -106,6 +107,6 @@ class DPRNN(SeparationModel):
         x = self.first_out(x)  # [B, C*bn, S, n_chunks]
         x = x.reshape(batch * self.n_src, self.bn_chan, *x.shape[-2:])
         x = overlap_add(x, self.hop_size, n_frames)  # [B*C, bn, K]
-        masks = torch.sigmoid(self.mask_net(self.net_out(x) * self.net_gate(x)))
+        masks = self.mask_head(x)
         masks = masks.view(batch, self.n_src, self.n_filters, n_frames)
         return self.decoder(masks * feats.unsqueeze(1))[..., :length]

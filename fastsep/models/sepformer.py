@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import Decoder, Encoder, SeparationModel, check_positive_int, chunk, overlap_add
+from .blocks import Decoder, Encoder, GatedMaskHead, SeparationModel, check_positive_int, chunk, overlap_add
 
 __all__ = ["SepFormer"]
 
@@ -77,6 +76,10 @@ class SepFormer(SeparationModel):
         n_heads, d_ffn, dropout: transformer layer sizes.
     """
 
+    # Weights saved before the mask head moved to blocks.GatedMaskHead still load.
+    legacy_state_dict_keys = GatedMaskHead.legacy_keys("mask_head", value="out_value", gate="out_gate",
+                                                       proj="mask_proj")
+
     def __init__(self, n_src: int, sample_rate: int = 8000, n_filters: int = 256, kernel_size: int = 16,
                  stride: int = 8, chunk_size: int = 250, n_blocks: int = 2, n_layers: int = 8, n_heads: int = 8,
                  d_ffn: int = 1024, dropout: float = 0.0):
@@ -106,9 +109,7 @@ class SepFormer(SeparationModel):
         self.blocks = nn.ModuleList(_DualTransformer(n_filters, n_heads, d_ffn, n_layers, dropout)
                                     for _ in range(n_blocks))
         self.head = nn.Sequential(nn.PReLU(), nn.Conv2d(n_filters, n_src * n_filters, 1))
-        self.out_value = nn.Sequential(nn.Conv1d(n_filters, n_filters, 1), nn.Tanh())
-        self.out_gate = nn.Sequential(nn.Conv1d(n_filters, n_filters, 1), nn.Sigmoid())
-        self.mask_proj = nn.Conv1d(n_filters, n_filters, 1, bias=False)
+        self.mask_head = GatedMaskHead(n_filters, n_filters, "relu")
 
     @classmethod
     def small(cls, n_src: int, sample_rate: int = 8000) -> "SepFormer":
@@ -127,6 +128,6 @@ class SepFormer(SeparationModel):
             x = block(x)
         x = self.head(x).reshape(batch * self.n_src, self.n_filters, *x.shape[-2:])
         x = overlap_add(x, self.hop_size, n_frames)
-        masks = F.relu(self.mask_proj(self.out_value(x) * self.out_gate(x)))
+        masks = self.mask_head(x)
         masks = masks.reshape(batch, self.n_src, self.n_filters, n_frames)
         return self.decoder(masks * feats.unsqueeze(1))[..., :length]
