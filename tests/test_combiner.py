@@ -224,3 +224,63 @@ def test_cli_trains_f_and_writes_a_bundle(tmp_path, capsys):
     sep = Separator.from_pretrained(str(bundle))
     tracks = sep.separate(torch.randn(1600), mode="full")
     assert tracks.shape == (2, 1600) and torch.isfinite(tracks).all()
+
+
+# ------------------------------------------------------------------------------- full mode sees the vocoder
+class _TwoSourceBackbone(nn.Module):
+    """A fixed B: source 0 is the mixture low-passed, source 1 what is left (deterministic, no training)."""
+
+    n_src = 2
+
+    def forward(self, mix):
+        smooth = nn.functional.avg_pool1d(mix.unsqueeze(1), 9, stride=1, padding=4, count_include_pad=False)[:, 0]
+        return torch.stack([smooth, mix - smooth], dim=1)
+
+
+class _Vocoder(nn.Module):
+    """Stand-in GM with a chosen transfer: a delay and a gain, plus a tone so its output is not a copy of v_d."""
+
+    sample_rate = 8000
+
+    def __init__(self, delay, gain):
+        super().__init__()
+        self.delay, self.gain = delay, gain
+
+    def vocode(self, x):
+        tone = 0.05 * torch.sin(torch.arange(x.shape[-1], dtype=x.dtype) * 0.3)
+        return self.gain * nn.functional.pad(x, (self.delay, 0))[..., : x.shape[-1]] + tone
+
+
+def _vocoder_sensitive_combiner():
+    # The default initialisation (alpha = 1, beta = 0) returns v_d exactly and would hide the vocoder; random last
+    # layers on top of the "average" start give both weights frequency- and frame-dependent, non-zero values.
+    torch.manual_seed(3)
+    comb = Combiner(n_fft=64, hop_length=16, hidden=TINY, init="average")
+    with torch.no_grad():
+        for head in (comb.mag_head, comb.phase_head):
+            head.out.weight.normal_(0, 0.1)
+    return comb.eval()
+
+
+def test_full_mode_uses_the_vocoder_through_f():
+    from fastsep.separator import Separator
+
+    comb = _vocoder_sensitive_combiner()
+    mix = torch.randn(1, 1600)
+    raw = dict(input_rms=None, mixture_consistent=False, chunk_seconds=10.0)
+    backbone = _TwoSourceBackbone()
+    with torch.no_grad():
+        d1, _ = comb.coefficients(stft(mix, comb.stft_cfg), stft(mix, comb.stft_cfg))
+        assert d1[:, 1].abs().min() > 1e-3  # beta != 0 everywhere: F's output depends on v_g
+        outs = {}
+        for name, voc in (("a", _Vocoder(3, 1.0)), ("b", _Vocoder(11, 0.4))):
+            sep = Separator(backbone, voc, comb, sample_rate=8000, **raw)
+            outs[name] = sep.separate(mix, mode="full")
+            # The reference computation: F applied to B's estimates and the vocoder's re-synthesis of each of them.
+            vd = backbone(mix)
+            want = comb(vd, voc.vocode(vd.reshape(-1, vd.shape[-1])).reshape(vd.shape))
+            torch.testing.assert_close(outs[name], want, rtol=1e-4, atol=1e-5)
+        backbone_only = Separator(backbone, sample_rate=8000, **raw).separate(mix, mode="backbone")
+    diff = (outs["a"] - outs["b"]).abs().max()
+    assert diff > 1e-2 * outs["a"].abs().max()  # another vocoder, another full-mode result
+    assert (outs["a"] - backbone_only).abs().max() > 1e-2 * backbone_only.abs().max()
