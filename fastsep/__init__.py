@@ -1,4 +1,4 @@
-"""fastsep: diffusion-refined speech separation (Separate-And-Diffuse, DiffSep, diffusion source priors).
+"""fastsep: diffusion-refined speech separation with Separate-And-Diffuse (separator B, DiffWave vocoder GM, combiner F).
 
 ``import fastsep`` needs only torch, numpy and scipy; soundfile and torchaudio are optional. The fused kernels come
 from a compiled extension when it is built (see README) and from pure-PyTorch references otherwise.
