@@ -24,6 +24,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     },
     "corpus": {
         "synth": ("fastsep.data.corpus", "build a synthetic multi-talker speech corpus with espeak-ng and flite"),
+        "voices": ("fastsep.data.voices", "build a corpus of recorded (telephone-prompt) or festival voices"),
     },
 }
 

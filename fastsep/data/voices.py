@@ -1,0 +1,273 @@
+"""Voice sources beyond espeak-ng/flite: real recorded speech and the festival engine, as fastsep corpora.
+
+fastsep's promise is separating voices it has never heard, so its yardstick needs voices from *sources* that no
+training data uses, not only unseen talkers of the training engines. Two such sources can be installed from Debian's
+package registry (no download at run time):
+
+* ``recorded``: studio recordings of professional voice talent shipped as telephone prompts (8 kHz, 16-bit PCM or
+  GSM 06.10). The Digium core sound sets (asterisk-core-sounds-{en,es,fr,it,ru}-wav; talkers Allison (en and es),
+  June, Carlo and the IvrvoiceRU talker) are *training* talkers; three third-party prompt sets recorded by other
+  people in other studios (asterisk-prompt-it-menardi-wav, asterisk-prompt-es-co, asterisk-prompt-fr-armelle) are the
+  *test* talkers. Prompts are short (0.5-4 s), so each talker's prompts are shuffled and joined with natural pauses
+  into utterances of about 8 s.
+* ``festival``: festival's English diphone voices kal and ked, the HTS voice slt and the Italian diphone voices lp and
+  pc reading fastsep's English sentences. Festival is never used for training: every talker is a test talker.
+
+Layout and manifest are those of :mod:`fastsep.data.corpus` (``wav8k/<split>/<talker>/...``, ``manifest.jsonl``),
+with an extra ``source`` field per line, so every reader of fastsep corpora reads these too. Builds resume.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..models.io import atomic_write_bytes
+from .corpus import load_sentences, trim_silence
+
+__all__ = ["RECORDED_TALKERS", "FESTIVAL_TALKERS", "SOURCES", "build_recorded", "build_festival", "add_arguments",
+           "main"]
+
+SOUNDS = Path("/usr/share/asterisk/sounds")
+
+#: talker -> (split, folders under SOUNDS, Debian packages). Allison recorded both the en and es sets: one talker.
+RECORDED_TALKERS: Dict[str, tuple] = {
+    "rec_allison": ("train", ["en_US_f_Allison", "es_MX_f_Allison"],
+                    ["asterisk-core-sounds-en-wav", "asterisk-core-sounds-es-wav"]),
+    "rec_june": ("train", ["fr_CA_f_June"], ["asterisk-core-sounds-fr-wav"]),
+    "rec_carlo": ("train", ["it_IT_m_Carlo"], ["asterisk-core-sounds-it-wav"]),
+    "rec_ivrru": ("train", ["ru_RU_f_IvrvoiceRU"], ["asterisk-core-sounds-ru-wav"]),
+    "rec_menardi": ("test", ["it_IT_f_Menardi"], ["asterisk-prompt-it-menardi-wav"]),
+    "rec_esco": ("test", ["es"], ["asterisk-prompt-es-co"]),
+    "rec_armelle": ("test", ["fr"], ["asterisk-prompt-fr-armelle"]),
+}
+#: talker -> (festival voice, Debian package). All are test talkers.
+FESTIVAL_TALKERS: Dict[str, tuple] = {
+    "fest_kal": ("kal_diphone", "festvox-kallpc16k"),
+    "fest_ked": ("ked_diphone", "festvox-kdlpc16k"),
+    "fest_slt": ("cmu_us_slt_arctic_hts", "festvox-us-slt-hts"),
+    "fest_lp": ("lp_diphone", "festvox-italp16k"),
+    "fest_pc": ("pc_diphone", "festvox-itapc16k"),
+}
+SOURCES = ("recorded", "festival")
+PROMPT_EXTENSIONS = (".wav", ".gsm")
+
+
+def _decode(path: Path) -> tuple:
+    """(float64 mono samples, rate) of a prompt: PCM WAV through scipy, GSM 06.10 through sox."""
+    from scipy.io import wavfile
+
+    if path.suffix == ".wav":
+        sr, data = wavfile.read(path)
+    else:
+        if shutil.which("sox") is None:
+            raise RuntimeError("decoding GSM prompts needs sox (apt-get install -y sox)")
+        # GSM 06.10 prompts are 8 kHz mono; raw PCM on stdout (a piped WAV header cannot carry its length)
+        done = subprocess.run(["sox", str(path), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
+                               "-r", "8000", "-"], capture_output=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"sox could not decode {path}: {done.stderr.decode(errors='replace')[:200]}")
+        sr, data = 8000, np.frombuffer(done.stdout, dtype="<i2")
+    x = data.astype(np.float64)
+    if data.dtype == np.int16:
+        x /= 32768.0
+    if x.ndim == 2:
+        x = x.mean(axis=1)
+    return x, int(sr)
+
+
+def _prompt_files(folders: Sequence[str], sounds: Path) -> List[Path]:
+    files: List[Path] = []
+    for folder in folders:
+        base = sounds / folder
+        # only the folder's own prompts: the digits/letters subfolders are single words, mostly clipped
+        files.extend(sorted(p for p in base.iterdir() if p.suffix in PROMPT_EXTENSIONS and p.is_file()))
+    return files
+
+
+def _write_wav(dest: Path, x: np.ndarray, sr: int) -> None:
+    from scipy.io import wavfile
+
+    pcm = np.round(np.clip(x, -1, 1) * 32767).astype(np.int16)
+    buf = io.BytesIO()
+    wavfile.write(buf, sr, pcm)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(dest, buf.getvalue())
+
+
+def _resampled(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    if sr_in == sr_out:
+        return x
+    g = np.gcd(sr_in, sr_out)
+    return resample_poly(x, sr_out // g, sr_in // g)
+
+
+def _joined_utterances(prompts: List[np.ndarray], sr: int, rng: np.random.Generator,
+                       target_s: float) -> List[np.ndarray]:
+    """Prompts in a random order, joined with 0.15-0.5 s pauses into utterances of at least ``target_s``."""
+    out, current, length = [], [], 0
+    for k in rng.permutation(len(prompts)):
+        current.append(prompts[int(k)])
+        length += len(prompts[int(k)])
+        if length >= target_s * sr:
+            out.append(current)
+            current, length = [], 0
+    if current and length >= 0.5 * target_s * sr:
+        out.append(current)
+    joined = []
+    for parts in out:
+        pieces = []
+        for i, p in enumerate(parts):
+            if i:
+                pieces.append(np.zeros(int(rng.uniform(0.15, 0.5) * sr)))
+            pieces.append(p)
+        joined.append(np.concatenate(pieces))
+    return joined
+
+
+def _finish(out: Path, records: List[dict], info: dict) -> Path:
+    manifest = out / "manifest.jsonl"
+    atomic_write_bytes(manifest, "".join(json.dumps(r) + "\n" for r in records).encode())
+    atomic_write_bytes(out / "corpus.json", (json.dumps(info, indent=1) + "\n").encode())
+    return manifest
+
+
+def missing_packages(source: str, sounds: Path = SOUNDS) -> List[str]:
+    """Debian packages a source needs that are not installed (judged by their files/programs)."""
+    if source == "recorded":
+        return sorted({pkg for _, folders, pkgs in RECORDED_TALKERS.values()
+                       if not all((sounds / f).is_dir() for f in folders) for pkg in pkgs})
+    if source == "festival":
+        need = [] if shutil.which("text2wave") else ["festival"]
+        voices = Path("/usr/share/festival/voices")
+        found = {p.name for p in voices.glob("*/*")} if voices.is_dir() else set()
+        return need + sorted(pkg for voice, pkg in FESTIVAL_TALKERS.values() if voice not in found)
+    raise ValueError(f"unknown voice source {source!r}; choose one of {SOURCES}")
+
+
+def build_recorded(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, utterance_s: float = 8.0,
+                   sounds: Path = SOUNDS, talkers: Optional[Dict[str, tuple]] = None,
+                   progress: bool = False) -> Path:
+    """The ``recorded`` source in ``out`` (see the module docstring); returns the manifest path."""
+    talkers = RECORDED_TALKERS if talkers is None else talkers
+    sounds = Path(sounds)
+    absent = [name for name, (_, folders, _) in talkers.items() if not all((sounds / f).is_dir() for f in folders)]
+    if absent:
+        pkgs = sorted({p for n in absent for p in talkers[n][2]})
+        raise RuntimeError(f"recorded voices need {' '.join(pkgs)} (apt-get install -y {' '.join(pkgs)})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: List[dict] = []
+    for t_index, (name, (split, folders, _)) in enumerate(sorted(talkers.items())):
+        rng = np.random.default_rng([seed, t_index])
+        prompts, rate = [], None
+        for path in _prompt_files(folders, sounds):
+            try:
+                x, sr = _decode(path)
+            except (RuntimeError, ValueError) as exc:
+                print(f"skipping {path}: {exc}", file=sys.stderr)
+                continue
+            rate = rate or sr
+            x = trim_silence(_resampled(x, sr, rate), rate)
+            if len(x) >= rate // 4:
+                prompts.append(x)
+        for u, x in enumerate(_joined_utterances(prompts, rate or 8000, rng, utterance_s)):
+            x = x * (0.5 / max(1e-9, np.abs(x).max()))
+            for sr in sample_rates:
+                rel = f"wav{sr // 1000}k/{split}/{name}/{name}_u{u:04d}.wav"
+                y = _resampled(x, rate, sr)
+                if not (out / rel).is_file():
+                    _write_wav(out / rel, y, sr)
+                records.append({"path": rel, "speaker": name, "split": split, "sample_rate": sr,
+                                "duration": round(len(y) / sr, 4), "text": "", "source": "recorded"})
+        if progress:
+            print(f"{name}: {len(prompts)} prompts", file=sys.stderr)
+    info = {"source": "recorded", "seed": seed, "sample_rates": list(sample_rates),
+            "talkers": {n: {"split": s, "folders": f, "packages": p} for n, (s, f, p) in talkers.items()}}
+    return _finish(out, records, info)
+
+
+def build_festival(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, seconds_per_talker: float = 180.0,
+                   progress: bool = False) -> Path:
+    """The ``festival`` source in ``out``: every talker a test talker; returns the manifest path."""
+    from scipy.io import wavfile
+
+    absent = missing_packages("festival")
+    if absent:
+        raise RuntimeError(f"festival voices need {' '.join(absent)} (apt-get install -y {' '.join(absent)})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sentences = load_sentences()
+    records: List[dict] = []
+    for t_index, (name, (voice, _)) in enumerate(sorted(FESTIVAL_TALKERS.items())):
+        rng = np.random.default_rng([seed, 11, t_index])
+        total, u, skipped = 0.0, 0, 0
+        while total < seconds_per_talker and u < 400:
+            text = " ".join(sentences[int(i)] for i in rng.integers(0, len(sentences), size=2))
+            rels = {sr: f"wav{sr // 1000}k/test/{name}/{name}_u{u:04d}.wav" for sr in sample_rates}
+            if not all((out / r).is_file() for r in rels.values()):
+                with tempfile.TemporaryDirectory(dir=out) as tmp:
+                    txt, raw = os.path.join(tmp, "t.txt"), os.path.join(tmp, "raw.wav")
+                    Path(txt).write_text(text + "\n")
+                    done = subprocess.run(["text2wave", "-eval", f"(voice_{voice})", "-o", raw, txt],
+                                          capture_output=True, text=True, timeout=300)
+                    if done.returncode != 0 or not os.path.isfile(raw):
+                        raise RuntimeError(f"text2wave ({voice}) failed: {done.stderr.strip()[:300]}")
+                    if os.path.getsize(raw) <= 44:  # some diphone voices give up on a sentence: take another
+                        skipped += 1
+                        if skipped > 50:
+                            raise RuntimeError(f"text2wave ({voice}) produced no audio for 50 sentences")
+                        continue
+                    raw_sr, data = wavfile.read(raw)
+                x = trim_silence(data.astype(np.float64) / 32768.0, raw_sr)
+                x = x * (0.5 / max(1e-9, np.abs(x).max()))
+                for sr, rel in rels.items():
+                    _write_wav(out / rel, _resampled(x, raw_sr, sr), sr)
+            for sr, rel in rels.items():
+                file_sr, data = wavfile.read(out / rel, mmap=True)
+                records.append({"path": rel, "speaker": name, "split": "test", "sample_rate": sr,
+                                "duration": round(len(data) / file_sr, 4), "text": text, "source": "festival"})
+            total += records[-1]["duration"]
+            u += 1
+        if progress:
+            print(f"{name}: {u} utterances, {total:.0f} s", file=sys.stderr)
+    info = {"source": "festival", "seed": seed, "sample_rates": list(sample_rates),
+            "talkers": {n: {"voice": v, "package": p, "split": "test"} for n, (v, p) in FESTIVAL_TALKERS.items()}}
+    return _finish(out, records, info)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", choices=SOURCES, help="recorded (telephone-prompt recordings) or festival")
+    parser.add_argument("out", help="output folder (a partial build is completed)")
+    parser.add_argument("--sample-rates", type=int, nargs="+", default=[8000], help="rates to write (default 8000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no per-talker lines")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.source == "recorded":
+            manifest = build_recorded(args.out, args.sample_rates, args.seed, progress=not args.quiet)
+        else:
+            manifest = build_festival(args.out, args.sample_rates, args.seed, progress=not args.quiet)
+    except (RuntimeError, ValueError) as exc:
+        print(f"fastsep corpus voices: {exc}", file=sys.stderr)
+        return 1
+    recs = [json.loads(x) for x in manifest.read_text().splitlines()]
+    per_split: Dict[str, float] = {}
+    for r in recs:
+        per_split[r["split"]] = per_split.get(r["split"], 0.0) + r["duration"] / len(args.sample_rates)
+    summary = ", ".join(f"{s} {h / 3600:.2f} h" for s, h in sorted(per_split.items()))
+    print(f"wrote {manifest} ({len(recs)} files; {summary})")
+    return 0
