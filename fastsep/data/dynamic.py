@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .augment import Augmentation
 from .manifest import Utterance
 from .robust import (SILENCE_PEAK, SkipFile, SkipLog, check_n_src, check_rate, read_checked,
                      seconds_to_frames)
@@ -47,13 +48,22 @@ class DynamicMix(SkipLog, Dataset):
         fixed: if True, item ``i`` is always the same mixture (evaluation sets: repeatable scores). If False,
             every call draws afresh (seeded from ``seed``, the index, torch's per-worker seed and a call counter).
         level_range_db: range of the attenuation of non-reference sources (see the module docstring).
+        augment: an :class:`~fastsep.data.augment.Augmentation` (speed, reverberation, partial overlap, noise) for
+            training; None (the default, and what evaluation sets use) mixes the sources as they are.
+        speaker_weighting: ``"uniform"`` draws talkers with equal probability; ``"duration"`` in proportion to
+            their audio (every second of speech equally likely), so that a few talkers with hours of recordings are
+            not drowned by hundreds of synthetic talkers with minutes each when corpora are pooled.
     """
 
     def __init__(self, utterances_by_speaker: Mapping[str, Sequence[Union[str, os.PathLike, Utterance]]],
                  n_src: int = 2, sample_rate: int = 8000, segment: Optional[float] = 4.0, length: int = 20000,
                  seed: int = 0, fixed: bool = False, level_range_db: Tuple[float, float] = (0.0, 5.0),
-                 resample: bool = True, max_retries: int = 50):
+                 resample: bool = True, max_retries: int = 50, augment: Optional[Augmentation] = None,
+                 speaker_weighting: str = "uniform"):
         self._init_skips()
+        if augment is not None and not isinstance(augment, Augmentation):
+            raise TypeError(f"augment must be a fastsep.data.augment.Augmentation or None, got {type(augment).__name__}")
+        self.augment = augment
         if not isinstance(utterances_by_speaker, Mapping):
             raise TypeError("utterances_by_speaker must be a mapping {speaker: [utterances]}, got "
                             f"{type(utterances_by_speaker).__name__}")
@@ -84,6 +94,11 @@ class DynamicMix(SkipLog, Dataset):
                 pools[str(spk)] = utts
         self.pools = pools
         self.speakers = sorted(pools)
+        if speaker_weighting not in ("uniform", "duration"):
+            raise ValueError(f"speaker_weighting must be 'uniform' or 'duration', got {speaker_weighting!r}")
+        self.speaker_weighting = speaker_weighting
+        self._weight = {s: (sum(u.duration or 1.0 for u in pools[s]) if speaker_weighting == "duration" else 1.0)
+                        for s in self.speakers}
         if len(self.speakers) < n_src:
             raise ValueError(f"DynamicMix needs at least n_src={n_src} speakers with usable utterances, "
                              f"got {len(self.speakers)} (skipped: {dict(self.skipped)})")
@@ -108,6 +123,17 @@ class DynamicMix(SkipLog, Dataset):
                 return crop
         raise SkipFile("silent_crop", path)
 
+    def _read(self, utt: Utterance, rng: np.random.Generator) -> torch.Tensor:
+        wave = read_checked(utt.path, self.sample_rate, self.resample, self.segment_frames or 0)
+        aug = self.augment
+        if aug is None:
+            return self._crop(wave, rng, utt.path)
+        perturbed = aug.source(wave.numpy().astype(np.float64), rng, self.sample_rate)
+        if self.segment_frames is None or len(perturbed) >= self.segment_frames:  # sped up below a segment: keep
+            wave = torch.from_numpy(perturbed).float()
+        crop = self._crop(wave, rng, utt.path)
+        return torch.from_numpy(aug.crop(crop.numpy().astype(np.float64), rng, self.sample_rate)).float()
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} mixtures")
@@ -116,11 +142,11 @@ class DynamicMix(SkipLog, Dataset):
             live = [s for s in self.speakers if self.pools[s]]
             if len(live) < self.n_src:
                 break
-            chosen = [live[i] for i in rng.choice(len(live), size=self.n_src, replace=False)]
+            w = np.array([self._weight[s] for s in live], dtype=np.float64)
+            chosen = [live[i] for i in rng.choice(len(live), size=self.n_src, replace=False, p=w / w.sum())]
             picks = [self.pools[s][int(rng.integers(len(self.pools[s])))] for s in chosen]
             try:
-                waves = [self._crop(read_checked(u.path, self.sample_rate, self.resample, self.segment_frames or 0),
-                                    rng, u.path) for u in picks]
+                waves = [self._read(u, rng) for u in picks]
             except SkipFile as skip:
                 self._record_skip(skip.reason, skip.path)
                 if skip.reason != "silent_crop":  # the file itself is bad: never draw it again
@@ -134,12 +160,16 @@ class DynamicMix(SkipLog, Dataset):
     def _mix(self, waves: List[torch.Tensor], picks: List[Utterance], rng: np.random.Generator) -> dict:
         n = min(w.shape[-1] for w in waves)
         sources = torch.stack([w[:n] for w in waves]).to(torch.float64)
+        if self.augment is not None:
+            sources = torch.from_numpy(self.augment.overlap(sources.numpy(), rng))
         rms = sources.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
         atten_db = np.concatenate([[0.0], rng.uniform(*self.level_range_db, size=self.n_src - 1)])
         order = rng.permutation(self.n_src)
         gains = torch.from_numpy(REFERENCE_RMS * 10.0 ** (-atten_db[order] / 20.0)).unsqueeze(-1)
         sources = sources / rms * gains
         mixture = sources.sum(0)
+        if self.augment is not None:
+            mixture = self.augment.add_noise(mixture, rng, self.sample_rate)
         peak = float(mixture.abs().max())
         if peak > PEAK_LIMIT:
             sources, mixture = sources * (PEAK_LIMIT / peak), mixture * (PEAK_LIMIT / peak)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
+from .augment import Augmentation
 from .dynamic import DynamicMix
 from .manifest import Utterance, find_manifest, utterances_by_speaker
 from .mixtures import (AUDIO_EXTENSIONS, LibriMix, Wsj0Mix, find_librimix_csv, find_wsj0_split)
@@ -59,10 +60,36 @@ def _speakers_from_files(ds, layout: str) -> Dict[str, List[Utterance]]:
     return groups
 
 
+def _pooled_speakers(roots: Sequence, split: str, sample_rate: int) -> Dict[str, List[Utterance]]:
+    """The speakers of ``split`` in several fastsep corpora, pooled (corpora without that split contribute none)."""
+    groups: Dict[str, List[Utterance]] = {}
+    for root in roots:
+        if find_manifest(root) is None:
+            raise ValueError(f"{root}: several data folders can only be pooled when each is a fastsep corpus "
+                             "(manifest.jsonl)")
+        try:
+            part = utterances_by_speaker(root, split, sample_rate)
+        except ValueError:
+            continue
+        for spk, utts in part.items():
+            if spk in groups:
+                raise ValueError(f"speaker {spk!r} appears in more than one of the pooled corpora {list(roots)}")
+            groups[spk] = utts
+    if not groups:
+        raise ValueError(f"none of {[str(r) for r in roots]} has utterances in split {split!r}")
+    return groups
+
+
 def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[float] = None,
                          split: str = "train", dynamic_mixing: Optional[bool] = None, seed: int = 0,
-                         length: Optional[int] = None, resample: bool = True):
+                         length: Optional[int] = None, resample: bool = True,
+                         augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0)):
     """A mixture data set for ``root``, whatever its layout.
+
+    ``root`` may also be a list of fastsep corpora (folders with ``manifest.jsonl``): their speakers in ``split`` are
+    pooled and mixed on the fly across corpora (e.g. synthetic talkers with recorded ones), each talker drawn in
+    proportion to its amount of speech (see ``DynamicMix(speaker_weighting=)``). ``augment`` and
+    ``level_range_db`` reach :class:`DynamicMix` (on-the-fly mixing only).
 
     - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
       mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
@@ -73,22 +100,28 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
     """
     check_n_src(n_src)
     check_rate(sample_rate)
-    layout = detect_layout(root, split, n_src, sample_rate)
     fixed = split != "train"
     if length is None:
         length = TRAIN_LENGTH if not fixed else EVAL_LENGTH
+    mix_options = dict(length=length, seed=seed, fixed=fixed, resample=resample, augment=augment,
+                       level_range_db=tuple(level_range_db))
+    if isinstance(root, (list, tuple)):
+        if len(root) == 1:
+            root = root[0]
+        else:
+            return DynamicMix(_pooled_speakers(root, split, sample_rate), n_src, sample_rate, segment,
+                              speaker_weighting="duration", **mix_options)
+    layout = detect_layout(root, split, n_src, sample_rate)
     if layout == "manifest":
         if dynamic_mixing is False:
             raise ValueError(f"{root} is a fastsep single-speaker corpus: it can only be mixed on the fly "
                              "(dynamic_mixing must be None or True)")
         groups = utterances_by_speaker(root, split, sample_rate)
-        return DynamicMix(groups, n_src, sample_rate, segment, length=length, seed=seed, fixed=fixed,
-                          resample=resample)
+        return DynamicMix(groups, n_src, sample_rate, segment, **mix_options)
     ds = (LibriMix if layout == "librimix" else Wsj0Mix)(root, split=split, n_src=n_src, sample_rate=sample_rate,
                                                           segment=segment, resample=resample)
     if dynamic_mixing:
-        return DynamicMix(_speakers_from_files(ds, layout), n_src, sample_rate, segment, length=length, seed=seed,
-                          fixed=fixed, resample=resample)
+        return DynamicMix(_speakers_from_files(ds, layout), n_src, sample_rate, segment, **mix_options)
     return ds
 
 

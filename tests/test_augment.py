@@ -1,0 +1,168 @@
+"""Training augmentation (fastsep.data.augment), pooled corpora and the recorded-voice corpus builder."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import wavfile
+
+from fastsep.data import DynamicMix, open_mixture_dataset
+from fastsep.data.augment import Augmentation, coloured_noise, speed_perturb, synthetic_rir
+from fastsep.data.voices import _joined_utterances, build_recorded
+
+SR = 8000
+
+
+def _peak_hz(x: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * sr / len(x))
+
+
+def test_speed_perturb_scales_length_and_pitch():
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 500 * t)
+    fast = speed_perturb(tone, 1.25)
+    assert abs(len(fast) - SR / 1.25) <= 2
+    assert abs(_peak_hz(fast, SR) - 625) < 10
+    slow = speed_perturb(tone, 0.8)
+    assert abs(len(slow) - SR / 0.8) <= 2
+    assert abs(_peak_hz(slow, SR) - 400) < 10
+    with pytest.raises(ValueError):
+        speed_perturb(tone, 0.0)
+
+
+def test_synthetic_rir_direct_path_ratio_and_decay():
+    rng = np.random.default_rng(0)
+    rir = synthetic_rir(rng, SR, rt60=0.5, direct_to_reverb_db=6.0)
+    assert rir[0] == 1.0 and len(rir) == int(0.5 * SR)
+    tail = rir[1:]
+    assert abs(10 * np.log10(1.0 / np.sum(tail ** 2)) - 6.0) < 1e-6
+    early, late = np.sum(tail[: len(tail) // 10] ** 2), np.sum(tail[-len(tail) // 10:] ** 2)
+    assert late < early * 1e-3  # 60 dB decay over the length: the last tenth is far below the first
+
+
+def test_coloured_noise_slope():
+    rng = np.random.default_rng(1)
+    n = 1 << 15
+
+    def low_high(x):
+        p = np.abs(np.fft.rfft(x)) ** 2
+        return p[1: len(p) // 8].mean() / p[len(p) // 2:].mean()
+
+    white, brown = coloured_noise(rng, n, 0.0), coloured_noise(rng, n, 2.0)
+    assert abs(np.sqrt(np.mean(white ** 2)) - 1) < 1e-6 and abs(np.sqrt(np.mean(brown ** 2)) - 1) < 1e-6
+    assert 0.5 < low_high(white) < 2.0
+    assert low_high(brown) > 100.0
+
+
+def test_overlap_silences_one_source_partly():
+    aug = Augmentation(overlap_prob=1.0, max_silent=0.5)
+    rng = np.random.default_rng(2)
+    src = np.ones((2, 1000))
+    out = aug.overlap(src, rng)
+    silent = (out == 0).sum(axis=1)
+    assert sorted(silent > 0) == [False, True]  # exactly one source touched
+    assert 100 <= silent.max() <= 500
+
+
+def test_add_noise_at_drawn_snr():
+    aug = Augmentation(noise_prob=1.0, snr_db=(12.0, 12.0), noise_files=[])
+    mix = torch.from_numpy(np.random.default_rng(3).standard_normal(SR))
+    noisy = aug.add_noise(mix, np.random.default_rng(4), SR)
+    snr = 10 * torch.log10(mix.pow(2).mean() / (noisy - mix).pow(2).mean())
+    assert abs(float(snr) - 12.0) < 0.01
+
+
+def test_augmentation_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        Augmentation(speed_prob=1.5)
+    with pytest.raises(ValueError):
+        Augmentation(rt60=(0.8, 0.2))
+    with pytest.raises(TypeError):
+        DynamicMix({"a": [], "b": []}, augment="all")
+
+
+def _corpus(root, speakers, seconds, split="train", rate=SR, seed=0):
+    rng = np.random.default_rng(seed)
+    lines = []
+    for spk in speakers:
+        for u in range(2):
+            rel = f"wav/{spk}_{u}.wav"
+            (root / "wav").mkdir(parents=True, exist_ok=True)
+            x = (0.3 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+            wavfile.write(root / rel, rate, x)
+            lines.append(json.dumps({"path": rel, "speaker": spk, "split": split, "sample_rate": rate,
+                                     "duration": seconds}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_augmented_mixture_sums_to_sources_without_noise_and_is_repeatable(tmp_path):
+    root = _corpus(tmp_path / "c", ["a", "b", "c"], 3.0)
+    aug = Augmentation(speed_prob=1.0, reverb_prob=1.0, noise_prob=0.0, overlap_prob=1.0)
+    ds = open_mixture_dataset(root, 2, SR, segment=1.0, augment=aug, length=4)
+    item = ds[0]
+    assert torch.allclose(item["sources"].sum(0), item["mixture"], atol=1e-6)
+    fixed = DynamicMix({"a": [str(p) for p in (root / "wav").glob("a_*")],
+                        "b": [str(p) for p in (root / "wav").glob("b_*")]}, 2, SR, 1.0, length=3, fixed=True,
+                       augment=aug)
+    again = DynamicMix(fixed.pools, 2, SR, 1.0, length=3, fixed=True, augment=aug)
+    assert torch.equal(fixed[1]["mixture"], again[1]["mixture"])
+    assert not torch.equal(fixed[0]["mixture"], fixed[1]["mixture"])
+
+
+def test_noise_only_in_the_mixture(tmp_path):
+    root = _corpus(tmp_path / "c", ["a", "b"], 2.0)
+    aug = Augmentation(speed_prob=0.0, reverb_prob=0.0, overlap_prob=0.0, noise_prob=1.0, snr_db=(5.0, 5.0),
+                       noise_files=[])
+    item = open_mixture_dataset(root, 2, SR, segment=1.0, augment=aug, length=2)[0]
+    residual = item["mixture"] - item["sources"].sum(0)
+    snr = 10 * torch.log10(item["sources"].sum(0).pow(2).mean() / residual.pow(2).mean())
+    assert abs(float(snr) - 5.0) < 0.05
+
+
+def test_pooled_corpora_weighted_by_duration(tmp_path):
+    short = _corpus(tmp_path / "short", ["s1", "s2", "s3", "s4"], 1.5, seed=1)
+    long = _corpus(tmp_path / "long", ["l1"], 40.0, seed=2)
+    ds = open_mixture_dataset([short, long], 2, SR, segment=1.0, length=200)
+    assert set(ds.speakers) == {"s1", "s2", "s3", "s4", "l1"}
+    with_long = sum("l1-" in ds[i]["id"] for i in range(60))
+    # l1 holds 80 of 92 seconds: it is in nearly every mixture (uniform drawing would give 40 %)
+    assert with_long >= 50
+    dup = _corpus(tmp_path / "dup", ["s1", "x"], 1.5, seed=3)
+    with pytest.raises(ValueError, match="more than one"):
+        open_mixture_dataset([short, dup], 2, SR, segment=1.0)
+    with pytest.raises(ValueError, match="split"):
+        open_mixture_dataset([short, long], 2, SR, segment=1.0, split="test")
+
+
+def test_joined_utterances_reach_the_target_length():
+    rng = np.random.default_rng(5)
+    prompts = [np.ones(int(SR * s)) for s in rng.uniform(0.5, 2.0, size=30)]
+    utts = _joined_utterances(prompts, SR, rng, target_s=5.0)
+    assert utts and all(len(u) >= 2.5 * SR for u in utts)
+    assert sum(len(u) >= 5.0 * SR for u in utts) >= len(utts) - 1
+    # every prompt's samples are used once; the rest are pauses (zeros)
+    used = sum(int(u.sum()) for u in utts)
+    assert used <= sum(len(p) for p in prompts)
+    assert any((u == 0).any() for u in utts)
+
+
+def test_build_recorded_from_prompt_folders(tmp_path):
+    sounds = tmp_path / "sounds"
+    rng = np.random.default_rng(6)
+    for folder in ("spk_a", "spk_b"):
+        (sounds / folder).mkdir(parents=True)
+        for k in range(12):
+            x = (0.3 * np.sin(2 * np.pi * 200 * np.arange(SR) / SR) * 32767).astype(np.int16)
+            wavfile.write(sounds / folder / f"p{k}.wav", SR, x + rng.integers(-5, 5, SR).astype(np.int16))
+    talkers = {"rec_a": ("train", ["spk_a"], ["pkg-a"]), "rec_b": ("test", ["spk_b"], ["pkg-b"])}
+    manifest = build_recorded(tmp_path / "out", sample_rates=(8000,), sounds=sounds, talkers=talkers,
+                              utterance_s=4.0)
+    recs = [json.loads(x) for x in manifest.read_text().splitlines()]
+    assert {(r["speaker"], r["split"]) for r in recs} == {("rec_a", "train"), ("rec_b", "test")}
+    assert all(r["source"] == "recorded" and r["duration"] >= 2.0 for r in recs)
+    sr, data = wavfile.read(manifest.parent / recs[0]["path"])
+    assert sr == 8000 and len(data) == round(recs[0]["duration"] * sr)
+    with pytest.raises(RuntimeError, match="apt-get install"):
+        build_recorded(tmp_path / "out2", sounds=sounds, talkers={"rec_c": ("test", ["missing"], ["pkg-c"])})
