@@ -86,7 +86,9 @@ class CombinerTask:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep train combiner``."""
-    parser.add_argument("--data", required=True, help="data set folder (fastsep corpus, LibriMix or wsj0-mix)")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="data set folder (fastsep corpus, LibriMix or wsj0-mix); several fastsep corpora are "
+                             "pooled")
     parser.add_argument("--backbone", required=True, help="folder of the trained B (e.g. <run>/best)")
     parser.add_argument("--vocoder", required=True, help="folder of the trained GM (e.g. <run>/best)")
     parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")

@@ -70,6 +70,9 @@ class TrainConfig:
     improvement before the learning rate is multiplied by ``lr_factor`` (one half). ``early_stop_patience``: epochs
     without improvement before training stops (0 disables). ``max_steps``: stop after this many training batches in
     all (across epochs and resumes; None for no limit). ``amp``: float16 autocast with a GradScaler, used only on CUDA.
+    ``cpu_bf16``: bfloat16 autocast on CPU (convolutions and matrix products in bfloat16, which AVX512-BF16 and AMX
+    run at twice the float32 rate or more; weights, optimizer state and the loss stay float32, and bfloat16's float32
+    exponent range needs no loss scaling).
     ``grad_clip``: maximum gradient norm (None or 0 disables). ``checkpoint_every``: also checkpoint every this many
     steps inside an epoch (0: only at epoch ends). ``device``: "auto", "cpu", "cuda" or "cuda:N". ``progress``: show a
     tqdm bar (only on a terminal, only on rank 0). ``resume``: continue from ``out_dir/last`` when it exists.
@@ -85,6 +88,7 @@ class TrainConfig:
     patience: int = 3
     early_stop_patience: int = 10
     amp: bool = True
+    cpu_bf16: bool = False
     num_workers: int = 0
     seed: int = 0
     max_steps: Optional[int] = None
@@ -289,6 +293,8 @@ class _Trainer:
         self.cfg, self.collate_fn, self.on_step, self.info = cfg, collate_fn, on_step, info
         self.device = info.device
         self.use_amp = bool(cfg.amp and self.device.type == "cuda")
+        self.use_bf16 = bool(cfg.cpu_bf16 and self.device.type == "cpu")
+        self.autocast_dtype = torch.bfloat16 if self.use_bf16 else torch.float16
         self.log = _JsonLog(os.path.join(cfg.out_dir, "log.jsonl"), info.is_main)
         self.stop = _StopRequest()
 
@@ -329,7 +335,8 @@ class _Trainer:
         cfg = self.cfg
         batch = move_to_device(batch, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+        with torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype,
+                            enabled=self.use_amp or self.use_bf16):
             loss = self.task.training_loss(self.ddp_model, batch)
         if not isinstance(loss, Tensor) or loss.numel() != 1:
             got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__

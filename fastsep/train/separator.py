@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, Iterable, List
+import json
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -106,23 +107,64 @@ class SeparationTask:
         return {"si_sdr": total_sdr / count, "si_sdri": total_sdri / count, "loss": -total_sdr / count}
 
 
-def build_model(name: str, n_src: int, sample_rate: int, small: bool = False) -> nn.Module:
-    """A fresh backbone by its ``--model`` name (see :data:`BACKBONES`), the CPU-sized preset when ``small``."""
+def build_model(name: str, n_src: int, sample_rate: int, small: bool = False,
+                overrides: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """A fresh backbone by its ``--model`` name (see :data:`BACKBONES`), the CPU-sized preset when ``small``.
+
+    ``overrides``: constructor arguments replacing the paper's defaults (e.g. ``{"kernel_size": 32}``); not combinable
+    with ``small``.
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     import fastsep.models
 
     cls = getattr(fastsep.models, BACKBONES[name])
+    if overrides:
+        if small:
+            raise ValueError("--small and --model-args cannot be combined: the preset fixes every size")
+        try:
+            return cls(n_src, sample_rate, **overrides)
+        except TypeError as exc:
+            raise ValueError(f"--model-args does not fit {cls.__name__}: {exc}") from None
     return cls.small(n_src, sample_rate) if small else cls(n_src, sample_rate)
+
+
+def augmentation_from_args(args: argparse.Namespace):
+    """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
+    from ..data.augment import Augmentation
+
+    if args.augment == "none":
+        return None
+    aug = Augmentation()
+    if args.augment != "all":
+        keep = set(args.augment.split(","))
+        unknown = keep - {"speed", "reverb", "noise", "overlap"}
+        if unknown:
+            raise ValueError(f"--augment: unknown part(s) {sorted(unknown)}; use all, none or a comma list of "
+                             "speed,reverb,noise,overlap")
+        for part, attr in (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"),
+                           ("overlap", "overlap_prob")):
+            if part not in keep:
+                setattr(aug, attr, 0.0)
+    return aug
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep train separator``."""
     parser.add_argument("--model", choices=sorted(BACKBONES), default="convtasnet", help="backbone to train")
     parser.add_argument("--n-src", type=int, default=2, help="speakers per mixture (default 2)")
-    parser.add_argument("--data", required=True, help="data set folder (fastsep corpus, LibriMix or wsj0-mix)")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="data set folder (fastsep corpus, LibriMix or wsj0-mix); several fastsep corpora are "
+                             "pooled and mixed across each other")
     parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")
     parser.add_argument("--small", action="store_true", help="the CPU-sized preset of the backbone")
+    parser.add_argument("--model-args", default=None,
+                        help='JSON object of constructor arguments, e.g. \'{"kernel_size": 32, "n_repeats": 2}\'')
+    parser.add_argument("--augment", default="none",
+                        help="training augmentation: none (default), all, or a comma list of "
+                             "speed,reverb,noise,overlap (see fastsep.data.augment)")
+    parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
+                        help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
     parser.add_argument("--segment", type=float, default=4.0, help="training segment length in seconds")
     parser.add_argument("--sample-rate", type=int, default=8000)
     parser.add_argument("--dynamic-mixing", action="store_true",
@@ -141,8 +183,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--segment must be positive seconds, got {args.segment}")
     if args.valid_items is not None and args.valid_items < 1:
         raise ValueError(f"--valid-items must be at least 1, got {args.valid_items}")
-    if not os.path.exists(args.data):
-        raise FileNotFoundError(f"--data {args.data} does not exist")
+    for folder in args.data:
+        if not os.path.exists(folder):
+            raise FileNotFoundError(f"--data {folder} does not exist")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -152,10 +195,17 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         _check_args(args)
-        model = build_model(args.model, args.n_src, args.sample_rate, args.small)
+        try:
+            overrides = json.loads(args.model_args) if args.model_args else None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--model-args is not valid JSON: {exc}") from None
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ValueError("--model-args must be a JSON object")
+        model = build_model(args.model, args.n_src, args.sample_rate, args.small, overrides)
         train_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=args.segment,
                                          split="train", dynamic_mixing=True if args.dynamic_mixing else None,
-                                         seed=args.seed, length=args.train_items)
+                                         seed=args.seed, length=args.train_items,
+                                         augment=augmentation_from_args(args), level_range_db=args.level_range)
         valid_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=None, split="valid",
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:
