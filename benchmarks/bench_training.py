@@ -1,0 +1,95 @@
+"""Training throughput on CPU: what each option buys for one separator training step (same model, same batch).
+
+    python -m pytest benchmarks/bench_training.py --benchmark-only -s
+
+Group ``train_step``: a full step (forward, PIT SI-SDR loss, backward, clipped Adam update) of the default backbone's
+architecture (the Conv-TasNet of recipes/train_default.sh) on a batch of 4 x 2 s at 8 kHz. Variants, each compared
+with ``reference`` (float32 eager, Adam's default for-each kernels) in the same run:
+
+* ``bf16``: bfloat16 autocast (what ``fastsep train --bf16`` turns on);
+* ``fused_adam``: Adam with ``fused=True``;
+* ``compiled``: ``torch.compile`` of the model (Inductor's CPU code generation), first call excluded.
+
+Group ``data``: one batch of on-the-fly augmented mixtures (``reference``: none; ``augmented``: speed, reverb,
+overlap and noise), so the data loader's share of a step can be compared with the step itself.
+``FASTSEP_BENCH_SECONDS`` shortens the audio (the smoke test runs every case once on tiny inputs).
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import wavfile
+
+from fastsep.metrics import pit_si_sdr_loss
+from fastsep.models import ConvTasNet
+
+SECONDS = float(os.environ.get("FASTSEP_BENCH_SECONDS", "2.0"))
+BATCH = 4
+SR = 8000
+#: the architecture recipes/train_default.sh trains (keep in step with it)
+DEFAULT_BACKBONE = dict(n_filters=128, kernel_size=32, stride=16, bn_chan=64, hid_chan=128, skip_chan=64,
+                        n_blocks=8, n_repeats=2)
+
+
+def _step_fn(variant: str):
+    torch.manual_seed(0)
+    model = ConvTasNet(2, SR, **DEFAULT_BACKBONE)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=variant == "fused_adam")
+    net = torch.compile(model) if variant == "compiled" else model
+    n = max(64, int(SECONDS * SR))
+    mix, src = 0.1 * torch.randn(BATCH, n), 0.1 * torch.randn(BATCH, 2, n)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
+            est = net(mix)
+        loss = pit_si_sdr_loss(est.float(), src)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        return loss
+
+    step()  # compilation / first-touch outside the timing
+    return step
+
+
+@pytest.mark.parametrize("variant", ["reference", "bf16", "fused_adam", "compiled"])
+def test_train_step(benchmark, record, variant):
+    if variant == "compiled" and SECONDS < 1.0:
+        pytest.skip("torch.compile is timed only on full-size inputs (it costs minutes to compile)")
+    step = _step_fn(variant)
+    record(benchmark, "train_step", variant, step, rounds=3)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    import json
+
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    lines = []
+    for spk in ("a", "b", "c", "d"):
+        for u in range(3):
+            rel = f"{spk}_{u}.wav"
+            wavfile.write(root / rel, SR, (0.2 * rng.standard_normal(int(max(SECONDS, 0.1) * 2.5 * SR))
+                                           ).astype(np.float32))
+            lines.append(json.dumps({"path": rel, "speaker": spk, "split": "train", "sample_rate": SR,
+                                     "duration": max(SECONDS, 0.1) * 2.5}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("variant", ["reference", "augmented"])
+def test_data_batch(benchmark, record, corpus, variant):
+    from fastsep.data import open_mixture_dataset
+    from fastsep.data.augment import Augmentation
+
+    aug = Augmentation(noise_files=[]) if variant == "augmented" else None
+    ds = open_mixture_dataset(corpus, 2, SR, segment=max(SECONDS, 0.1), augment=aug, length=10_000)
+    counter = iter(range(10_000))
+
+    def batch():
+        return [ds[next(counter)] for _ in range(BATCH)]
+
+    record(benchmark, "data", variant, batch, rounds=5)
