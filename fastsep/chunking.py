@@ -24,7 +24,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-__all__ = ["chunk_starts", "match_sources", "match_gains", "iter_separated", "separate_chunked"]
+__all__ = ["chunk_starts", "match_sources", "match_gains", "join", "iter_separated", "separate_chunked"]
 
 SeparateFn = Callable[[Tensor], Tensor]
 
@@ -91,6 +91,25 @@ def _reorder(est: Tensor, perm: Tensor) -> Tensor:
     return torch.gather(est, 1, perm[:, :, None].expand_as(est))
 
 
+def join(tail: Tensor, est: Tensor, match_levels: bool = False) -> Tensor:
+    """A new chunk's estimate ``est [B, C, L]`` joined onto the previous chunk's not-yet-final ``tail [B, C, S]``
+    (``S <= L``: the samples both chunks saw, at the start of ``est``): its talkers reordered to the previous
+    chunk's order, optionally brought to their gains (``match_levels``), and cross-faded over the shared samples.
+    Returns the joined ``[B, C, L]``; its first ``S`` samples are the cross-fade. Used by the offline chunker here
+    and by the streaming separator (:mod:`fastsep.stream_separate`), so that both join chunks identically."""
+    shared = tail.shape[-1]
+    if shared > est.shape[-1]:
+        raise ValueError(f"join: the tail ({shared} samples) is longer than the new chunk ({est.shape[-1]})")
+    est = _reorder(est, match_sources(tail, est[..., :shared]))
+    if match_levels:
+        est = est * match_gains(tail, est[..., :shared]).unsqueeze(-1)
+    # Ramps exclude 0 and 1 so that neither chunk's edge sample (where it lacks context) is taken alone.
+    ramp = torch.linspace(0.0, 1.0, shared + 2, device=est.device, dtype=est.dtype)[1:-1]
+    est = est.clone()
+    est[..., :shared] = ramp * est[..., :shared] + (1.0 - ramp) * tail
+    return est
+
+
 def iter_separated(
     separate: SeparateFn,
     mixture: Tensor,
@@ -123,14 +142,7 @@ def iter_separated(
                     f"{tuple(mixture[:, start:end].shape)}; expected [B, C, {end - start}]"
                 )
             if tail is not None:
-                shared = tail.shape[-1]  # samples [start, tail_start + ...) seen by both chunks
-                perm = match_sources(tail, est[..., :shared])
-                est = _reorder(est, perm)
-                if match_levels:
-                    est = est * match_gains(tail, est[..., :shared]).unsqueeze(-1)
-                ramp = torch.linspace(0.0, 1.0, shared + 2, device=est.device, dtype=est.dtype)[1:-1]
-                est = est.clone()
-                est[..., :shared] = ramp * est[..., :shared] + (1.0 - ramp) * tail
+                est = join(tail, est, match_levels)
             nxt = starts[i + 1] if i + 1 < len(starts) else end
             yield start, est[..., : nxt - start]
             tail = est[..., nxt - start:] if i + 1 < len(starts) else None
