@@ -390,6 +390,20 @@ class Separator:
             return est.float().cpu().numpy()
         return est.to(out_device)
 
+    def stream(self, mode: str = "backbone", window_seconds: Optional[float] = None,
+               hop_seconds: Optional[float] = None, seed: int = 0):
+        """A :class:`fastsep.stream_separate.SeparationStream`: push audio blocks at the model's rate, get the
+        separated talkers back ``window_seconds`` later (the stated, fixed algorithmic latency; defaults per mode:
+        backbone 0.1 s windows every 0.05 s, xcorr and full 2 s every 1.5 s), talker order kept across windows.
+        The output equals offline chunked separation with ``chunk_seconds=window_seconds`` and
+        ``overlap_seconds=window_seconds - hop_seconds``.
+
+        ``stream = sep.stream("backbone"); for block in source: play(stream.push(block)); play(stream.finish())``
+        """
+        from .stream_separate import SeparationStream
+
+        return SeparationStream(self, mode, window_seconds, hop_seconds, seed)
+
     # ------------------------------------------------------------------------------------------------ files
     def separate_file(self, path, out_dir, mode: str = "full", overwrite: bool = True, output_rate=None,
                       seed: int = 0) -> List[str]:
