@@ -9,6 +9,8 @@ import importlib
 
 __version__ = "0.1.0"
 
+# Before torch loads: fastsep.threads sets OpenMP's passive wait policy, read once when torch loads OpenMP.
+from . import threads as _threads  # noqa: E402,F401
 from . import ops  # noqa: E402  (loads the compiled library once, or warns once)
 
 _LAZY = {"Separator": "fastsep.separator", "models": "fastsep.models", "metrics": "fastsep.metrics",
