@@ -1,13 +1,16 @@
 """fastsep.metrics against independent formulas, brute force over permutations, and fast_bss_eval when installed."""
 import itertools
 import math
+import os
+import sys
 
 import numpy as np
 import pytest
 import torch
 
 from fastsep import metrics
-from fastsep.metrics import pit, pit_si_sdr_loss, sdr, si_sdr, si_sdr_improvement
+from fastsep.metrics import (MetricUnavailable, bss_eval, estoi, expand_metrics, mean_confidence_interval, pesq, pit,
+                             pit_si_sdr_loss, sdr, separation_scores, si_sdr, si_sdr_improvement)
 
 
 def _orthogonal_noise(ref: torch.Tensor) -> torch.Tensor:
@@ -197,6 +200,173 @@ def test_sdr_silent_reference_is_finite():
 
 def test_exhaustive_limit_is_four():
     assert metrics.EXHAUSTIVE_MAX_SOURCES == 4
+
+
+# ---------------------------------------------------------------------------------------------- BSS Eval SDR/SIR/SAR
+@pytest.mark.parametrize("backend", ["torch", "fast_bss_eval"])
+def test_bss_eval_matches_mir_eval(backend):
+    mir_eval = pytest.importorskip("mir_eval", reason="mir_eval not installed (optional)")
+    if backend == "fast_bss_eval":
+        pytest.importorskip("fast_bss_eval", reason="fast_bss_eval not installed (optional)")
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(3, 2500, dtype=torch.float64, generator=g)
+    # interference from the other sources, a short filter and noise: SIR and SAR both finite and different
+    est = ref + 0.4 * ref[[1, 2, 0]] + 0.3 * torch.randn(3, 2500, dtype=torch.float64, generator=g)
+    est[:, 3:] += 0.5 * ref[:, :-3]
+    want = mir_eval.separation.bss_eval_sources(ref.numpy(), est.numpy(), compute_permutation=False)[:3]
+    got = bss_eval(est[None], ref[None], backend=backend)  # a leading batch dimension is kept
+    for name, g_, w in zip(("sdr", "sir", "sar"), got, want):
+        assert g_.shape == (1, 3)
+        np.testing.assert_allclose(g_[0].numpy(), w, rtol=1e-6, err_msg=name)
+    # its SDR is this module's single-reference SDR
+    torch.testing.assert_close(got[0][0], sdr(est, ref), rtol=1e-6, atol=1e-6)
+
+
+def test_bss_eval_backend_argument():
+    ref = torch.randn(2, 500)
+    with pytest.raises(ValueError, match="backend"):
+        bss_eval(ref, ref, backend="museval")
+    with pytest.raises(ValueError, match="sources, time"):
+        bss_eval(ref[0], ref[0])
+
+
+# --------------------------------------------------------------------------------------------------- PESQ and ESTOI
+def _speech(sample_rate):
+    from fastsep.audio import load
+    from fastsep.commands.demo import ASSETS
+
+    wave = load(os.path.join(ASSETS, "talker1.wav"), sample_rate=sample_rate)[0]
+    return wave[: 4 * sample_rate].double()
+
+
+def _degraded(clean):
+    g = torch.Generator().manual_seed(11)
+    noise = torch.randn(clean.shape, dtype=torch.float64, generator=g)
+    return clean + 0.3 * clean.std() * noise  # ~10 dB SNR white noise
+
+
+def _mos_lqo(raw, wide):
+    """ITU-T P.862.1 (narrow-band) / P.862.2 (wide-band) mapping of a raw PESQ score to MOS-LQO."""
+    a, b = (1.3669, 3.8224) if wide else (1.4945, 4.6607)
+    return 0.999 + 4.0 / (1.0 + math.exp(-a * raw + b))
+
+
+@pytest.mark.parametrize("rate,wide", [(8000, False), (16000, True)])
+def test_pesq_identical_signals_score_the_maximum(rate, wide):
+    pytest.importorskip("pesq", reason="pesq not installed (optional)")
+    clean = _speech(rate)
+    got = pesq(clean, clean, rate)  # auto: wide-band at 16 kHz, narrow-band at 8 kHz
+    # An undistorted signal gets P.862's maximum raw score, 4.5, through the band's MOS-LQO mapping.
+    assert float(got) == pytest.approx(_mos_lqo(4.5, wide), abs=2e-3)
+
+
+@pytest.mark.parametrize("rate,mode", [(8000, "nb"), (16000, "wb"), (16000, "nb")])
+def test_pesq_degraded_pair_is_the_packages_value(rate, mode):
+    pesq_pkg = pytest.importorskip("pesq", reason="pesq not installed (optional)")
+    clean = _speech(rate)
+    noisy = _degraded(clean)
+    want = pesq_pkg.pesq(rate, clean.numpy(), noisy.numpy(), mode)
+    got = pesq(torch.stack([noisy, clean]).float(), torch.stack([clean, clean]).float(), rate, mode=mode)
+    assert got.shape == (2,) and got.dtype == torch.float32
+    assert float(got[0]) == pytest.approx(want, abs=1e-3)
+    assert float(got[0]) < float(got[1]) - 1.0  # noise costs well over one MOS point
+
+
+def test_pesq_unavailable_is_an_error_not_a_score(monkeypatch):
+    pytest.importorskip("pesq", reason="pesq not installed (optional)")
+    x = _speech(8000)
+    with pytest.raises(MetricUnavailable, match="wide-band PESQ needs 16000"):
+        pesq(x, x, 8000, mode="wb")
+    with pytest.raises(MetricUnavailable, match="22050"):
+        pesq(torch.zeros(1000), torch.zeros(1000), 22050)
+    monkeypatch.setitem(sys.modules, "pesq", None)  # as if not installed
+    with pytest.raises(MetricUnavailable, match="pip install pesq"):
+        pesq(x, x, 8000)
+
+
+def test_pesq_silence_is_nan():
+    pytest.importorskip("pesq", reason="pesq not installed (optional)")
+    x = _speech(8000)
+    got = pesq(torch.stack([x, torch.zeros_like(x)]), torch.stack([x, torch.zeros_like(x)]), 8000)
+    assert math.isfinite(float(got[0])) and math.isnan(float(got[1]))
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_estoi_against_pystoi(rate):
+    pystoi = pytest.importorskip("pystoi", reason="pystoi not installed (optional)")
+    clean = _speech(rate)
+    noisy = _degraded(clean)
+    got = estoi(torch.stack([clean, noisy]), torch.stack([clean, clean]), rate)
+    assert float(got[0]) == pytest.approx(1.0, abs=1e-6)  # identical: every normalised segment correlates fully
+    assert float(got[1]) == pytest.approx(pystoi.stoi(clean.numpy(), noisy.numpy(), rate, extended=True), abs=1e-9)
+    assert float(got[1]) < 0.95
+
+
+def test_estoi_too_short_is_nan_not_pystoi_placeholder(monkeypatch):
+    pytest.importorskip("pystoi", reason="pystoi not installed (optional)")
+    x = _speech(8000)[:2000]  # 0.25 s: fewer frames than one 384 ms ESTOI window
+    assert math.isnan(float(estoi(x, x, 8000)))
+    monkeypatch.setitem(sys.modules, "pystoi", None)
+    with pytest.raises(MetricUnavailable, match="pip install pystoi"):
+        estoi(x, x, 8000)
+
+
+# ------------------------------------------------------------------------------------------- scores for evaluation
+def test_expand_metrics():
+    assert expand_metrics(["si_sdr"], 8000) == ["si_sdri", "si_sdr"]
+    assert expand_metrics(["sdr", "pesq", "estoi"], 8000) == ["sdr", "sir", "sar", "pesq_nb", "estoi"]
+    assert expand_metrics(["pesq"], 16000) == ["pesq_wb"]
+    assert "pesq_wb" not in expand_metrics(["all"], 8000) and "pesq_nb" not in expand_metrics(["all"], 16000)
+    with pytest.raises(ValueError, match="unknown metric 'mos'"):
+        expand_metrics(["mos"], 8000)
+
+
+def test_separation_scores_solve_the_permutation_once_for_every_metric():
+    g = torch.Generator().manual_seed(2)
+    ref = torch.randn(2, 4000, dtype=torch.float64, generator=g)
+    est = ref + 0.2 * torch.randn(2, 4000, dtype=torch.float64, generator=g)
+    mix = ref.sum(0)
+    cols = ["si_sdri", "si_sdr", "sdr", "sir", "sar"]
+    ordered = separation_scores(est, ref, mix, 8000, cols)
+    swapped = separation_scores(est[[1, 0]], ref, mix, 8000, cols)
+    for c in cols:
+        torch.testing.assert_close(swapped[c], ordered[c])
+    torch.testing.assert_close(ordered["si_sdr"], si_sdr(est, ref))
+    torch.testing.assert_close(ordered["sir"], bss_eval(est, ref)[1])
+
+
+def test_separation_scores_report_uncomputable_metrics_as_none(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pesq", None)
+    ref = torch.randn(2, 4000, dtype=torch.float64)
+    out = separation_scores(ref, ref, ref.sum(0), 22050, ["si_sdr", "pesq_nb", "pesq_wb"])
+    assert out["pesq_nb"] is None and out["pesq_wb"] is None and out["si_sdr"] is not None
+
+
+# ----------------------------------------------------------------------------------------------- confidence interval
+def test_confidence_interval_matches_direct_computation():
+    from scipy import stats
+
+    values = [4.1, 5.3, 6.0, 3.2, 5.5, 4.8, 7.1]
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    lo, hi = stats.t.interval(0.95, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    got = mean_confidence_interval(values)
+    assert got == pytest.approx((mean, lo, hi), rel=1e-12)
+    # NaN (unscorable) entries are left out rather than counted
+    assert mean_confidence_interval(values + [float("nan")]) == pytest.approx(got, rel=1e-12)
+    assert mean_confidence_interval([2.0]) == (2.0, None, None)
+    assert mean_confidence_interval([]) == (None, None, None)
+
+
+def test_confidence_interval_covers_the_true_mean_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    trials = 4000
+    hits = 0
+    for _ in range(trials):
+        _, lo, hi = mean_confidence_interval(rng.normal(3.0, 2.0, size=8))
+        hits += lo <= 3.0 <= hi
+    assert abs(hits / trials - 0.95) < 0.012  # ~3.5 binomial standard errors
 
 
 # --------------------------------------------------------------------------------------------------------- bad input
