@@ -21,6 +21,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
         "separator": ("fastsep.train.separator", "train a separation backbone (Conv-TasNet, DPRNN, MulCat, SepFormer)"),
         "vocoder": ("fastsep.train.vocoder", "train a DiffWave mel vocoder on single-speaker audio"),
         "combiner": ("fastsep.train.combiner", "train the Separate-And-Diffuse combiner F (B and GM frozen)"),
+        "prior": ("fastsep.train.prior", "train an unconditional diffusion source prior on single-source audio"),
     },
     "corpus": {
         "synth": ("fastsep.data.corpus", "build a synthetic multi-talker speech corpus with espeak-ng and flite"),
