@@ -157,7 +157,12 @@ def _resolve_class(class_name: str) -> type:
 
 
 def load_state_dict_checked(model: nn.Module, state: Mapping[str, Tensor], source: str = "checkpoint") -> None:
-    """Load ``state`` into ``model`` strictly, first naming every missing, unexpected or reshaped tensor."""
+    """Load ``state`` into ``model`` strictly, first naming every missing, unexpected or reshaped tensor.
+
+    Models that renamed parameters keep old files loading through their ``upgrade_state_dict`` class method."""
+    upgrade = getattr(type(model), "upgrade_state_dict", None)
+    if upgrade is not None:
+        state = upgrade(state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
