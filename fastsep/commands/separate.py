@@ -13,8 +13,10 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep separate``."""
-    parser.add_argument("inputs", nargs="+", help="audio files (any format fastsep.audio reads) or folders of them")
-    parser.add_argument("-o", "--out", required=True, help="output folder: <stem>_s1.wav, <stem>_s2.wav, ...")
+    parser.add_argument("inputs", nargs="*", help="audio files (any format fastsep.audio reads) or folders of them; "
+                                                  "with --stream: one file or pipe, - for stdin (the default)")
+    parser.add_argument("-o", "--out", default=None, help="output folder: <stem>_s1.wav, <stem>_s2.wav, ...; with "
+                                                          "--stream: the output file, - for stdout (the default)")
     parser.add_argument("--mode", choices=["full", "xcorr", "backbone"], default="full",
                         help="full: B+GM+F (default); xcorr: B+GM aligned and averaged; backbone: B alone")
     parser.add_argument("--model", default=None, help="bundle folder (default: the bundled default model)")
@@ -35,6 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="redo every file (by default a file is redone only when its outputs are missing or "
                              "were made with other settings: mode, model, seed, output rate)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: FASTSEP_NUM_THREADS, else the cores this process may "
+                             "use divided by torchrun's local processes)")
+    stream = parser.add_argument_group("streaming (--stream)")
+    stream.add_argument("--stream", action="store_true",
+                        help="read audio from a pipe as it arrives (WAV or raw mono PCM) and write the talkers as the "
+                             "channels of one stream in the same container and rate, each block as soon as it is "
+                             "final, with a fixed latency (stated on stderr)")
+    stream.add_argument("--input-format", choices=["auto", "wav", "raw"], default="auto",
+                        help="auto: WAV if the input starts with a RIFF header, else raw")
+    stream.add_argument("--raw-rate", type=int, default=None, help="rate of raw input in Hz (default: the model's)")
+    stream.add_argument("--raw-encoding", choices=["s16", "s32", "f32"], default="s16",
+                        help="raw input (and output) encoding: little-endian signed 16/32-bit or 32-bit float")
+    stream.add_argument("--window", type=float, default=None,
+                        help="window seconds = algorithmic latency (default: 0.1 backbone, 2.0 xcorr/full)")
+    stream.add_argument("--hop", type=float, default=None,
+                        help="seconds between window starts, below --window (default: 0.05 backbone, 1.5 others)")
 
 
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".sph")
@@ -115,6 +134,18 @@ def main(args: argparse.Namespace) -> int:
         print(f"fastsep separate: {text}", file=sys.stderr)
         return 2
 
+    from ..threads import set_threads
+
+    try:
+        set_threads(args.threads)
+    except ValueError as exc:
+        return fail(str(exc))
+    if args.stream:
+        from .separate_stream import run_stream
+
+        return run_stream(args, fail)
+    if not args.inputs or args.out is None:
+        return fail("needs input files and -o OUT (or --stream to read a pipe)")
     paths, names = expand_inputs(args.inputs)
     if not paths:
         return fail("no audio files found in the inputs")
