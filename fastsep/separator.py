@@ -391,7 +391,7 @@ class Separator:
         return est.to(out_device)
 
     def stream(self, mode: str = "backbone", window_seconds: Optional[float] = None,
-               hop_seconds: Optional[float] = None, seed: int = 0):
+               hop_seconds: Optional[float] = None, seed: int = 0, threads: Optional[int] = None):
         """A :class:`fastsep.stream_separate.SeparationStream`: push audio blocks at the model's rate, get the
         separated talkers back ``window_seconds`` later (the stated, fixed algorithmic latency; defaults per mode:
         backbone 0.1 s windows every 0.05 s, xcorr and full 2 s every 1.5 s), talker order kept across windows.
@@ -402,7 +402,7 @@ class Separator:
         """
         from .stream_separate import SeparationStream
 
-        return SeparationStream(self, mode, window_seconds, hop_seconds, seed)
+        return SeparationStream(self, mode, window_seconds, hop_seconds, seed, threads)
 
     # ------------------------------------------------------------------------------------------------ files
     def separate_file(self, path, out_dir, mode: str = "full", overwrite: bool = True, output_rate=None,

@@ -34,6 +34,10 @@ __all__ = ["SeparationStream", "DEFAULT_WINDOWS"]
 # that every seam has 50 ms on which to match talkers. Full and xcorr: the vocoder and F cost ~0.3 s per second of
 # audio on the 2-core CPU, so a 2 s window every 1.5 s leaves room to keep up in real time there.
 DEFAULT_WINDOWS = {"backbone": (0.1, 0.05), "xcorr": (2.0, 1.5), "full": (2.0, 1.5)}
+# Windows up to this long run on one thread by default: a 0.1 s window's convolutions take tens of microseconds, less
+# than a parallel region's fork and join, and on a shared machine a second thread made the streamed backbone ~4x
+# slower (3.5 s vs 13.6 s for 3 s of audio with a training job on both cores).
+SINGLE_THREAD_WINDOW_SECONDS = 0.5
 
 
 class SeparationStream:
@@ -46,10 +50,12 @@ class SeparationStream:
             :data:`DEFAULT_WINDOWS`); need ``min_seconds <= window`` and ``0 < hop < window``.
         seed: vocoder noise seed (xcorr and full), as in :meth:`Separator.separate`: window k of an item uses the
             seed derived from (seed, k), so the stream and the offline chunker draw the same noise.
+        threads: intra-op threads while a window is separated (default: 1 for windows up to
+            :data:`SINGLE_THREAD_WINDOW_SECONDS`, else torch's current setting, see :mod:`fastsep.threads`).
     """
 
     def __init__(self, separator, mode: str = "backbone", window_seconds: Optional[float] = None,
-                 hop_seconds: Optional[float] = None, seed: int = 0):
+                 hop_seconds: Optional[float] = None, seed: int = 0, threads: Optional[int] = None):
         separator._check_mode(mode)
         default_window, default_hop = DEFAULT_WINDOWS[mode]
         window_seconds = default_window if window_seconds is None else float(window_seconds)
@@ -65,6 +71,10 @@ class SeparationStream:
                              f"can be matched across them), got hop {hop_seconds:g} s, window {window_seconds:g} s")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"stream: seed must be an int, got {seed!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"stream: threads must be a positive int, got {threads!r}")
+        self.threads = threads if threads is not None else (
+            1 if window_seconds <= SINGLE_THREAD_WINDOW_SECONDS else None)
         self.separator, self.mode, self.seed = separator, mode, int(seed)
         self.sample_rate = rate
         self.n_src = separator.n_src
@@ -132,8 +142,11 @@ class SeparationStream:
         return data
 
     def _window(self, start: int, stop: int) -> Tensor:
+        from .threads import limited
+
         assert self._buf is not None
-        est = self._fn(self._buf[:, start - self._buf_start:stop - self._buf_start])
+        with limited(self.threads):
+            est = self._fn(self._buf[:, start - self._buf_start:stop - self._buf_start])
         if est.dim() != 3 or est.shape[0] != self._batch or est.shape[-1] != stop - start:
             raise ValueError(f"stream: the separator returned shape {tuple(est.shape)} for a window of "
                              f"{stop - start} samples; expected [{self._batch}, C, {stop - start}]")

@@ -21,12 +21,13 @@ per worker idle), then the rule above.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Optional
 
 __all__ = ["available_cores", "default_threads", "set_threads", "apply_default_threads", "wait_policy",
-           "local_workers"]
+           "local_workers", "limited"]
 
 ENV_THREADS = "FASTSEP_NUM_THREADS"
 
@@ -120,6 +121,22 @@ def set_threads(threads: Optional[int] = None, workers: Optional[int] = None) ->
 def apply_default_threads(workers: Optional[int] = None) -> int:
     """What the CLI commands call first: :func:`set_threads` with the defaults."""
     return set_threads(None, workers)
+
+
+@contextlib.contextmanager
+def limited(threads: Optional[int]):
+    """Run the block with at most ``threads`` intra-op threads (None: unchanged), restoring the count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is None or threads >= before:
+        yield before
+        return
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def wait_policy() -> str:
