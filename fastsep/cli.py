@@ -23,6 +23,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
         "combiner": ("fastsep.train.combiner", "train the Separate-And-Diffuse combiner F (B and GM frozen)"),
         "prior": ("fastsep.train.prior", "train an unconditional diffusion source prior on single-source audio"),
     },
+    "plot": {"bounds": ("fastsep.commands.plot", "PNG of the paper's analysis: rho(sigma^2) and the SDR bounds")},
     "corpus": {
         "synth": ("fastsep.data.corpus", "build a synthetic multi-talker speech corpus with espeak-ng and flite"),
         "voices": ("fastsep.data.voices", "build a corpus of recorded (telephone-prompt) or festival voices"),

@@ -73,3 +73,56 @@ def test_bad_arguments_are_clear():
         bounds.deterministic_sdr_bound(0.4, 100, 0)
     with pytest.raises(ValueError, match="rho_value"):
         bounds.generative_sdr_bound(0.4, 100, 1, rho_value=2.0)
+
+
+# ------------------------------------------------------------------------------------------------------------ figure
+def test_plot_bounds_command_writes_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (optional)")
+    import json
+
+    from matplotlib import image as mpimg
+
+    from fastsep import cli
+
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"n_src": 3, "results": {"backbone": {"si_sdr": 4.0, "si_sdri": 7.0, "n": 5},
+                                                      "full": {"si_sdr": 4.5, "si_sdri": 7.5, "n": 5}}}))
+    out = tmp_path / "bounds.png"
+    rc = cli.main(["plot", "bounds", str(out), "--sources", "2,3", "--eval", str(ev), "--measured", "2:5.5:mine"])
+    assert rc == 0, capsys.readouterr().err
+    assert "3 measured point(s)" in capsys.readouterr().out
+    img = mpimg.imread(str(out))
+    assert img.shape[0] > 300 and img.shape[1] > 800
+    assert cli.main(["plot", "bounds", str(tmp_path / "x.png"), "--measured", "two:5"]) == 2
+    assert cli.main(["plot", "bounds", str(tmp_path / "x.png"), "--sources", "1-3"]) == 2
+
+
+def test_bounds_figure_draws_the_module_values():
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (optional)")
+    from fastsep.plots import Measured, bounds_figure
+
+    fig = bounds_figure([Measured(2, 5.3, "full")], n_srcs=[2, 4], sigma2s=[1e-3, 1e-1, 1.0], length_s=2.0,
+                        segment_ms=10.0)
+    ax_rho, ax_sdr = fig.axes[0], fig.axes[1]
+    rho_lines = ax_rho.get_lines()[:2]
+    np.testing.assert_allclose(rho_lines[0].get_ydata(), bounds.rho_curve([1e-3, 1e-1, 1.0], 2))
+    np.testing.assert_allclose(rho_lines[1].get_ydata(), bounds.rho_curve([1e-3, 1e-1, 1.0], 4))
+    det, gen = ax_sdr.get_lines()[:2]
+    info = [bounds.mutual_information(0.0, c) for c in (2, 3, 4)]
+    np.testing.assert_allclose(det.get_ydata(), [10 * math.log10(200 * i) for i in info])
+    np.testing.assert_allclose(gen.get_ydata() - det.get_ydata(), 10 * math.log10(2))
+    point = ax_sdr.get_lines()[2]
+    assert list(point.get_ydata()) == [5.3] and "full" in point.get_label()
+
+
+def test_measured_from_old_eval_json_reads_n_src_beside_it(tmp_path):
+    import json
+
+    from fastsep.commands.plot import measured_from_eval
+
+    (tmp_path / "eval.json").write_text(json.dumps({"results": {"full": {"si_sdr": 5.5, "si_sdri": 5.6, "n": 4}}}))
+    with pytest.raises(ValueError, match="n_src"):
+        measured_from_eval(str(tmp_path / "eval.json"))
+    (tmp_path / "bundle.json").write_text(json.dumps({"n_src": 2}))
+    (m,) = measured_from_eval(str(tmp_path / "eval.json"))
+    assert (m.n_src, m.si_sdr) == (2, 5.5) and m.label == "full, eval"

@@ -1,0 +1,178 @@
+"""Figures: the paper's analysis (:mod:`fastsep.bounds`) and labelled spectrograms, drawn with matplotlib.
+
+matplotlib is optional: nothing here imports it until a figure is drawn, and :func:`require_matplotlib` turns its
+absence into one clear error. Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas directly rather
+than through pyplot, so drawing one never switches the caller's (e.g. a notebook's) pyplot backend or leaves
+figures open in pyplot's registry.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["Measured", "bounds_figure", "spectrogram_figure", "demo_panels", "save_figure", "require_matplotlib",
+           "MatplotlibMissing"]
+
+
+class MatplotlibMissing(ImportError):
+    """matplotlib is needed for this figure and is not installed."""
+
+
+def require_matplotlib():
+    """Import matplotlib, or raise :class:`MatplotlibMissing` saying how to install it."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError as exc:
+        raise MatplotlibMissing("matplotlib is needed for figures: pip install matplotlib") from exc
+    return matplotlib
+
+
+def save_figure(fig, path: str, dpi: int = 120) -> None:
+    """Write ``fig`` as a PNG at ``path`` atomically (a killed run never leaves half an image)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from .fileio import atomic_write_bytes
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------------------- bounds
+class Measured(NamedTuple):
+    """A measured SI-SDR (dB) of some separator on ``n_src``-talker mixtures, drawn against the bounds."""
+
+    n_src: int
+    si_sdr: float
+    label: str
+
+
+def bounds_figure(measured: Iterable[Measured] = (), n_srcs: Sequence[int] = tuple(range(2, 21)),
+                  sigma2s: Optional[Sequence[float]] = None, length_s: float = 4.0, segment_ms: float = 20.0,
+                  rho_value: float = 1.0):
+    """Two panels: rho(sigma^2) for each C in ``n_srcs`` (the paper's Figure 1), and the eq. 6 / eq. 21 SDR bounds
+    against C with the ``measured`` values marked.
+
+    The bounds are ``10 log10(L/w · Var(v) · I(v; m))`` (+ ``10 log10(1 + rho)`` for eq. 21) with unit-variance
+    sources, ``I`` from :func:`fastsep.bounds.mutual_information` in nats, ``L/w`` = ``length_s`` over
+    ``segment_ms``: their absolute level rests on those choices (see fastsep.bounds), their gap on rho alone.
+    """
+    matplotlib = require_matplotlib()
+    from matplotlib import cm, colors, ticker
+    from matplotlib.figure import Figure
+
+    from . import bounds
+
+    n_srcs = sorted(int(c) for c in n_srcs)
+    if not n_srcs:
+        raise ValueError("n_srcs must name at least one number of sources")
+    sigma2s = np.logspace(-4, 1, 26) if sigma2s is None else np.asarray(sigma2s, dtype=np.float64)
+    measured = list(measured)
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    ax_rho, ax_sdr = fig.subplots(1, 2)
+
+    norm = colors.Normalize(vmin=min(n_srcs), vmax=max(max(n_srcs), min(n_srcs) + 1))
+    cmap = matplotlib.colormaps["viridis"]
+    for c in n_srcs:
+        ax_rho.plot(sigma2s, bounds.rho_curve(sigma2s, c), color=cmap(norm(c)), lw=1.4)
+    ax_rho.set_xscale("log")
+    ax_rho.set_xlabel("generator noise variance $\\sigma^2$")
+    ax_rho.set_ylabel("$\\rho = I(v; m + n) \\,/\\, I(v; m)$")
+    ax_rho.set_title("Information a noisy generator keeps (Fig. 1)")
+    ax_rho.axvline(1e-2, color="0.6", ls=":", lw=1)
+    ax_rho.text(1.1e-2, 0.02, "$\\sigma^2 = 10^{-2}$", color="0.4", fontsize=8)
+    ax_rho.set_ylim(0, 1.02)
+    ax_rho.grid(True, which="major", alpha=0.3)
+    bar = fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax_rho)
+    bar.set_label("number of talkers C")
+
+    grid = list(range(min(n_srcs + [m.n_src for m in measured]), max(n_srcs + [m.n_src for m in measured]) + 1))
+    info = np.array([bounds.mutual_information(0.0, c) for c in grid])
+    ratio = length_s * 1000.0 / segment_ms
+    det = bounds.deterministic_sdr_bound(info, ratio, 1.0)
+    gen = bounds.generative_sdr_bound(info, ratio, 1.0, rho_value=rho_value)
+    ax_sdr.plot(grid, det, "-", color="tab:blue", lw=2, label="eq. 6: deterministic separators")
+    ax_sdr.plot(grid, gen, "--", color="tab:orange", lw=2,
+                label=f"eq. 21: deterministic + generative ($\\rho$ = {rho_value:g}, +{10 * math.log10(1 + rho_value):.2f} dB)")
+    ax_sdr.fill_between(grid, det, gen, color="tab:orange", alpha=0.12)
+    markers = "osD^vP*X"
+    for k, m in enumerate(measured):
+        # spread points that share a C sideways so that none hides another
+        same = [x for x in measured if x.n_src == m.n_src]
+        shift = 0.12 * (same.index(m) - (len(same) - 1) / 2)
+        ax_sdr.plot([m.n_src + shift], [m.si_sdr], markers[k % len(markers)], ms=8, label=f"measured: {m.label} "
+                    f"({m.si_sdr:.2f} dB)")
+    ax_sdr.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax_sdr.set_xlabel("number of talkers C")
+    ax_sdr.set_ylabel("SDR (dB)")
+    ax_sdr.set_title(f"Upper bounds on SDR ({length_s:g} s signals, {segment_ms:g} ms segments)")
+    ax_sdr.grid(True, alpha=0.3)
+    ax_sdr.legend(fontsize=8, loc="upper right")
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------------ spectrogram
+def _log_spectrogram(wave, sample_rate: int) -> Tuple[np.ndarray, float]:
+    """``(dB [F, K], hop seconds)``: a ~32 ms Hann window, 75 % overlap, magnitudes in dB re full scale 1."""
+    import torch
+
+    n_fft = 1 << max(6, round(math.log2(0.032 * sample_rate)))
+    hop = n_fft // 4
+    x = torch.as_tensor(np.asarray(wave, dtype=np.float32)).reshape(-1)
+    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+    # normalised by the window's sum so that a full-scale sinusoid reads about 0 dB
+    db = 20 * torch.log10(spec / (0.5 * n_fft) + 1e-10)
+    return db.numpy(), hop / sample_rate
+
+
+def spectrogram_figure(rows: Sequence[Sequence[Tuple[str, object]]], sample_rate: int, floor_db: float = 80.0,
+                       title: Optional[str] = None):
+    """Spectrograms on a grid: ``rows`` is a list of rows, each a list of ``(title, wave [T])`` panels; a row with a
+    single panel spans the full width. Every panel has time (s) and frequency (kHz) axes and shares one dB colour
+    scale (``floor_db`` below the loudest bin of all panels), shown by one colour bar, so panels compare directly.
+    """
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    rows = [list(r) for r in rows if len(r)]
+    if not rows:
+        raise ValueError("spectrogram_figure needs at least one panel")
+    n_cols = max(len(r) for r in rows)
+    specs = [[(name, *_log_spectrogram(w, sample_rate)) for name, w in r] for r in rows]
+    top = max(float(s.max()) for r in specs for _, s, _ in r)
+    fig = Figure(figsize=(6.2 * n_cols, 2.3 * len(rows) + (0.5 if title else 0.2)), layout="constrained")
+    grid = fig.add_gridspec(len(rows), n_cols)
+    image = None
+    first = None
+    for i, row in enumerate(specs):
+        for j, (name, db, hop_s) in enumerate(row):
+            where = grid[i, :] if len(row) == 1 else grid[i, j]
+            ax = fig.add_subplot(where, sharey=first)
+            first = first or ax
+            extent = (0.0, db.shape[1] * hop_s, 0.0, sample_rate / 2000.0)
+            image = ax.imshow(db, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=top - floor_db,
+                              vmax=top, interpolation="nearest")
+            ax.set_title(name, fontsize=10, loc="left")
+            ax.set_ylabel("frequency (kHz)")
+            ax.set_xlabel("time (s)" if i == len(specs) - 1 else "")
+    bar = fig.colorbar(image, ax=fig.axes, shrink=0.6, pad=0.01)
+    bar.set_label("level (dB re full scale)")
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def demo_panels(mixture, references: Sequence, estimates: Sequence[Tuple[str, Sequence, Sequence[float]]]
+                ) -> List[List[Tuple[str, object]]]:
+    """Rows for the demo's figure: the mixture across the top, the references side by side, then one row per mode
+    with each talker's estimate under its reference, its SI-SDRi in the panel's title."""
+    rows: List[List[Tuple[str, object]]] = [[("Mixture (input)", mixture)]]
+    rows.append([(f"Reference, talker {k + 1}", r) for k, r in enumerate(references)])
+    for label, waves, gains in estimates:
+        rows.append([(f"{label}: talker {k + 1}   SI-SDRi {g:+.2f} dB", w) for k, (w, g) in enumerate(zip(waves, gains))])
+    return rows
