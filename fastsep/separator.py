@@ -229,6 +229,10 @@ class Separator:
         kwargs = {"precision": self.vocoder_precision} if self._vocoder_precision_arg else {}
         if seeds is not None and self._vocoder_seeds:
             vg = torch.cat([self.vocoder.vocode(vd[b], seed=int(seeds[b]), **kwargs) for b in range(batch)])
+        elif self.device.type == "cpu" and batch > 1:
+            # One item per call on CPU, as F in _run: the sampler's per-layer state of a stacked batch outgrows the
+            # caches. (Without seeds the noise comes from torch's generator either way.)
+            vg = torch.cat([self.vocoder.vocode(vd[b], **kwargs) for b in range(batch)])
         else:
             vg = self.vocoder.vocode(vd.reshape(batch * n_src, length), **kwargs)
         if vg.shape[-1] != length:  # a vocoder working in whole hops may return a few samples more or less
@@ -256,6 +260,11 @@ class Separator:
         vg = self._vocode(vd, seeds)
         if mode == "xcorr":
             return self._xcorr(vd, vg)
+        if self.device.type == "cpu" and vd.shape[0] > 1:
+            # One batch item per call on CPU: F's activations ([C, 64, 257 bins, frames], ~33 MB per item of 4 s at
+            # 8 kHz) outgrow the caches when items are stacked, and a batch of 8 in one call cost 1.48x the CPU time
+            # per second of audio of 8 calls of one item (measured on the bundled default). GPUs want the batch.
+            return torch.cat([self.combiner(vd[b:b + 1], vg[b:b + 1]) for b in range(vd.shape[0])])
         return self.combiner(vd, vg)
 
     def _run_leveled(self, mixture: Tensor, mode: str, seeds: Optional[Sequence[int]] = None) -> Tensor:

@@ -233,9 +233,9 @@ def test_cli_stream_errors(bundle, tmp_path, capsys):
 
     (tmp_path / "bad.wav").write_bytes(b"RIFX" + bytes(100))
     assert cli.main(["separate", "--stream", str(tmp_path / "bad.wav"), "-o", str(tmp_path / "o.wav"), "--model",
-                     bundle, "--input-format", "wav"]) == 2
+                     bundle, "--mode", "backbone", "--input-format", "wav"]) == 2
     assert "not a WAV stream" in capsys.readouterr().err
-    assert cli.main(["separate", "--stream", "a", "b", "--model", bundle]) == 2
+    assert cli.main(["separate", "--stream", "a", "b", "--model", bundle, "--mode", "backbone"]) == 2
     assert "one input" in capsys.readouterr().err
     assert cli.main(["separate", "--stream", "-", "--model", bundle, "--mode", "backbone", "--window", "0.2",
                      "--hop", "0.3"]) == 2

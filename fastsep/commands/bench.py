@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: see fastsep.threads: the cores this process may use)")
 
 
 def small_random_separator(sample_rate: int = 8000, n_src: int = 2, device="cpu", vocoder_precision="float32"):
@@ -101,8 +103,10 @@ def format_rows(rows: List[Dict]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from ..separator import Separator
+    from ..threads import set_threads, wait_policy
 
     try:
+        set_threads(args.threads)
         lengths = [float(x) for x in args.lengths.split(",") if x.strip()]
         batches = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
         if not lengths or min(lengths) <= 0 or not batches or min(batches) < 1:
@@ -122,7 +126,8 @@ def main(args: argparse.Namespace) -> int:
         rows = bench(sep, lengths, batches, args.repeats)
     kernels = uses_kernels(sep.device)
     variant = f" ({diffwave_cpu_variant()} DiffWave kernel)" if kernels and sep.device.type == "cpu" else ""
-    print(f"device: {sep.device}, fused kernels: {kernels}{variant}, threads: {torch.get_num_threads()}")
+    print(f"device: {sep.device}, fused kernels: {kernels}{variant}, threads: {torch.get_num_threads()}, "
+          f"OpenMP wait policy: {wait_policy()}")
     print(format_rows(rows))
     if args.json:
         from ..models.io import atomic_write_json
