@@ -22,6 +22,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
         "vocoder": ("fastsep.train.vocoder", "train a DiffWave mel vocoder on single-speaker audio"),
         "combiner": ("fastsep.train.combiner", "train the Separate-And-Diffuse combiner F (B and GM frozen)"),
         "prior": ("fastsep.train.prior", "train an unconditional diffusion source prior on single-source audio"),
+        "diffsep": ("fastsep.train.diffsep", "train a DiffSep score network (score-based SDE separation/enhancement)"),
     },
     "plot": {"bounds": ("fastsep.commands.plot", "PNG of the paper's analysis: rho(sigma^2) and the SDR bounds")},
     "corpus": {

@@ -110,6 +110,19 @@ class _Attention(nn.Module):
         return (x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))) / math.sqrt(2.0)
 
 
+class _WeightAverage(nn.Module):
+    """Buffers shadowing every parameter of ``owner`` (dots in names become ``__``), plus an update counter."""
+
+    def __init__(self, owner: nn.Module):
+        super().__init__()
+        for pname, param in owner.named_parameters():
+            self.register_buffer(pname.replace(".", "__"), param.detach().clone().float())
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def shadow(self, pname: str) -> Tensor:
+        return getattr(self, pname.replace(".", "__"))
+
+
 class NCSNpp(nn.Module):
     """Score network q_theta(x_t, t, y) of DiffSep: ``forward(x [B, K, T], t [B], mixture [B, T]) -> [B, K, T]``.
 
@@ -125,12 +138,17 @@ class NCSNpp(nn.Module):
         attn_levels: levels (0 = full resolution) that get self-attention after each residual block.
         dropout: inside the residual blocks.
         fourier_scale: standard deviation of the Gaussian Fourier features' frequencies for t.
+        ema_decay: when positive, the model also carries an exponential moving average of its weights (buffers
+            under ``ema.``, saved and resumed with the model; see :meth:`update_ema`, :meth:`averaged`). Training
+            sets it (the paper averages weights as SGMSE+ does, decay 0.999); :meth:`averaged` gives the plain
+            network for inference.
     """
 
     def __init__(self, n_src: int = 2, sample_rate: int = 8000, n_fft: int = 510, hop_length: int = 128,
                  alpha: float = 0.5, beta: float = 0.15, nf: int = 64,
                  ch_mult: Sequence[int] = (1, 1, 2, 2, 2, 2, 2), num_res_blocks: int = 2,
-                 attn_levels: Sequence[int] = (4,), dropout: float = 0.0, fourier_scale: float = 16.0):
+                 attn_levels: Sequence[int] = (4,), dropout: float = 0.0, fourier_scale: float = 16.0,
+                 ema_decay: float = 0.0):
         super().__init__()
         name = type(self).__name__
         self.n_src = check_n_src(name, n_src)
@@ -154,12 +172,15 @@ class NCSNpp(nn.Module):
                              f"2 ** (len(ch_mult) - 1) = {self.factor}; e.g. n_fft = {self.factor * 4 - 2}")
         if not (0 < alpha <= 1 and beta > 0):
             raise ValueError(f"{name}: need 0 < alpha <= 1 and beta > 0, got alpha={alpha}, beta={beta}")
+        if not (isinstance(ema_decay, (int, float)) and 0 <= ema_decay < 1):
+            raise ValueError(f"{name}: ema_decay must be in [0, 1), got {ema_decay!r}")
         if not 0 <= dropout < 1:
             raise ValueError(f"{name}: dropout must be in [0, 1), got {dropout}")
         self.config: Dict[str, Any] = dict(
             n_src=n_src, sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, alpha=float(alpha),
             beta=float(beta), nf=nf, ch_mult=list(ch_mult), num_res_blocks=num_res_blocks,
-            attn_levels=list(attn_levels), dropout=float(dropout), fourier_scale=float(fourier_scale))
+            attn_levels=list(attn_levels), dropout=float(dropout), fourier_scale=float(fourier_scale),
+            ema_decay=float(ema_decay))
         self.n_fft, self.hop_length, self.alpha, self.beta = n_fft, hop_length, float(alpha), float(beta)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
@@ -197,6 +218,35 @@ class NCSNpp(nn.Module):
                 self.up.append(_ResBlock(ch, ch, temb, dropout, resample="up"))
         self.norm_out = nn.GroupNorm(_groups(ch), ch)
         self.conv_out = nn.Conv2d(ch, 2 * n_src, 3, padding=1)
+        # last, so that it shadows every parameter above (and none of its own)
+        self.ema = _WeightAverage(self) if ema_decay > 0 else None
+
+    # ------------------------------------------------------------------------------------- weight averaging
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the averaged weights towards the current ones (call after every optimizer step).
+
+        The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates (as torch_ema does), so a
+        short run's average is not stuck near the random initialisation.
+        """
+        if self.ema is None:
+            raise RuntimeError("NCSNpp.update_ema: this model was built with ema_decay=0 (no averaged weights)")
+        n = float(self.ema.num_updates)
+        decay = min(self.config["ema_decay"], (1.0 + n) / (10.0 + n))
+        for pname, param in self.named_parameters():
+            self.ema.shadow(pname).lerp_(param.detach().to(torch.float32), 1.0 - decay)
+        self.ema.num_updates += 1
+
+    def averaged(self) -> "NCSNpp":
+        """A plain copy (``ema_decay=0``) carrying the averaged weights, or the current ones when there are none."""
+        config = dict(self.config, ema_decay=0.0)
+        out = type(self)(**config).to(self.fourier_w.device)
+        with torch.no_grad():
+            for pname, param in out.named_parameters():
+                src = self.ema.shadow(pname) if self.ema is not None else self.get_parameter(pname)
+                param.copy_(src)
+            out.fourier_w.copy_(self.fourier_w)
+        return out.train(self.training)
 
     @classmethod
     def small(cls, n_src: int = 2, sample_rate: int = 8000) -> "NCSNpp":

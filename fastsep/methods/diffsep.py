@@ -1,0 +1,144 @@
+"""DiffSep (Scheibler et al.) behind the methods' one interface, ``separate(mixture [B, T], seed) -> [B, K, T]``::
+
+    from fastsep.methods.diffsep import DiffSepMethod
+    method = DiffSepMethod.from_pretrained("runs/diffsep/best")     # what ``fastsep train diffsep`` writes
+    tracks = method.separate(mixture, seed=0)                        # [B, T] -> [B, K, T] at method.sample_rate
+    speech = DiffSepMethod.from_pretrained("runs/enh/best").enhance(noisy, seed=0)   # enhancement: [B, T] -> [B, T]
+
+The score network (:class:`fastsep.models.ncsnpp.NCSNpp`, its weight average when it carries one) drives the
+predictor-corrector sampler of :mod:`fastsep.sampling.diffsep`: 30 steps, r = 0.5, from ``N(sbar, Sigma_T)``.
+
+Level: each mixture is scaled to unit standard deviation before sampling (the level training saw) and the tracks
+are scaled back by the same factor, so results do not depend on the recording's level. Seeds: an int ``seed`` gives
+batch item ``b`` the noise of ``seed + b``, so an item's result does not depend on its batch-mates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..sampling.diffsep import MixSDE, PCSampler, check_mixture
+
+__all__ = ["DiffSepMethod", "load_score_model"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_score_model(directory: PathLike, name: str = "model") -> nn.Module:
+    """The NCSNpp saved in ``directory`` (by ``save_model`` or the training loop's ``best/``/``last/``).
+
+    Read here rather than through :func:`fastsep.models.io.load_model` so that it works whether or not NCSNpp is in
+    that registry; the same checks apply (SHA-256 of the weights, strict names and shapes).
+    """
+    from safetensors.torch import load_file
+
+    from ..models.io import load_state_dict_checked, read_model_info
+    from ..models.ncsnpp import NCSNpp
+
+    directory = os.fspath(directory)
+    info = read_model_info(directory, name)
+    if info["class"] != "NCSNpp":
+        raise ValueError(f"{directory}/{name}.json holds a {info['class']}, not a DiffSep score network (NCSNpp)")
+    weights = os.path.join(directory, info.get("weights", name + ".safetensors"))
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"{directory}/{name}.json names weights {weights}, which does not exist")
+    if info.get("sha256") and _sha256(weights) != info["sha256"]:
+        raise ValueError(f"{weights} does not match the SHA-256 recorded in {name}.json (modified after saving)")
+    try:
+        model = NCSNpp(**info["config"])
+    except TypeError as exc:
+        raise ValueError(f"config in {name}.json does not fit NCSNpp: {exc}") from None
+    load_state_dict_checked(model, load_file(weights, device="cpu"), source=weights)
+    return model.eval()
+
+
+class DiffSepMethod:
+    """DiffSep separation (or enhancement, K = 2 with the speech first) of mixtures ``[B, T]``.
+
+    Args:
+        model: the score network ``model(x [B, K, T], t [B], mixture [B, T]) -> [B, K, T]``; an NCSNpp carrying a
+            weight average is replaced by its average.
+        sde: the :class:`MixSDE` it was trained with (default: the paper's, K from the model).
+        n_steps, snr, corrector_steps: the sampler's (paper: 30, 0.5, 1).
+        enhancement: the sources are (speech, noise); :meth:`enhance` returns the speech.
+        sample_rate: default the model's ``sample_rate``.
+    """
+
+    def __init__(self, model: nn.Module, sde: Optional[MixSDE] = None, n_steps: int = 30, snr: float = 0.5,
+                 corrector_steps: int = 1, enhancement: bool = False, sample_rate: Optional[int] = None):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"DiffSepMethod: model must be a torch.nn.Module, got {type(model).__name__}")
+        if getattr(model, "ema", None) is not None and callable(getattr(model, "averaged", None)):
+            model = model.averaged()
+        self.model = model.eval().requires_grad_(False)
+        n_src = int(getattr(model, "n_src", sde.n_src if sde is not None else 2))
+        self.sde = sde if sde is not None else MixSDE(n_src)
+        if self.sde.n_src != n_src:
+            raise ValueError(f"DiffSepMethod: the SDE has K = {self.sde.n_src}, the model {n_src}")
+        if enhancement and n_src != 2:
+            raise ValueError("DiffSepMethod: enhancement needs K = 2 (speech, noise)")
+        self.sampler = PCSampler(self.sde, n_steps, snr, corrector_steps)
+        self.enhancement = bool(enhancement)
+        self.sample_rate = int(sample_rate or getattr(model, "sample_rate", 8000))
+
+    @classmethod
+    def from_pretrained(cls, directory: PathLike, **overrides: Any) -> "DiffSepMethod":
+        """Load ``directory/model.*`` and the method's settings from ``directory/diffsep.json`` when present
+        (``fastsep train diffsep`` writes it to the run folder and to ``best/``); ``overrides`` replace settings
+        (``n_steps``, ``snr``, ``corrector_steps``, ``enhancement``)."""
+        directory = os.fspath(directory)
+        model = load_score_model(directory)
+        settings: Dict[str, Any] = {}
+        for path in (os.path.join(directory, "diffsep.json"), os.path.join(os.path.dirname(directory), "diffsep.json")):
+            if os.path.isfile(path):
+                with open(path, "r", encoding="utf-8") as fh:
+                    settings = json.load(fh)
+                break
+        sde = MixSDE(**settings["sde"]) if "sde" in settings else None
+        options = {k: settings[k] for k in ("n_steps", "snr", "corrector_steps", "enhancement") if k in settings}
+        options.update(overrides)
+        return cls(model, sde=sde, **options)
+
+    @property
+    def n_src(self) -> int:
+        return self.sde.n_src
+
+    def to(self, device: Union[str, torch.device]) -> "DiffSepMethod":
+        self.model.to(device)
+        return self
+
+    def _device(self) -> torch.device:
+        for p in self.model.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    @torch.no_grad()
+    def separate(self, mixture: Tensor, seed: Union[None, int, Sequence[int]] = 0) -> Tensor:
+        """Sources ``[B, K, T]`` of ``mixture [B, T]`` (on the mixture's device and dtype)."""
+        mixture = check_mixture("DiffSepMethod.separate", mixture)
+        if mixture.shape[-1] < 2:
+            raise ValueError(f"DiffSepMethod.separate: need at least 2 samples, got {mixture.shape[-1]}")
+        device, dtype = mixture.device, mixture.dtype
+        mix = mixture.to(self._device(), torch.float32)
+        std = mix.std(dim=-1, keepdim=True).clamp_min(1e-5)
+        est = self.sampler.sample(self.model, mix / std, seed=seed)
+        return (est * std.unsqueeze(1)).to(device, dtype)
+
+    def enhance(self, mixture: Tensor, seed: Union[None, int, Sequence[int]] = 0) -> Tensor:
+        """The speech ``[B, T]`` of noisy ``mixture [B, T]`` (an enhancement model: source 0 is the speech)."""
+        if not self.enhancement:
+            raise ValueError("DiffSepMethod.enhance: this model was trained for separation; use separate()")
+        return self.separate(mixture, seed)[:, 0]
