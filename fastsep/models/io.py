@@ -24,44 +24,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 _FORMAT = 1
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp/mkdtemp create owner-only entries; outputs get the permissions a plain open() would have given them.
-FILE_MODE = 0o666 & ~_read_umask()
-DIR_MODE = 0o777 & ~_read_umask()
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one, never a part.
-
-    The bytes go to a temporary file in the same folder (same file system, so the final rename is atomic), are
-    flushed to disk, and the temporary file then replaces ``path``.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_json(path: PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+# One atomic writer for the whole package lives in fastsep.fileio (temporary names a rerun can recognise, fsync,
+# the permissions a plain open() would give); models, checkpoints and corpora use it through these names.
+from ..fileio import DIR_MODE, FILE_MODE, atomic_write_bytes, atomic_write_json  # noqa: E402,F401
 
 
 def state_dict_for_safetensors(state: Mapping[str, Tensor]) -> Dict[str, Tensor]:
