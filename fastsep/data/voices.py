@@ -214,6 +214,8 @@ def build_festival(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, se
         rng = np.random.default_rng([seed, 11, t_index])
         total, u, skipped = 0.0, 0, 0
         while total < seconds_per_talker and u < 400:
+            if skipped > 50:
+                raise RuntimeError(f"text2wave ({voice}) produced no audio for 50 sentences")
             text = " ".join(sentences[int(i)] for i in rng.integers(0, len(sentences), size=2))
             rels = {sr: f"wav{sr // 1000}k/test/{name}/{name}_u{u:04d}.wav" for sr in sample_rates}
             if not all((out / r).is_file() for r in rels.values()):
@@ -226,11 +228,12 @@ def build_festival(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, se
                         raise RuntimeError(f"text2wave ({voice}) failed: {done.stderr.strip()[:300]}")
                     if os.path.getsize(raw) <= 44:  # some diphone voices give up on a sentence: take another
                         skipped += 1
-                        if skipped > 50:
-                            raise RuntimeError(f"text2wave ({voice}) produced no audio for 50 sentences")
                         continue
                     raw_sr, data = wavfile.read(raw)
                 x = trim_silence(data.astype(np.float64) / 32768.0, raw_sr)
+                if len(x) < raw_sr // 10:  # (almost) nothing spoken: take another sentence
+                    skipped += 1
+                    continue
                 x = x * (0.5 / max(1e-9, np.abs(x).max()))
                 for sr, rel in rels.items():
                     _write_wav(out / rel, _resampled(x, raw_sr, sr), sr)
