@@ -250,7 +250,8 @@ class NCSNpp(nn.Module):
 
     @classmethod
     def small(cls, n_src: int = 2, sample_rate: int = 8000) -> "NCSNpp":
-        """A CPU-sized preset (0.45 M parameters for 2 sources; the default is 16.4 M): n_fft 254 / hop 64, nf 16, four levels, one block each."""
+        """A CPU-sized preset (0.45 M parameters for 2 sources; the default is 16.4 M): n_fft 254 / hop 64, nf 16,
+        four levels, one block each."""
         return cls(n_src, sample_rate, n_fft=254, hop_length=64, nf=16, ch_mult=(1, 2, 2, 2), num_res_blocks=1,
                    attn_levels=(3,))
 
