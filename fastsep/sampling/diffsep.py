@@ -2,7 +2,8 @@
 
 The forward process on the stacked sources ``x [B, K, T]`` is
 
-    dx = -gamma * Pbar x dt + g(t) dw,   x_0 = s,   g(t) = sigma_min * rho^t * sqrt(2 log rho),  rho = sigma_max/sigma_min
+    dx = -gamma * Pbar x dt + g(t) dw,   x_0 = s,
+    g(t) = sigma_min * rho^t * sqrt(2 log rho),   rho = sigma_max / sigma_min
 
 with ``P = 1 1^T / K`` (the average across sources) and ``Pbar = I - P``, both acting on the source axis only. Because
 the drift is linear and g is scalar, every marginal is Gaussian (Theorem 1):
@@ -239,7 +240,8 @@ class PCSampler:
         else:
             x = _check_sources("PCSampler.sample", x_init, k, "x_init").to(mixture.dtype).clone()
             if x.shape[0] != b or x.shape[-1] != n:
-                raise ValueError(f"PCSampler.sample: x_init {tuple(x.shape)} does not fit mixture {tuple(mixture.shape)}")
+                raise ValueError(f"PCSampler.sample: x_init {tuple(x.shape)} does not fit mixture "
+                                 f"{tuple(mixture.shape)}")
         times = self.timesteps()
         x_mean = x
         for i, t in enumerate(times):

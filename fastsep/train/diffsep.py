@@ -185,7 +185,8 @@ class DiffSepTask:
             inner.update_ema()
 
     def validate(self, model: nn.Module, loader: Iterable[Dict[str, Any]]) -> Dict[str, float]:
-        """``loss`` (seeded score-matching loss with the averaged weights) and, when sampling, ``si_sdr``/``si_sdri``."""
+        """``loss`` (seeded score-matching loss with the averaged weights) and, when sampling, ``si_sdr`` and
+        ``si_sdri`` (dB; for enhancement of the speech only)."""
         from ..metrics import pit, si_sdr
         from ..sampling.diffsep import PCSampler
         from .distributed import unwrap_model
