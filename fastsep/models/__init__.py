@@ -10,6 +10,8 @@ _WHERE = {
     "MulCat": "fastsep.models.mulcat",
     "SepFormer": "fastsep.models.sepformer",
     "Combiner": "fastsep.models.combiner",
+    "NCSNpp": "fastsep.models.ncsnpp",  # DiffSep's score network
+    "TFAttentionUNet": "fastsep.models.tf_attention_unet",  # a source prior's noise predictor
 }
 
 __all__ = list(_WHERE)
