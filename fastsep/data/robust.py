@@ -100,6 +100,7 @@ def check_rate(sample_rate) -> int:
 
 
 def check_n_src(n_src) -> int:
-    if not isinstance(n_src, int) or isinstance(n_src, bool) or n_src < 1:
-        raise ValueError(f"n_src must be a positive int, got {n_src!r}")
-    return n_src
+    """The package's one rule for the number of talkers (:func:`fastsep.checks.check_n_src`), for data sets."""
+    from ..checks import check_n_src as _check
+
+    return _check("data set", n_src)

@@ -29,8 +29,7 @@ __all__ = [
     "check_positive_int",
 ]
 
-MIN_SOURCES = 2
-MAX_SOURCES = 20
+from ..checks import MAX_SOURCES, MIN_SOURCES, check_n_src  # noqa: F401  (re-exported)
 
 
 # ------------------------------------------------------------------------------------------------------------ checks
@@ -41,15 +40,6 @@ def check_positive_int(owner: str, name: str, value: Any) -> int:
     if value < 1:
         raise ValueError(f"{owner}: {name} must be a positive int, got {value}")
     return value
-
-
-def check_n_src(owner: str, n_src: Any) -> int:
-    """The number of sources a backbone separates must be an int in [2, 20]."""
-    if isinstance(n_src, bool) or not isinstance(n_src, int):
-        raise TypeError(f"{owner}: n_src must be an int in [{MIN_SOURCES}, {MAX_SOURCES}], got {type(n_src).__name__}")
-    if not MIN_SOURCES <= n_src <= MAX_SOURCES:
-        raise ValueError(f"{owner}: n_src must be in [{MIN_SOURCES}, {MAX_SOURCES}], got {n_src}")
-    return n_src
 
 
 class SeparationModel(nn.Module):

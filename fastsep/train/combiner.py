@@ -11,6 +11,7 @@ reads.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any, Dict, Iterable, Optional, Tuple
@@ -137,6 +138,9 @@ def main(args: argparse.Namespace) -> int:
           f"(backbone alone {result.get('si_sdri_backbone', float('nan')):.2f} dB)")
     if args.bundle_out:
         save_bundle(args.bundle_out, backbone.cpu(), vocoder.cpu(), best.cpu(), sample_rate=rate, n_src=n_src,
-                    extra={"valid": {k: float(v) for k, v in result.items() if isinstance(v, (int, float))}})
+                    # non-finite entries (e.g. "best" of a run stopped before its first validation) are left out:
+                    # NaN is not JSON
+                    extra={"valid": {k: float(v) for k, v in result.items()
+                                     if isinstance(v, (int, float)) and math.isfinite(float(v))}})
         print(f"bundle written to {args.bundle_out}")
     return 0
