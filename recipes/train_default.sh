@@ -1,55 +1,94 @@
 #!/usr/bin/env bash
-# Trains fastsep's bundled default model (8 kHz, 2 talkers) from nothing, and installs it in fastsep/assets/default.
+# Trains fastsep's bundled default model (8 kHz, 2 talkers), evaluates it on voices and voice sources it never
+# trained on, and installs it in fastsep/assets/default. One command; every step resumes after an interruption.
 #
-#   bash recipes/train_default.sh                # full settings (hours on CPU; a GPU is much faster)
-#   SMALL=1 bash recipes/train_default.sh        # ~45 min on 2 CPU cores: a demo-quality model
+#   bash recipes/train_default.sh            # continue the default's training from recipes/state/ (see below)
+#   B_STEPS=40000 bash recipes/train_default.sh   # train B further (B_STEPS is the total, counted across resumes)
 #
-# Steps: 1) synthetic espeak-ng/flite corpus, 2) backbone B (Conv-TasNet small preset), 3) vocoder GM (small
-# DiffWave) on the corpus's single-talker utterances, 4) combiner F with B and GM frozen, 5) bundle + SI-SDRi of the
-# three modes on the corpus's test split (written next to the bundle as eval.json).
-# Needs: espeak-ng and flite (apt-get install -y espeak-ng flite). Environment overrides: WORK (scratch folder),
-# DEVICE (auto|cpu|cuda), BACKBONE (convtasnet|dprnn), and the step counts below.
+# Data (all from Debian packages, made on this machine; nothing is downloaded at run time):
+#   - synthetic: 300 espeak-ng / flite talkers, 4.2 h (fastsep corpus synth); train/valid/test split by talker
+#   - recorded: telephone-prompt recordings of real talkers (fastsep corpus voices recorded): Allison (en+es),
+#     June (fr), Carlo (it), IvrvoiceRU (ru) train B and F; Menardi (it), es-co and Armelle (fr), recorded by other
+#     people in other studios, are test talkers only
+#   - festival: 5 festival voices (kal, ked, slt, lp, pc), test talkers only: an engine no training data uses
+# Steps: 1) corpora, 2) backbone B (Conv-TasNet sized for this CPU) with dynamic mixing and augmentation (speed,
+# reverberation, partial overlap, background noise; levels U[0, 8] dB), 3) vocoder GM, 4) combiner F with B and GM
+# frozen, 5) bundle, evaluation on the three test sets (eval_*.json next to the bundle) and installation.
+#
+# The training state of B (weights, Adam moments, step, RNG; ~5 MB of safetensors + JSON) is kept in
+# recipes/state/backbone so that training continues where the last machine stopped; the recipe copies it into the
+# work folder when the work folder has none, and back after training.
+#
+# Environment overrides: WORK (scratch folder), DEVICE (auto|cpu|cuda), B_STEPS, F_STEPS, GM_STEPS (0 reuses the
+# vocoder of the installed default bundle, as the current default does), EVAL_ITEMS.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${WORK:-$ROOT/runs/default}"
 DEVICE="${DEVICE:-auto}"
-BACKBONE="${BACKBONE:-convtasnet}"
 DEST="${DEST:-$ROOT/fastsep/assets/default}"
+STATE="$ROOT/recipes/state"
+B_STEPS="${B_STEPS:-8000}"; F_STEPS="${F_STEPS:-150}"; GM_STEPS="${GM_STEPS:-0}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-
-if [[ "${SMALL:-0}" == "1" ]]; then
-  CORPUS_ARGS=(--talkers 120 --hours 1)
-  B_STEPS="${B_STEPS:-3000}";  GM_STEPS="${GM_STEPS:-400}";  F_STEPS="${F_STEPS:-100}"
-  EVAL_ITEMS="${EVAL_ITEMS:-20}"; GM_VALID=(--valid-items 2 --valid-seconds 1)
-else
-  CORPUS_ARGS=(--talkers 120 --hours 3)
-  B_STEPS="${B_STEPS:-50000}"; GM_STEPS="${GM_STEPS:-50000}"; F_STEPS="${F_STEPS:-10000}"
-  EVAL_ITEMS="${EVAL_ITEMS:-500}"; GM_VALID=(--valid-items 4)
-fi
+# The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
+# (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
+B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
+PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k
+          festvox-itapc16k asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
+          asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
+          asterisk-prompt-fr-armelle asterisk-moh-opsound-wav)
 fs() { python -m fastsep "$@"; }
-# A run stopped by --max-steps inside its first epoch has no best/ yet; its last/ checkpoint holds the model then.
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 
-echo "== 1/5 corpus -> $WORK/corpus"
-fs corpus synth "$WORK/corpus" "${CORPUS_ARGS[@]}" --sample-rates 8000 --quiet
+echo "== 0/5 system packages (voices, recordings, background music)"
+missing=(); for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if (( ${#missing[@]} )); then
+  if [[ "$(id -u)" == 0 ]]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else echo "install first: apt-get install -y ${missing[*]}" >&2; exit 1; fi
+fi
 
-echo "== 2/5 backbone B ($BACKBONE, small preset)"
-fs train separator --model "$BACKBONE" --small --data "$WORK/corpus" --out "$WORK/backbone" \
-   --segment 2 --batch-size 4 --max-steps "$B_STEPS" --valid-items 16 --device "$DEVICE" --no-progress
+echo "== 1/5 corpora -> $WORK/{synth,recorded,festival}"
+fs corpus synth "$WORK/synth" --talkers 300 --hours 4 --sample-rates 8000 --quiet
+fs corpus voices recorded "$WORK/recorded" --quiet
+fs corpus voices festival "$WORK/festival" --quiet
 
-echo "== 3/5 vocoder GM (small DiffWave, hop 128, 40 mels at 8 kHz)"
-fs train vocoder --small --data "$WORK/corpus" --out "$WORK/vocoder" --sample-rate 8000 --hop-length 128 \
-   --n-mels 40 --max-steps "$GM_STEPS" "${GM_VALID[@]}" --device "$DEVICE" --no-progress
+echo "== 2/5 backbone B (to $B_STEPS steps in all)"
+if [[ ! -d "$WORK/backbone/last" && -d "$STATE/backbone/last" ]]; then
+  mkdir -p "$WORK/backbone" && cp -r "$STATE/backbone/." "$WORK/backbone/"
+fi
+fs train separator --model convtasnet --model-args "$B_ARGS" --data "$WORK/synth" "$WORK/recorded" \
+   --out "$WORK/backbone" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment all \
+   --level-range 0 8 --patience 4 --early-stop 0 --checkpoint-every 200 --num-workers 1 --max-steps "$B_STEPS" \
+   --device "$DEVICE" --no-progress
+mkdir -p "$STATE/backbone"
+rm -rf "$STATE/backbone.tmp" && mkdir -p "$STATE/backbone.tmp"
+cp -r "$WORK/backbone/last" "$WORK/backbone/log.jsonl" "$STATE/backbone.tmp/"
+[[ -d "$WORK/backbone/best" ]] && cp -r "$WORK/backbone/best" "$STATE/backbone.tmp/"
+rm -rf "$STATE/backbone" && mv "$STATE/backbone.tmp" "$STATE/backbone"
+
+echo "== 3/5 vocoder GM"
+if (( GM_STEPS > 0 )); then
+  fs train vocoder --small --data "$WORK/synth" --out "$WORK/vocoder" --sample-rate 8000 --hop-length 128 \
+     --n-mels 40 --max-steps "$GM_STEPS" --valid-items 4 --valid-seconds 1 --device "$DEVICE" --no-progress
+  GM_DIR="$(model_dir "$WORK/vocoder")"
+else
+  # Reuse the installed default's vocoder as a model folder (model.json names vocoder.safetensors beside it).
+  GM_DIR="$WORK/vocoder_reused"; mkdir -p "$GM_DIR"
+  cp "$DEST/vocoder.json" "$GM_DIR/model.json"; cp "$DEST/vocoder.safetensors" "$GM_DIR/vocoder.safetensors"
+fi
 
 echo "== 4/5 combiner F (B and GM frozen)"
-fs train combiner --data "$WORK/corpus" --backbone "$(model_dir "$WORK/backbone")" --vocoder "$(model_dir "$WORK/vocoder")" \
-   --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
+fs train combiner --data "$WORK/synth" "$WORK/recorded" --backbone "$(model_dir "$WORK/backbone")" \
+   --vocoder "$GM_DIR" --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
    --device "$DEVICE" --no-progress
 
-echo "== 5/5 evaluate on the test split and install into $DEST"
-fs eval --data "$WORK/corpus" --model "$WORK/bundle" --max-items "$EVAL_ITEMS" --json "$WORK/bundle/eval.json" \
-   --no-progress
+echo "== 5/5 evaluate on unseen voices and sources, install into $DEST"
+for src in recorded festival synth; do
+  extra=(); [[ "$src" == recorded ]] && extra=(--vocoder-quality)
+  FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$src" --model "$WORK/bundle" --segment 4 --max-items "$EVAL_ITEMS" \
+     --metrics si_sdr "${extra[@]}" --json "$WORK/bundle/eval_$src.json" --no-progress
+done
+rm -f "$WORK/bundle/eval.json"
 rm -rf "$DEST.tmp" && cp -r "$WORK/bundle" "$DEST.tmp" && rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"
 du -sh "$DEST"
 echo "done: Separator.from_pretrained() now loads $DEST"
