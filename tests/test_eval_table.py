@@ -95,9 +95,10 @@ def test_eval_writes_table_json_and_csv(bundle, speech_set, tmp_path, capsys):
         for col in data["metrics"]:
             values = [float(r[col]) for r in rows if r["mode"] == mode]
             mean, low, high = mean_confidence_interval(values)
-            # the summary is the CSV's column (CSV cells have 6 significant digits)
+            # the summary is the CSV's column (CSV cells have 6 significant digits: a cell like -22.9343 is off by up
+            # to 5e-5, and the t quantile of 3 mixtures (4.3) magnifies that in the interval's ends)
             assert res[col] == pytest.approx(mean, abs=1e-4)
-            assert res[f"{col}_ci95"] == pytest.approx([low, high], abs=1e-4)
+            assert res[f"{col}_ci95"] == pytest.approx([low, high], abs=1e-3)
             assert res[f"{col}_n"] == N_MIX
         assert 1.0 <= res["pesq_nb"] <= 4.6 and 0.0 <= res["estoi"] <= 1.0
     # the paired difference is the mean and t interval of the per-mixture differences
@@ -108,7 +109,7 @@ def test_eval_writes_table_json_and_csv(bundle, speech_set, tmp_path, capsys):
             mean, low, high = mean_confidence_interval(diffs)
             got = data["paired"][pair][col]
             assert got["mean"] == pytest.approx(mean, abs=1e-4) and got["n"] == N_MIX
-            assert got["ci95"] == pytest.approx([low, high], abs=1e-4)
+            assert got["ci95"] == pytest.approx([low, high], abs=1e-3)
 
 
 def test_eval_recipe_call_keeps_old_keys_and_default_is_cheap(bundle, speech_set, tmp_path, capsys):
