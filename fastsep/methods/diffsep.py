@@ -14,7 +14,6 @@ batch item ``b`` the noise of ``seed + b``, so an item's result does not depend 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from typing import Any, Dict, Optional, Sequence, Union
@@ -29,40 +28,17 @@ __all__ = ["DiffSepMethod", "load_score_model"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_score_model(directory: PathLike, name: str = "model") -> nn.Module:
-    """The NCSNpp saved in ``directory`` (by ``save_model`` or the training loop's ``best/``/``last/``).
-
-    Read here rather than through :func:`fastsep.models.io.load_model` so that it works whether or not NCSNpp is in
-    that registry; the same checks apply (SHA-256 of the weights, strict names and shapes).
-    """
-    from safetensors.torch import load_file
-
-    from ..models.io import load_state_dict_checked, read_model_info
-    from ..models.ncsnpp import NCSNpp
+    """The NCSNpp saved in ``directory`` (by ``save_model`` or the training loop's ``best/``/``last/``), read by
+    :func:`fastsep.models.io.load_model` (SHA-256 of the weights, strict names and shapes); anything but a DiffSep
+    score network is refused."""
+    from ..models.io import load_model, read_model_info
 
     directory = os.fspath(directory)
-    info = read_model_info(directory, name)
-    if info["class"] != "NCSNpp":
-        raise ValueError(f"{directory}/{name}.json holds a {info['class']}, not a DiffSep score network (NCSNpp)")
-    weights = os.path.join(directory, info.get("weights", name + ".safetensors"))
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"{directory}/{name}.json names weights {weights}, which does not exist")
-    if info.get("sha256") and _sha256(weights) != info["sha256"]:
-        raise ValueError(f"{weights} does not match the SHA-256 recorded in {name}.json (modified after saving)")
-    try:
-        model = NCSNpp(**info["config"])
-    except TypeError as exc:
-        raise ValueError(f"config in {name}.json does not fit NCSNpp: {exc}") from None
-    load_state_dict_checked(model, load_file(weights, device="cpu"), source=weights)
-    return model.eval()
+    cls = read_model_info(directory, name)["class"]
+    if cls != "NCSNpp":
+        raise ValueError(f"{directory}/{name}.json holds a {cls}, not a DiffSep score network (NCSNpp)")
+    return load_model(directory, name)
 
 
 class DiffSepMethod:
