@@ -712,3 +712,24 @@ def test_failed_capture_is_abandoned_and_warned():
     s = model.sampler()
     with pytest.warns(RuntimeWarning, match="graph capture failed"):
         assert s._capture(network, (2, 16), torch.zeros(2, 8, device="cuda"), torch.device("cuda")) is None
+
+
+def test_vocoder_training_pools_several_sources(tmp_path):
+    # `--data A B` pools every root's training utterances; the first root with a 'valid' split validates (here the
+    # second: the first, like a recorded-voice corpus, has none).
+    from fastsep import audio as fsaudio
+    from fastsep.train.vocoder import _first_valid_split, _pooled_speech
+
+    for root, splits in (("a", (("train", 2),)), ("b", (("train", 3), ("valid", 1)))):
+        for split, n in splits:
+            (tmp_path / root / split).mkdir(parents=True)
+            for i, item in enumerate(_synthetic_speechlike(n, 1200, seed=n)):
+                fsaudio.save(tmp_path / root / split / f"{i}.wav", item["audio"], 8000)
+    roots = [str(tmp_path / "a"), str(tmp_path / "b")]
+    pooled = _pooled_speech(roots, 8000, 0.05)
+    assert len(pooled) == 5 and {os.path.basename(os.path.dirname(p)) for p in pooled.paths} == {"train"}
+    assert {p.split(os.sep)[-3] for p in pooled.paths} == {"a", "b"}
+    valid = _first_valid_split(roots, 8000, pooled.paths)  # a's fallback would be its own training files
+    assert len(valid) == 1 and valid.paths[0].startswith(str(tmp_path / "b" / "valid"))
+    alone = _first_valid_split(roots[:1], 8000, pooled.paths)  # nothing better: the single folder, as before
+    assert sorted(alone.paths) == sorted(p for p in pooled.paths if p.startswith(roots[0]))

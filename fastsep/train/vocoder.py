@@ -157,8 +157,10 @@ def build_model(args: argparse.Namespace) -> nn.Module:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep train vocoder``."""
-    parser.add_argument("--data", required=True, help="single-speaker audio: a fastsep corpus, LibriMix, wsj0-mix "
-                                                      "(their clean sources) or a folder of audio files")
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="single-speaker audio: one or more fastsep corpora, LibriMix, wsj0-mix (their clean "
+                             "sources) or folders of audio files; their training utterances are pooled, and the "
+                             "first with a 'valid' split validates")
     parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")
     parser.add_argument("--sample-rate", type=int, default=8000)
     parser.add_argument("--hop-length", type=int, default=256, help="samples per mel frame (default 256)")
@@ -183,13 +185,44 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.valid_seconds is not None and args.valid_seconds <= 0:
         raise ValueError(f"--valid-seconds must be positive, got {args.valid_seconds}")
-    if not os.path.exists(args.data):
-        raise FileNotFoundError(f"--data {args.data} does not exist")
+    for folder in args.data:
+        if not os.path.exists(folder):
+            raise FileNotFoundError(f"--data {folder} does not exist")
+
+
+def _pooled_speech(roots: Sequence[str], sample_rate: int, segment: float):
+    """The training utterances of every root as one dataset (each utterance once, whatever its source)."""
+    from ..data import open_speech_dataset
+    from ..data.speech import SpeechFiles
+
+    paths: List[str] = []
+    for root in roots:
+        paths += open_speech_dataset(root, sample_rate, segment=segment, split="train").paths
+    return SpeechFiles(paths, sample_rate, segment)
+
+
+def _first_valid_split(roots: Sequence[str], sample_rate: int, train_paths: Sequence[str] = ()):
+    """Whole utterances of the first root that has a validation split (a recorded-voice corpus has none). A folder
+    of audio without a ``valid`` folder offers its training files as its split; those are passed over while another
+    root holds real held-out audio, so that validation never scores training utterances unless nothing else exists."""
+    from ..data import open_speech_dataset
+
+    seen, fallback = set(train_paths), None
+    for root in roots:
+        try:
+            found = open_speech_dataset(root, sample_rate, segment=None, split="valid")
+        except (FileNotFoundError, ValueError):
+            continue
+        if not seen.intersection(found.paths):
+            return found
+        fallback = fallback or found
+    if fallback is not None:
+        return fallback
+    raise FileNotFoundError(f"none of --data {' '.join(roots)} has a 'valid' split to validate on")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``fastsep train vocoder``; returns the exit status."""
-    from ..data import open_speech_dataset
     from .loop import train
 
     try:
@@ -197,8 +230,8 @@ def main(args: argparse.Namespace) -> int:
         model = build_model(args)
         hop = model.hop_length
         segment = args.crop_frames * hop / args.sample_rate
-        train_set = open_speech_dataset(args.data, args.sample_rate, segment=segment, split="train")
-        valid_set = open_speech_dataset(args.data, args.sample_rate, segment=None, split="valid")
+        train_set = _pooled_speech(args.data, args.sample_rate, segment)
+        valid_set = _first_valid_split(args.data, args.sample_rate, train_set.paths)
         if len(valid_set) > args.valid_items:
             valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
         task = VocoderTask(model.config, valid_seconds=args.valid_seconds, seed=args.seed)
