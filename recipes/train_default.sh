@@ -10,6 +10,8 @@
 #   - recorded: telephone-prompt recordings of real talkers (fastsep corpus voices recorded): Allison (en+es),
 #     June (fr), Carlo (it), IvrvoiceRU (ru) train B and F; Menardi (it), es-co and Armelle (fr), recorded by other
 #     people in other studios, are test talkers only
+#   - game: the dubbed dialogue of Fish Fillets NG (fastsep corpus voices game): the two fish of the Czech and of the
+#     Dutch dubbing, four real actors, 2.3 h; training talkers only (B from step 6000, GM from step 1000, F)
 #   - festival: 5 festival voices (kal, ked, slt, lp, pc), test talkers only: an engine no training data uses
 # Steps: 1) corpora, 2) backbone B (Conv-TasNet sized for this CPU) with dynamic mixing and augmentation (speed,
 # reverberation, partial overlap, background noise; levels U[0, 8] dB), 3) vocoder GM, 4) combiner F with B and GM
@@ -36,9 +38,20 @@ B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":12
 PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k
           festvox-itapc16k asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
           asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
-          asterisk-prompt-fr-armelle asterisk-moh-opsound-wav)
+          asterisk-prompt-fr-armelle asterisk-moh-opsound-wav fillets-ng-data-cs fillets-ng-data-nl)
 fs() { python -m fastsep "$@"; }
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
+# Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
+# restore it into an empty work folder, and write it back atomically after training.
+restore_state() {
+  if [[ ! -d "$WORK/$1/last" && -d "$STATE/$1/last" ]]; then mkdir -p "$WORK/$1" && cp -r "$STATE/$1/." "$WORK/$1/"; fi
+}
+keep_state() {
+  rm -rf "$STATE/$1.tmp" && mkdir -p "$STATE/$1.tmp"
+  cp -r "$WORK/$1/last" "$WORK/$1/log.jsonl" "$STATE/$1.tmp/"
+  [[ -d "$WORK/$1/best" ]] && cp -r "$WORK/$1/best" "$STATE/$1.tmp/"
+  rm -rf "$STATE/$1" && mv "$STATE/$1.tmp" "$STATE/$1"
+}
 
 echo "== 0/5 system packages (voices, recordings, background music)"
 missing=(); for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -47,29 +60,34 @@ if (( ${#missing[@]} )); then
   else echo "install first: apt-get install -y ${missing[*]}" >&2; exit 1; fi
 fi
 
-echo "== 1/5 corpora -> $WORK/{synth,recorded,festival}"
+echo "== 1/5 corpora -> $WORK/{synth,recorded,festival,game}"
 fs corpus synth "$WORK/synth" --talkers 300 --hours 4 --sample-rates 8000 --quiet
 fs corpus voices recorded "$WORK/recorded" --quiet
 fs corpus voices festival "$WORK/festival" --quiet
+fs corpus voices game "$WORK/game" --quiet
 
 echo "== 2/5 backbone B (to $B_STEPS steps in all)"
-if [[ ! -d "$WORK/backbone/last" && -d "$STATE/backbone/last" ]]; then
-  mkdir -p "$WORK/backbone" && cp -r "$STATE/backbone/." "$WORK/backbone/"
-fi
-fs train separator --model convtasnet --model-args "$B_ARGS" --data "$WORK/synth" "$WORK/recorded" \
+restore_state backbone
+fs train separator --model convtasnet --model-args "$B_ARGS" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" \
    --out "$WORK/backbone" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment all \
    --level-range 0 8 --patience 4 --early-stop 0 --checkpoint-every 200 --num-workers 1 --max-steps "$B_STEPS" \
    --device "$DEVICE" --no-progress
-mkdir -p "$STATE/backbone"
-rm -rf "$STATE/backbone.tmp" && mkdir -p "$STATE/backbone.tmp"
-cp -r "$WORK/backbone/last" "$WORK/backbone/log.jsonl" "$STATE/backbone.tmp/"
-[[ -d "$WORK/backbone/best" ]] && cp -r "$WORK/backbone/best" "$STATE/backbone.tmp/"
-rm -rf "$STATE/backbone" && mv "$STATE/backbone.tmp" "$STATE/backbone"
+keep_state backbone
 
-echo "== 3/5 vocoder GM"
+echo "== 3/5 vocoder GM (to $GM_STEPS steps in all)"
 if (( GM_STEPS > 0 )); then
-  fs train vocoder --small --data "$WORK/synth" --out "$WORK/vocoder" --sample-rate 8000 --hop-length 128 \
-     --n-mels 40 --max-steps "$GM_STEPS" --valid-items 4 --valid-seconds 1 --device "$DEVICE" --no-progress
+  # DiffWave 12 x 32 (the size that keeps full mode faster than real time on 2 cores), trained on real recordings
+  # and synthetic talkers pooled; the first run starts from the previous default's vocoder.
+  restore_state vocoder
+  init=(); [[ -d "$WORK/vocoder/last" ]] || init=(--init "$WORK/vocoder_init")
+  if (( ${#init[@]} )); then
+    mkdir -p "$WORK/vocoder_init"
+    cp "$DEST/vocoder.json" "$WORK/vocoder_init/model.json"; cp "$DEST/vocoder.safetensors" "$WORK/vocoder_init/"
+  fi
+  fs train vocoder "${init[@]}" --data "$WORK/recorded" "$WORK/game" "$WORK/synth" --out "$WORK/vocoder" --sample-rate 8000 \
+     --hop-length 128 --n-mels 40 --batch-size 8 --lr 4e-4 --max-steps "$GM_STEPS" --checkpoint-every 250 \
+     --valid-items 4 --valid-seconds 1 --num-workers 1 --device "$DEVICE" --no-progress
+  keep_state vocoder
   GM_DIR="$(model_dir "$WORK/vocoder")"
 else
   # Reuse the installed default's vocoder as a model folder (model.json names vocoder.safetensors beside it).
@@ -78,7 +96,7 @@ else
 fi
 
 echo "== 4/5 combiner F (B and GM frozen)"
-fs train combiner --data "$WORK/synth" "$WORK/recorded" --backbone "$(model_dir "$WORK/backbone")" \
+fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" --backbone "$(model_dir "$WORK/backbone")" \
    --vocoder "$GM_DIR" --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
    --device "$DEVICE" --no-progress
 

@@ -8,7 +8,7 @@ from scipy.io import wavfile
 
 from fastsep.data import DynamicMix, open_mixture_dataset
 from fastsep.data.augment import Augmentation, coloured_noise, speed_perturb, synthetic_rir
-from fastsep.data.voices import _joined_utterances, build_recorded
+from fastsep.data.voices import _joined_utterances, build_game, build_recorded
 
 SR = 8000
 
@@ -166,3 +166,36 @@ def test_build_recorded_from_prompt_folders(tmp_path):
     assert sr == 8000 and len(data) == round(recs[0]["duration"] * sr)
     with pytest.raises(RuntimeError, match="apt-get install"):
         build_recorded(tmp_path / "out2", sounds=sounds, talkers={"rec_c": ("test", ["missing"], ["pkg-c"])})
+
+
+def test_build_game_keeps_one_character_of_one_dubbing_per_talker(tmp_path):
+    # Lines are <level>-<character>-<line>.ogg at 22.05 kHz under <level>/<language>/; a talker is one character in
+    # one dubbing, and the other characters' lines (and the other dubbing's) never leak into it.
+    import soundfile
+
+    sounds, rate = tmp_path / "sound", 22050
+    tone = {"m": 300.0, "v": 120.0, "x": 900.0}
+    for level in ("lvl1", "lvl2"):
+        for lang in ("cs", "nl"):
+            (sounds / level / lang).mkdir(parents=True)
+            for ch, f0 in tone.items():
+                for k in range(4):
+                    x = 0.3 * np.sin(2 * np.pi * f0 * np.arange(int(1.5 * rate)) / rate)
+                    soundfile.write(str(sounds / level / lang / f"{level}-{ch}-line{k}.ogg"), x, rate)
+    talkers = {"g_cs_m": ("train", "cs", "m", "pkg-cs"), "g_nl_v": ("test", "nl", "v", "pkg-nl")}
+    manifest = build_game(tmp_path / "out", sounds=sounds, talkers=talkers, utterance_s=4.0)
+    recs = [json.loads(x) for x in manifest.read_text().splitlines()]
+    assert {(r["speaker"], r["split"], r["source"]) for r in recs} == {("g_cs_m", "train", "game"),
+                                                                   ("g_nl_v", "test", "game")}
+    for speaker, f0 in (("g_cs_m", 300.0), ("g_nl_v", 120.0)):
+        rec = next(r for r in recs if r["speaker"] == speaker)
+        sr, data = wavfile.read(manifest.parent / rec["path"])
+        assert sr == 8000 and rec["duration"] >= 4.0
+        spectrum = np.abs(np.fft.rfft(data.astype(np.float64)))
+        assert abs(np.argmax(spectrum) * sr / len(data) - f0) < 5  # the character's own tone, resampled right
+    # 8 lines of 1.5 s per talker: every line is used once (pauses between them are extra)
+    for speaker in talkers:
+        total = sum(r["duration"] for r in recs if r["speaker"] == speaker)
+        assert 8 * 1.5 - 0.5 <= total <= 8 * 1.5 + 8 * 0.5
+    with pytest.raises(RuntimeError, match="apt-get install -y pkg-z"):
+        build_game(tmp_path / "out2", sounds=sounds, talkers={"g": ("train", "cs", "z", "pkg-z")})

@@ -10,6 +10,12 @@ package registry (no download at run time):
   people in other studios (asterisk-prompt-it-menardi-wav, asterisk-prompt-es-co, asterisk-prompt-fr-armelle) are the
   *test* talkers. Prompts are short (0.5-4 s), so each talker's prompts are shuffled and joined with natural pauses
   into utterances of about 8 s.
+* ``game``: the spoken dialogue of the puzzle game Fish Fillets NG (fillets-ng-data-cs, fillets-ng-data-nl; GPL-2):
+  the two fish of its Czech and of its Dutch dubbing, four actors recorded in studio, about 37-41 minutes each
+  (22.05 kHz Ogg Vorbis). Lines are named ``<level>-<character>-<line>.ogg``; ``m`` is the small fish and ``v`` the
+  big one in both dubbings. The side characters (a few lines each, some played through voice effects) are left out.
+  Every talker is a *training* talker: it doubles the real voices B and GM learn from, while the test talkers of
+  ``recorded`` and ``festival`` stay unseen.
 * ``festival``: festival's English diphone voices kal and ked, the HTS voice slt and the Italian diphone voices lp and
   pc reading fastsep's English sentences. Festival is never used for training: every talker is a test talker.
 
@@ -34,8 +40,8 @@ import numpy as np
 from ..models.io import atomic_write_bytes
 from .corpus import load_sentences, trim_silence
 
-__all__ = ["RECORDED_TALKERS", "FESTIVAL_TALKERS", "SOURCES", "build_recorded", "build_festival", "add_arguments",
-           "main"]
+__all__ = ["RECORDED_TALKERS", "FESTIVAL_TALKERS", "GAME_TALKERS", "SOURCES", "build_recorded", "build_festival",
+           "build_game", "add_arguments", "main"]
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
 
@@ -58,7 +64,15 @@ FESTIVAL_TALKERS: Dict[str, tuple] = {
     "fest_lp": ("lp_diphone", "festvox-italp16k"),
     "fest_pc": ("pc_diphone", "festvox-itapc16k"),
 }
-SOURCES = ("recorded", "festival")
+GAME_SOUNDS = Path("/usr/share/games/fillets-ng/sound")
+#: talker -> (split, dubbing language folder, character code, Debian package)
+GAME_TALKERS: Dict[str, tuple] = {
+    "game_cs_small": ("train", "cs", "m", "fillets-ng-data-cs"),
+    "game_cs_big": ("train", "cs", "v", "fillets-ng-data-cs"),
+    "game_nl_small": ("train", "nl", "m", "fillets-ng-data-nl"),
+    "game_nl_big": ("train", "nl", "v", "fillets-ng-data-nl"),
+}
+SOURCES = ("recorded", "festival", "game")
 PROMPT_EXTENSIONS = (".wav", ".gsm")
 
 
@@ -153,7 +167,61 @@ def missing_packages(source: str, sounds: Path = SOUNDS) -> List[str]:
         voices = Path("/usr/share/festival/voices")
         found = {p.name for p in voices.glob("*/*")} if voices.is_dir() else set()
         return need + sorted(pkg for voice, pkg in FESTIVAL_TALKERS.values() if voice not in found)
+    if source == "game":
+        base = GAME_SOUNDS if sounds == SOUNDS else Path(sounds)
+        return sorted({pkg for _, lang, ch, pkg in GAME_TALKERS.values() if not _game_lines(base, lang, ch)})
     raise ValueError(f"unknown voice source {source!r}; choose one of {SOURCES}")
+
+
+def _game_lines(sounds: Path, lang: str, character: str) -> List[Path]:
+    """The dialogue lines of one character in one dubbing (``<level>-<character>-<line>.ogg``)."""
+    return sorted(p for p in sounds.glob(f"*/{lang}/*.ogg") if p.name.count("-") >= 2
+                  and p.name.split("-")[1] == character)
+
+
+def build_game(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, utterance_s: float = 8.0,
+               sounds: Path = GAME_SOUNDS, talkers: Optional[Dict[str, tuple]] = None,
+               progress: bool = False) -> Path:
+    """The ``game`` source in ``out`` (see the module docstring); returns the manifest path."""
+    import soundfile
+
+    talkers = GAME_TALKERS if talkers is None else talkers
+    sounds = Path(sounds)
+    absent = sorted({pkg for _, lang, ch, pkg in talkers.values() if not _game_lines(sounds, lang, ch)})
+    if absent:
+        raise RuntimeError(f"game voices need {' '.join(absent)} (apt-get install -y {' '.join(absent)})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: List[dict] = []
+    for t_index, (name, (split, lang, character, _)) in enumerate(sorted(talkers.items())):
+        rng = np.random.default_rng([seed, t_index])
+        lines = []
+        for path in _game_lines(sounds, lang, character):
+            try:
+                x, sr = soundfile.read(str(path), dtype="float64", always_2d=True)
+            except (RuntimeError, ValueError, soundfile.LibsndfileError) as exc:
+                print(f"skipping {path}: {exc}", file=sys.stderr)
+                continue
+            # the game's lines come at 22.05 kHz; bring each to 8 kHz once, before joining
+            x = trim_silence(_resampled(x.mean(axis=1), int(sr), 8000), 8000)
+            if len(x) >= 8000 // 4:
+                lines.append(x)
+        rate = 8000
+        for u, x in enumerate(_joined_utterances(lines, rate, rng, utterance_s)):
+            x = x * (0.5 / max(1e-9, np.abs(x).max()))
+            for sr in sample_rates:
+                rel = f"wav{sr // 1000}k/{split}/{name}/{name}_u{u:04d}.wav"
+                y = _resampled(x, rate, sr)
+                if not (out / rel).is_file():
+                    _write_wav(out / rel, y, sr)
+                records.append({"path": rel, "speaker": name, "split": split, "sample_rate": sr,
+                                "duration": round(len(y) / sr, 4), "text": "", "source": "game"})
+        if progress:
+            print(f"{name}: {len(lines)} lines", file=sys.stderr)
+    info = {"source": "game", "seed": seed, "sample_rates": list(sample_rates),
+            "talkers": {n: {"split": s, "language": l, "character": c, "package": p}
+                        for n, (s, l, c, p) in talkers.items()}}
+    return _finish(out, records, info)
 
 
 def build_recorded(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, utterance_s: float = 8.0,
@@ -251,7 +319,9 @@ def build_festival(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, se
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", choices=SOURCES, help="recorded (telephone-prompt recordings) or festival")
+    parser.add_argument("source", choices=SOURCES,
+                        help="recorded (telephone-prompt recordings), festival (an engine for testing only) or game "
+                             "(a game's dubbed dialogue: four real training talkers)")
     parser.add_argument("out", help="output folder (a partial build is completed)")
     parser.add_argument("--sample-rates", type=int, nargs="+", default=[8000], help="rates to write (default 8000)")
     parser.add_argument("--seed", type=int, default=0)
@@ -262,6 +332,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.source == "recorded":
             manifest = build_recorded(args.out, args.sample_rates, args.seed, progress=not args.quiet)
+        elif args.source == "game":
+            manifest = build_game(args.out, args.sample_rates, args.seed, progress=not args.quiet)
         else:
             manifest = build_festival(args.out, args.sample_rates, args.seed, progress=not args.quiet)
     except (RuntimeError, ValueError) as exc:
