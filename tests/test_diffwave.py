@@ -733,3 +733,26 @@ def test_vocoder_training_pools_several_sources(tmp_path):
     assert len(valid) == 1 and valid.paths[0].startswith(str(tmp_path / "b" / "valid"))
     alone = _first_valid_split(roots[:1], 8000, pooled.paths)  # nothing better: the single folder, as before
     assert sorted(alone.paths) == sorted(p for p in pooled.paths if p.startswith(roots[0]))
+
+
+@pytest.mark.parametrize("hop", [128, 256, 75])
+def test_upsampler_starts_as_linear_interpolation_of_the_mel(hop):
+    # A freshly built upsampler passes the mel through (interpolated in time), so that an untrained DiffWave's
+    # conditioner carries the mel at full strength (the default init shrank it ~1000x and training ignored it).
+    from fastsep.models.diffwave import SpectrogramUpsampler
+
+    up = SpectrogramUpsampler(6, hop)
+    with torch.no_grad():
+        flat = up(torch.full((1, 6, 8), 0.7))
+        mel = torch.rand(2, 6, 12)
+        out = up(mel)
+    assert torch.allclose(flat[..., 2 * hop:-2 * hop], torch.tensor(0.7), atol=1e-6)
+    assert out.shape == (2, 6, 12 * hop)
+    # the samples of frame k's hop interpolate between its neighbours' values, and come close to frame k's own
+    for k in range(1, 11):
+        seg = out[..., k * hop:(k + 1) * hop]
+        lo = mel[..., k - 1:k + 2].min(-1, keepdim=True).values
+        hi = mel[..., k - 1:k + 2].max(-1, keepdim=True).values
+        assert bool(((seg >= lo - 1e-5) & (seg <= hi + 1e-5)).all())
+        assert float((seg - mel[..., k:k + 1]).abs().min(-1).values.max()) < 0.5 * float((hi - lo).max()) + 1e-5
+    assert float(out.std()) > 0.5 * float(mel.std())
