@@ -183,10 +183,12 @@ def test_build_game_keeps_one_character_of_one_dubbing_per_talker(tmp_path):
                     x = 0.3 * np.sin(2 * np.pi * f0 * np.arange(int(1.5 * rate)) / rate)
                     soundfile.write(str(sounds / level / lang / f"{level}-{ch}-line{k}.ogg"), x, rate)
     talkers = {"g_cs_m": ("train", "cs", "m", "pkg-cs"), "g_nl_v": ("test", "nl", "v", "pkg-nl")}
-    manifest = build_game(tmp_path / "out", sounds=sounds, talkers=talkers, utterance_s=4.0)
+    manifest = build_game(tmp_path / "out", sounds=sounds, talkers=talkers, utterance_s=4.0, valid_every=2)
     recs = [json.loads(x) for x in manifest.read_text().splitlines()]
-    assert {(r["speaker"], r["split"], r["source"]) for r in recs} == {("g_cs_m", "train", "game"),
-                                                                   ("g_nl_v", "test", "game")}
+    # a training talker's every 2nd utterance is held out as valid; a test talker's stay test
+    assert {(r["speaker"], r["split"], r["source"]) for r in recs} == {
+        ("g_cs_m", "train", "game"), ("g_cs_m", "valid", "game"), ("g_nl_v", "test", "game")}
+    assert all(f"/{r['split']}/" in r["path"] for r in recs)
     for speaker, f0 in (("g_cs_m", 300.0), ("g_nl_v", 120.0)):
         rec = next(r for r in recs if r["speaker"] == speaker)
         sr, data = wavfile.read(manifest.parent / rec["path"])

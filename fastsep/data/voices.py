@@ -14,7 +14,7 @@ package registry (no download at run time):
   the two fish of its Czech and of its Dutch dubbing, four actors recorded in studio, about 37-41 minutes each
   (22.05 kHz Ogg Vorbis). Lines are named ``<level>-<character>-<line>.ogg``; ``m`` is the small fish and ``v`` the
   big one in both dubbings. The side characters (a few lines each, some played through voice effects) are left out.
-  Every talker is a *training* talker: it doubles the real voices B and GM learn from, while the test talkers of
+  Every talker is a *training* talker (1/16 of each one's utterances are held out as a ``valid`` split): it doubles the real voices B and GM learn from, while the test talkers of
   ``recorded`` and ``festival`` stay unseen.
 * ``festival``: festival's English diphone voices kal and ked, the HTS voice slt and the Italian diphone voices lp and
   pc reading fastsep's English sentences. Festival is never used for training: every talker is a test talker.
@@ -180,9 +180,11 @@ def _game_lines(sounds: Path, lang: str, character: str) -> List[Path]:
 
 
 def build_game(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, utterance_s: float = 8.0,
-               sounds: Path = GAME_SOUNDS, talkers: Optional[Dict[str, tuple]] = None,
+               sounds: Path = GAME_SOUNDS, talkers: Optional[Dict[str, tuple]] = None, valid_every: int = 16,
                progress: bool = False) -> Path:
-    """The ``game`` source in ``out`` (see the module docstring); returns the manifest path."""
+    """The ``game`` source in ``out`` (see the module docstring); returns the manifest path. Every
+    ``valid_every``-th utterance of a training talker goes to the ``valid`` split (0: none), so that training on real
+    voices can be validated on real voices (unseen utterances of seen talkers)."""
     import soundfile
 
     talkers = GAME_TALKERS if talkers is None else talkers
@@ -209,12 +211,14 @@ def build_game(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, uttera
         rate = 8000
         for u, x in enumerate(_joined_utterances(lines, rate, rng, utterance_s)):
             x = x * (0.5 / max(1e-9, np.abs(x).max()))
+            # every valid_every-th utterance of a training talker is held out: a real-speech validation set
+            where = "valid" if split == "train" and valid_every and u % valid_every == valid_every - 1 else split
             for sr in sample_rates:
-                rel = f"wav{sr // 1000}k/{split}/{name}/{name}_u{u:04d}.wav"
+                rel = f"wav{sr // 1000}k/{where}/{name}/{name}_u{u:04d}.wav"
                 y = _resampled(x, rate, sr)
                 if not (out / rel).is_file():
                     _write_wav(out / rel, y, sr)
-                records.append({"path": rel, "speaker": name, "split": split, "sample_rate": sr,
+                records.append({"path": rel, "speaker": name, "split": where, "sample_rate": sr,
                                 "duration": round(len(y) / sr, 4), "text": "", "source": "game"})
         if progress:
             print(f"{name}: {len(lines)} lines", file=sys.stderr)
