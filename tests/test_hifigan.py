@@ -361,6 +361,27 @@ def test_loop_run_stopped_and_resumed_ends_with_the_weights_of_one_run(tmp_path)
         assert torch.equal(v, d_resumed[k]), k
 
 
+def test_resume_refuses_a_checkpoint_without_the_task_state(tmp_path):
+    # a last/ written by a run without discriminators (e.g. another task on the same generator) cannot be continued
+    # as a GAN run: the loop says so instead of starting the discriminators from scratch
+    from fastsep.train import checkpoint as ckpt
+    from fastsep.train.hifigan import HiFiGANTask
+    from fastsep.train.loop import TrainConfig, train
+    from fastsep.train.vocoder import audio_collate
+
+    generator = tiny_generator()
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), epochs=1, batch_size=2, lr=2e-4, grad_clip=None,
+                      monitor="mel_l1", patience=0, early_stop_patience=0, progress=False, seed=1)
+    from dataclasses import asdict
+
+    state = {"epoch": 0, "step": 1, "step_in_epoch": 1, "config": asdict(cfg), "world_size": 1, "train_items": 6}
+    ckpt.save_checkpoint(cfg.out_dir, generator, torch.optim.AdamW(generator.parameters()), state)
+    assert ckpt.load_extra_state(os.path.join(cfg.out_dir, "last")) is None
+    task = HiFiGANTask(generator.config, tiny_discriminator(), valid_seconds=0.1)
+    with pytest.raises(ValueError, match="holds no state of that task"):
+        train(generator, task, _Crops(6, 32 * 8), _Crops(1, 32 * 12), cfg, collate_fn=audio_collate)
+
+
 # ---------------------------------------------------------------------------------------------- save, load, vocode
 def test_save_load_round_trip(tmp_path):
     model = tiny_generator().eval()

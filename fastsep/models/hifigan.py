@@ -210,7 +210,7 @@ class HiFiGAN(nn.Module):
 
     @classmethod
     def small(cls, sample_rate: int = 8000, hop_length: int = 128, n_mels: int = 40, **overrides) -> "HiFiGAN":
-        """A CPU preset: V2's width (128 initial channels, so 16 at the sample rate) with the V1 MRF; 0.9 M
+        """A CPU preset: V2's width (128 initial channels, so 8 at the sample rate) with the V1 MRF; 0.9 M
         parameters at hop 128."""
         kwargs = dict(upsample_initial_channel=128)
         kwargs.update(overrides)
