@@ -335,7 +335,9 @@ def build_models(args: argparse.Namespace) -> Tuple[nn.Module, nn.Module]:
             raise ValueError(f"--init generator reads (sample rate, hop, mels) = {got}, but the options ask for "
                              f"{want}")
     else:
-        arch = {} if args.upsample_initial_channel is None else {"upsample_initial_channel": args.upsample_initial_channel}
+        arch = {}
+        if args.upsample_initial_channel is not None:
+            arch["upsample_initial_channel"] = args.upsample_initial_channel
         preset = HiFiGAN.small if args.small else HiFiGAN.paper
         generator = preset(sample_rate=args.sample_rate, hop_length=args.hop_length, n_mels=args.n_mels, **arch)
     discriminator = HiFiGANDiscriminator.small() if args.small else HiFiGANDiscriminator.paper()
