@@ -20,6 +20,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "train": {
         "separator": ("fastsep.train.separator", "train a separation backbone (Conv-TasNet, DPRNN, MulCat, SepFormer)"),
         "vocoder": ("fastsep.train.vocoder", "train a DiffWave mel vocoder on single-speaker audio"),
+        "hifigan": ("fastsep.train.hifigan", "train a HiFi-GAN vocoder (deterministic GM, the paper's ablation)"),
         "combiner": ("fastsep.train.combiner", "train the Separate-And-Diffuse combiner F (B and GM frozen)"),
         "prior": ("fastsep.train.prior", "train an unconditional diffusion source prior on single-source audio"),
         "diffsep": ("fastsep.train.diffsep", "train a DiffSep score network (score-based SDE separation/enhancement)"),

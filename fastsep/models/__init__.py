@@ -5,6 +5,8 @@ import importlib
 
 _WHERE = {
     "DiffWave": "fastsep.models.diffwave",
+    "HiFiGAN": "fastsep.models.hifigan",  # GM's deterministic (GAN) alternative: the paper's vocoder ablation
+    "HiFiGANDiscriminator": "fastsep.models.hifigan_discriminators",  # its discriminators, for training
     "ConvTasNet": "fastsep.models.convtasnet",
     "DPRNN": "fastsep.models.dprnn",
     "MulCat": "fastsep.models.mulcat",

@@ -6,7 +6,9 @@ A checkpoint folder holds
 - ``optimizer.safetensors``               every tensor of the optimizer state, named ``<param index>.<key>``;
 - ``rng.safetensors``                     the torch (CPU and CUDA), numpy and Python generator states;
 - ``state.json``                          everything else: optimizer scalars and param groups, grad-scaler state,
-                                          the trainer's counters and scheduler, written last as the completion mark.
+                                          the trainer's counters and scheduler, written last as the completion mark;
+- ``extra.safetensors``                   only for a task that keeps state of its own (a GAN's discriminator and
+                                          its optimizer): its tensors; the rest of it under ``"extra"`` in state.json.
 
 No pickle anywhere. :func:`save_checkpoint` writes into a fresh temporary folder next to the target and then renames
 it into place, so a crash mid-write leaves the previous checkpoint untouched (see :func:`find_checkpoint` for the one
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from ..models.io import atomic_write_json, load_state_dict_checked, read_model_info, save_model, \
     state_dict_for_safetensors
 
-__all__ = ["save_checkpoint", "load_checkpoint", "find_checkpoint", "remove_stale_temporaries",
+__all__ = ["save_checkpoint", "load_checkpoint", "load_extra_state", "find_checkpoint", "remove_stale_temporaries",
            "flatten_optimizer_state", "unflatten_optimizer_state", "capture_rng", "restore_rng"]
 
 STATE_FILE = "state.json"
@@ -167,10 +169,13 @@ def _fsync_dir(path: str) -> None:
 
 
 def save_checkpoint(out_dir: str, model: nn.Module, optimizer: torch.optim.Optimizer, trainer_state: Dict[str, Any],
-                    scaler: Optional[Any] = None, name: str = "last") -> str:
+                    scaler: Optional[Any] = None, name: str = "last",
+                    extra: Optional[Tuple[Dict[str, Tensor], Dict[str, Any]]] = None) -> str:
     """Write a complete checkpoint to ``out_dir/<name>`` atomically; returns its path.
 
     ``trainer_state`` is the loop's JSON-able bookkeeping (epoch, step, scheduler, best metric, config...).
+    ``extra``: ``(tensors, meta)`` of a task's own state, stored in the same folder (so it is replaced together with
+    the model's) and given back by :func:`load_extra_state`.
     """
     from ..models.io import DIR_MODE, atomic_write_bytes
     from safetensors.torch import save
@@ -187,6 +192,11 @@ def save_checkpoint(out_dir: str, model: nn.Module, optimizer: torch.optim.Optim
         scaler_state = _to_json(scaler.state_dict()) if scaler is not None and scaler.is_enabled() else None
         doc = {"format": _FORMAT, "trainer": _to_json(trainer_state), "optimizer": opt_meta, "rng": rng_meta,
                "scaler": scaler_state}
+        if extra is not None:
+            extra_tensors, extra_meta = extra
+            atomic_write_bytes(os.path.join(tmp, "extra.safetensors"),
+                               save(state_dict_for_safetensors(extra_tensors)))
+            doc["extra"] = _to_json(extra_meta)
         atomic_write_json(os.path.join(tmp, STATE_FILE), doc)  # last: its presence marks the folder complete
         _fsync_dir(tmp)
         final, old = _paths(out_dir, name)
@@ -237,3 +247,18 @@ def load_checkpoint(path: str, model: nn.Module, optimizer: Optional[torch.optim
     if restore_rng_state:
         restore_rng(load_file(os.path.join(path, "rng.safetensors")), doc["rng"])
     return _from_json(doc["trainer"])
+
+
+def load_extra_state(path: str) -> Optional[Tuple[Dict[str, Tensor], Dict[str, Any]]]:
+    """The ``(tensors, meta)`` a task stored with ``save_checkpoint(extra=...)`` in checkpoint folder ``path``, or
+    None when the checkpoint holds none (tensors on the CPU)."""
+    from safetensors.torch import load_file
+
+    with open(os.path.join(path, STATE_FILE), "r", encoding="utf-8") as fh:
+        doc = json.load(fh)
+    if "extra" not in doc:
+        return None
+    tensors_path = os.path.join(path, "extra.safetensors")
+    if not os.path.isfile(tensors_path):
+        raise FileNotFoundError(f"{path} records a task state but {tensors_path} is missing")
+    return load_file(tensors_path, device="cpu"), _from_json(doc["extra"])

@@ -60,6 +60,14 @@ class TrainTask(Protocol):
         ``TrainConfig.monitor`` names the one that drives learning-rate halving, early stopping and ``best/``."""
         ...
 
+    # Optional hooks, looked up with getattr (a task without them trains as before), for a task that trains a second
+    # network itself (a GAN: fastsep.train.hifigan):
+    #   make_optimizer(model, cfg) -> Optimizer: the model's optimizer instead of Adam(lr, weight_decay); called
+    #       once the model is on its device and before a checkpoint is loaded into it.
+    #   end_epoch(optimizer) -> None: after each epoch's validation and plateau step (e.g. a per-epoch lr decay).
+    #   checkpoint_state() -> (tensors, meta) and load_checkpoint_state(tensors, meta): the task's own state, saved
+    #       in every checkpoint beside the model's and given back on resume.
+
 
 @dataclass
 class TrainConfig:
@@ -315,7 +323,9 @@ class _Trainer:
     def _save(self) -> None:
         self.state["scheduler"] = self.scheduler.state_dict()
         if self.info.is_main:
-            ckpt.save_checkpoint(self.cfg.out_dir, self.model, self.optimizer, self.state, self.scaler)
+            task_state = getattr(self.task, "checkpoint_state", None)
+            extra = task_state() if callable(task_state) else None
+            ckpt.save_checkpoint(self.cfg.out_dir, self.model, self.optimizer, self.state, self.scaler, extra=extra)
 
     def _batches_per_epoch(self) -> int:
         per_rank = math.ceil(len(self.train_set) / self.info.world_size)
@@ -406,6 +416,9 @@ class _Trainer:
             raise ValueError(f"monitored metric {cfg.monitor!r} is not among the validation metrics "
                              f"{sorted(metrics)}; set TrainConfig.monitor to one of them")
         decision = self.scheduler.step(metrics[cfg.monitor], self.optimizer)
+        end_epoch = getattr(self.task, "end_epoch", None)
+        if callable(end_epoch):
+            end_epoch(self.optimizer)
         lr = self.optimizer.param_groups[0]["lr"]
         if decision["improved"]:
             st["best"] = metrics[cfg.monitor]
@@ -431,7 +444,14 @@ class _Trainer:
             os.makedirs(cfg.out_dir, exist_ok=True)
             ckpt.remove_stale_temporaries(cfg.out_dir)
         self.model.to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        make_optimizer = getattr(self.task, "make_optimizer", None)
+        if callable(make_optimizer):
+            self.optimizer = make_optimizer(self.model, cfg)
+            if not isinstance(self.optimizer, torch.optim.Optimizer):
+                raise TypeError(f"{type(self.task).__name__}.make_optimizer must return a torch.optim.Optimizer, "
+                                f"got {type(self.optimizer).__name__}")
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.scheduler = PlateauScheduler(cfg.monitor_mode, cfg.patience, cfg.early_stop_patience, cfg.lr_factor,
                                           cfg.min_lr)
@@ -448,6 +468,13 @@ class _Trainer:
                 raise ValueError(f"cannot resume {found} inside an epoch: the training set had "
                                  f"{stored.get('train_items')} items then and has {len(self.train_set)} now")
             self.state = ckpt.load_checkpoint(found, self.model, self.optimizer, self.scaler)
+            load_task_state = getattr(self.task, "load_checkpoint_state", None)
+            if callable(load_task_state):
+                extra = ckpt.load_extra_state(found)
+                if extra is None:
+                    raise ValueError(f"cannot resume {found} with {type(self.task).__name__}: the checkpoint holds no "
+                                     f"state of that task (it was written by another kind of run)")
+                load_task_state(*extra)
             self.state["world_size"] = self.info.world_size
             self.state["train_items"] = len(self.train_set)
             self.state["config"] = asdict(cfg)
