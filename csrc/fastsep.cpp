@@ -51,6 +51,16 @@ TORCH_LIBRARY(fastsep, m) {
   m.def(
       "diffwave_stack_bf16(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out,"
       " Tensor b_out, int[] dilations) -> Tensor");
+  // DiffSep's predictor / corrector step on x, score, noise [B, K, T] (float32/64), m(v) the average over K:
+  // out = a_p·m(x) + a_q·(x − m(x)) + b_p·m(s) + b_q·(s − m(s)) + c_p·m(z) + c_q·(z − m(z)); no noise: no z terms.
+  m.def(
+      "mix_sde_update(Tensor x, Tensor score, Tensor? noise, float a_p, float a_q, float b_p, float b_q, float c_p,"
+      " float c_q) -> Tensor");
+  // The prior-guided solver's step on x0, x, grad, noise [B, C, T], per row: out = coef_x0·x0 + coef_xt·x +
+  // noise_std·z − radius·g / max(||g||, eps) (normalise) or − radius·g (not normalise: DPS).
+  m.def(
+      "guided_update(Tensor x0, Tensor x, Tensor grad, Tensor? noise, float coef_x0, float coef_xt, float noise_std,"
+      " float radius, bool normalise, float eps) -> Tensor");
   m.def("built_with_cuda() -> bool", &fastsep::built_with_cuda);
   // A limit of the CUDA kernels by name (xcorr_max_n_fft_float32|float64, diffwave_max_channels|max_batch): inputs
   // beyond it go to the reference. Fails in a library built without CUDA kernels.

@@ -17,7 +17,8 @@ from torch import Tensor
 from . import _ext
 from . import reference
 
-__all__ = ["complex_combine", "combine_features", "xcorr_align", "diffwave_layer", "diffwave_stack", "uses_kernels"]
+__all__ = ["complex_combine", "combine_features", "xcorr_align", "diffwave_layer", "diffwave_stack", "mix_sde_update",
+           "guided_update", "uses_kernels"]
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -289,6 +290,102 @@ def _warn_bf16_fallback(x: Tensor) -> None:
                       "float32", stacklevel=3)
 
 
+# ------------------------------------------------------------------------------------------ sampler updates
+_SAMPLER_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_scalar(op: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"fastsep.ops.{op}: {name} must be a Python number, got {type(value).__name__}")
+    value = float(value)
+    if not value == value or value in (float("inf"), float("-inf")):
+        _fail(op, f"{name} must be finite, got {value}")
+    return value
+
+
+def _check_update_tensors(op: str, first: str, tensors) -> Tensor:
+    """``tensors``: (name, tensor or None) pairs; the first is required and fixes dtype, shape [B, S, T] and device."""
+    ref = tensors[0][1]
+    _check_tensor(op, first, ref, _SAMPLER_DTYPES)
+    if ref.dim() != 3:
+        _fail(op, f"{first} must have shape [batch, sources, time], got {tuple(ref.shape)}")
+    present = {}
+    for name, t in tensors:
+        if t is None:
+            continue
+        _check_tensor(op, name, t, _SAMPLER_DTYPES)
+        if t.dtype != ref.dtype:
+            _fail(op, f"{name} must have {first}'s dtype {str(ref.dtype).replace('torch.', '')}, got "
+                      f"{str(t.dtype).replace('torch.', '')}")
+        if t.shape != ref.shape:
+            _fail(op, f"{name} must have {first}'s shape {tuple(ref.shape)}, got {tuple(t.shape)}")
+        present[name] = t
+    _check_same_device(op, **present)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in present.values()):
+        _fail(op, "is an inference op with no backward; call it under torch.no_grad() (the samplers do)")
+    return ref
+
+
+def _has_op(name: str) -> bool:
+    # The sampler ops are newer than the other ops: a library built from older sources lacks them, and then their
+    # references serve (rather than failing at import or at the call).
+    return _ext.available() and hasattr(torch.ops.fastsep, name)
+
+
+def _use_sampler_kernel(name: str, device: torch.device) -> bool:
+    return _use_kernel(device) and _has_op(name)
+
+
+def mix_sde_update(x: Tensor, score: Tensor, noise: Optional[Tensor], a_p: float, a_q: float, b_p: float,
+                   b_q: float, c_p: float = 0.0, c_q: float = 0.0) -> Tensor:
+    """One fused step of DiffSep's predictor-corrector sampler (inference only, no grad).
+
+    ``x``, ``score``, ``noise`` are float32 (or float64) ``[B, K, T]``; with ``P v`` the average of ``v`` over the K
+    sources and ``Pbar v = v - P v`` (the mixing SDE's two projections):
+
+    ``out = (a_p P + a_q Pbar) x + (b_p P + b_q Pbar) score + (c_p P + c_q Pbar) noise``
+
+    (no noise terms when ``noise`` is None). One read of each input and one write, where the eager update makes
+    five to ten passes. The reverse-diffusion predictor is ``a = (1, 1 + gamma dt)``, ``b = (g^2 dt, g^2 dt)``,
+    ``c = (g sqrt(dt), g sqrt(dt))``; the annealed Langevin corrector ``a = (1, 1)``, ``b = 2 r^2 (lambda1,
+    lambda2)``, ``c = 2 r (sqrt(lambda1), sqrt(lambda2))`` (see :mod:`fastsep.sampling.diffsep`). The noise is an
+    input, drawn by the caller's generator, so seeded results do not depend on whether the kernel runs.
+    """
+    op = "mix_sde_update"
+    x = _check_update_tensors(op, "x", [("x", x), ("score", score), ("noise", noise)])
+    coefs = [_check_scalar(op, n, v) for n, v in (("a_p", a_p), ("a_q", a_q), ("b_p", b_p), ("b_q", b_q),
+                                                   ("c_p", c_p), ("c_q", c_q))]
+    if not _use_sampler_kernel(op, x.device):
+        return reference.mix_sde_update(x, score, noise, *coefs)
+    return torch.ops.fastsep.mix_sde_update(_contig(x), _contig(score), None if noise is None else _contig(noise),
+                                            *coefs)
+
+
+def guided_update(x0: Tensor, x: Tensor, grad: Tensor, noise: Optional[Tensor], coef_x0: float, coef_xt: float,
+                  noise_std: float, radius: float, normalise: bool = True, eps: float = 1e-12) -> Tensor:
+    """One fused step of the prior-guided solver (inference only, no grad): the ancestral sample and the guidance
+    step of every source, ``[B, C, T]`` float32 (or float64) tensors:
+
+    ``x' = coef_x0 x0 + coef_xt x + noise_std noise`` (no noise term when ``noise`` is None), then per row (item,
+    source) ``x' - radius g / max(||g||, eps)`` when ``normalise`` (each source moves by exactly ``radius``: the
+    hybrid and DSG steps) or ``x' - radius g`` otherwise (DPS, ``radius`` = zeta). The row norms are summed in
+    float64. One pass over the inputs for the norms, one for the update (the row is still in cache).
+    """
+    op = "guided_update"
+    x0 = _check_update_tensors(op, "x0", [("x0", x0), ("x", x), ("grad", grad), ("noise", noise)])
+    coefs = [_check_scalar(op, n, v) for n, v in (("coef_x0", coef_x0), ("coef_xt", coef_xt),
+                                                   ("noise_std", noise_std), ("radius", radius))]
+    eps = _check_scalar(op, "eps", eps)
+    if eps <= 0:
+        _fail(op, f"eps must be positive, got {eps}")
+    if not isinstance(normalise, bool):
+        raise TypeError(f"fastsep.ops.{op}: normalise must be a bool, got {type(normalise).__name__}")
+    if not _use_sampler_kernel(op, x0.device):
+        return reference.guided_update(x0, x, grad, noise, *coefs, normalise, eps)
+    return torch.ops.fastsep.guided_update(_contig(x0), _contig(x), _contig(grad),
+                                           None if noise is None else _contig(noise), *coefs, normalise, eps)
+
+
 # --------------------------------------------------------------------------------- fake kernels and autograd glue
 def _register() -> None:
     """Fake (meta) kernels for torch.compile and the fused backward of complex_combine; needs the library loaded."""
@@ -323,6 +420,16 @@ def _register() -> None:
     @lib.register_fake("fastsep::diffwave_stack_bf16")
     def _(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations):
         return torch.empty_like(x)
+
+    if _has_op("mix_sde_update"):
+        @lib.register_fake("fastsep::mix_sde_update")
+        def _(x, score, noise, a_p, a_q, b_p, b_q, c_p, c_q):
+            return torch.empty_like(x)
+
+    if _has_op("guided_update"):
+        @lib.register_fake("fastsep::guided_update")
+        def _(x0, x, grad, noise, coef_x0, coef_xt, noise_std, radius, normalise, eps):
+            return torch.empty_like(x0)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)

@@ -20,6 +20,8 @@ __all__ = [
     "diffwave_stack",
     "diffwave_stack_bf16",
     "default_n_fft",
+    "mix_sde_update",
+    "guided_update",
 ]
 
 
@@ -174,3 +176,39 @@ def diffwave_stack_bf16(
     """:func:`diffwave_stack` with both convolutions' inputs and weights rounded to bfloat16 (products and sums in
     float32): what ``fastsep.ops.diffwave_stack(..., precision="bfloat16")`` computes, up to summation order."""
     return _stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, _bf16)
+
+
+def mix_sde_update(x: Tensor, score: Tensor, noise: Optional[Tensor], a_p: float, a_q: float, b_p: float, b_q: float,
+                   c_p: float, c_q: float) -> Tensor:
+    """One update of DiffSep's sampler on ``[B, K, T]`` tensors, written with the SDE's two projections.
+
+    With ``P v`` the average of ``v`` over the K sources (repeated) and ``Pbar v = v - P v``:
+    ``out = (a_p P + a_q Pbar) x + (b_p P + b_q Pbar) score + (c_p P + c_q Pbar) noise`` (no noise terms when noise
+    is None). The reverse-diffusion predictor is ``a = (1, 1 + gamma dt)``, ``b = (g^2 dt, g^2 dt)``,
+    ``c = (g sqrt(dt), g sqrt(dt))``; the annealed Langevin corrector ``a = (1, 1)``, ``b = 2 r^2 (lambda1,
+    lambda2)``, ``c = 2 r (sqrt(lambda1), sqrt(lambda2))``.
+    """
+
+    def apply(v: Tensor, on_avg: float, on_rest: float) -> Tensor:
+        avg = v.mean(dim=1, keepdim=True)
+        return on_avg * avg + on_rest * (v - avg)
+
+    out = apply(x, a_p, a_q) + apply(score, b_p, b_q)
+    if noise is not None:
+        out = out + apply(noise, c_p, c_q)
+    return out
+
+
+def guided_update(x0: Tensor, x: Tensor, grad: Tensor, noise: Optional[Tensor], coef_x0: float, coef_xt: float,
+                  noise_std: float, radius: float, normalise: bool, eps: float = 1e-12) -> Tensor:
+    """One step of the prior-guided solver on ``[B, C, T]`` tensors: the ancestral sample
+    ``x' = coef_x0 x0 + coef_xt x + noise_std noise`` (no noise term when noise is None), then the guidance step
+    ``x' - radius g / max(||g||, eps)`` per row (``normalise``: every source moves by ``radius``) or ``x' - radius g``
+    (DPS)."""
+    out = coef_x0 * x0 + coef_xt * x
+    if noise is not None:
+        out = out + noise_std * noise
+    if normalise:
+        factor = radius / grad.norm(dim=-1, keepdim=True).clamp_min(eps)
+        return out - factor * grad
+    return out - radius * grad

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -250,6 +251,73 @@ at::Tensor diffwave_stack_cuda(const at::Tensor& x, const at::Tensor& dstep, con
   return skip;
 }
 
+void check_update(const at::Tensor& t, const at::Tensor& like, const char* name, const char* op) {
+  check_cuda(t, name, op);
+  TORCH_CHECK(t.scalar_type() == like.scalar_type() && t.sizes() == like.sizes(), op, ": ", name, " must be ",
+              like.scalar_type(), " of shape ", like.sizes(), ", got ", t.scalar_type(), " ", t.sizes());
+  TORCH_CHECK(t.get_device() == like.get_device(), op, ": all inputs must be on one device");
+}
+
+void check_update_first(const at::Tensor& x, const char* name, const char* op) {
+  check_cuda(x, name, op);
+  TORCH_CHECK((x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) && x.dim() == 3, op, ": ", name,
+              " must be float32 or float64 [batch, sources, time], got ", x.scalar_type(), " ", x.sizes());
+}
+
+at::Tensor mix_sde_update_cuda(const at::Tensor& x, const at::Tensor& score, const std::optional<at::Tensor>& noise,
+                               double a_p, double a_q, double b_p, double b_q, double c_p, double c_q) {
+  const char* op = "mix_sde_update";
+  check_update_first(x, "x", op);
+  check_update(score, x, "score", op);
+  const bool has_noise = noise.has_value() && noise->defined();
+  if (has_noise) check_update(*noise, x, "noise", op);
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto out = at::empty_like(x);
+  if (x.numel() == 0) return out;
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mix_sde_update_cuda", [&] {
+    using T = scalar_t;
+    check_launch(cuda::mix_sde_update<T>(x.data_ptr<T>(), score.data_ptr<T>(), has_noise ? noise->data_ptr<T>() : nullptr,
+                                         out.data_ptr<T>(), x.size(0), x.size(1), x.size(2), static_cast<T>(a_p),
+                                         static_cast<T>(a_q), static_cast<T>(b_p), static_cast<T>(b_q),
+                                         static_cast<T>(c_p), static_cast<T>(c_q), stream),
+                 op, stream);
+  });
+  return out;
+}
+
+at::Tensor guided_update_cuda(const at::Tensor& x0, const at::Tensor& x, const at::Tensor& grad,
+                              const std::optional<at::Tensor>& noise, double coef_x0, double coef_xt,
+                              double noise_std, double radius, bool normalise, double eps) {
+  const char* op = "guided_update";
+  check_update_first(x0, "x0", op);
+  check_update(x, x0, "x", op);
+  check_update(grad, x0, "grad", op);
+  const bool has_noise = noise.has_value() && noise->defined();
+  if (has_noise) check_update(*noise, x0, "noise", op);
+  TORCH_CHECK(eps > 0, op, ": eps must be positive, got ", eps);
+  const c10::cuda::CUDAGuard guard(x0.device());
+  auto out = at::empty_like(x0);
+  if (x0.numel() == 0) return out;
+  const int64_t rows = x0.size(0) * x0.size(1), length = x0.size(2);
+  // The row norms' partial sums: a small buffer from torch's caching allocator (no cudaMalloc per step).
+  auto scratch = at::empty({normalise ? cuda::guided_update_scratch(rows, length) : 0},
+                           x0.options().dtype(at::kDouble));
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  check_nothing_pending(op);
+  AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), "guided_update_cuda", [&] {
+    using T = scalar_t;
+    check_launch(cuda::guided_update<T>(x0.data_ptr<T>(), x.data_ptr<T>(), grad.data_ptr<T>(),
+                                        has_noise ? noise->data_ptr<T>() : nullptr, out.data_ptr<T>(), rows, length,
+                                        static_cast<T>(coef_x0), static_cast<T>(coef_xt),
+                                        static_cast<T>(has_noise ? noise_std : 0.0), radius, normalise, eps,
+                                        normalise ? scratch.data_ptr<double>() : nullptr, stream),
+                 op, stream);
+  });
+  return out;
+}
+
 }  // namespace
 }  // namespace fastsep
 
@@ -260,4 +328,6 @@ TORCH_LIBRARY_IMPL(fastsep, CUDA, m) {
   m.impl("xcorr_align", &fastsep::xcorr_align_cuda);
   m.impl("diffwave_layer", &fastsep::diffwave_layer_cuda);
   m.impl("diffwave_stack", &fastsep::diffwave_stack_cuda);
+  m.impl("mix_sde_update", &fastsep::mix_sde_update_cuda);
+  m.impl("guided_update", &fastsep::guided_update_cuda);
 }

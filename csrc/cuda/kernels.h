@@ -63,5 +63,23 @@ LaunchStatus diffwave_layer(const float* x, const float* dstep, const float* con
                            int64_t length, int64_t dilation, float* x_next, float* skip, bool accumulate,
                            cudaStream_t stream);
 
+// DiffSep's predictor / corrector step, T = float or double: x, score, noise (null: no noise terms), out
+// [batch, k, length]; out = a_p·m(x) + a_q·(x − m(x)) + b_p·m(s) + b_q·(s − m(s)) + c_p·m(z) + c_q·(z − m(z)), m the
+// average over the k sources of a sample.
+template <typename T>
+LaunchStatus mix_sde_update(const T* x, const T* score, const T* noise, T* out, int64_t batch, int64_t k,
+                           int64_t length, T a_p, T a_q, T b_p, T b_q, T c_p, T c_q, cudaStream_t stream);
+
+// Doubles of scratch memory guided_update needs for `rows` rows of `length` samples (the caller allocates it).
+int64_t guided_update_scratch(int64_t rows, int64_t length);
+
+// The prior-guided solver's step over `rows` rows of `length` samples: out = coef_x0·x0 + coef_xt·x + noise_std·z −
+// f·g with f = radius / max(||g_row||, eps) when normalise, radius otherwise; noise null: no noise term. Two
+// launches when normalise (the row norms' partial sums into `scratch`, then the update); deterministic.
+template <typename T>
+LaunchStatus guided_update(const T* x0, const T* x, const T* grad, const T* noise, T* out, int64_t rows,
+                          int64_t length, T coef_x0, T coef_xt, T noise_std, double radius, bool normalise,
+                          double eps, double* scratch, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace fastsep
