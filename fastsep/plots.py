@@ -226,9 +226,10 @@ def roofline_figure(report: dict):
                    + (f", bf16 {g16['flops_per_s'] / 1e9:.1f}" if g16 else "")
                    + f"; copy {m['copy']['bytes_per_s'] / 1e9:.1f} GB/s ({m['threads']} threads)",
                    fontsize=10, loc="left")
-    ax_f.legend(handles=[Patch(color=colours["flops"], label="FLOP/s vs GEMM"),
-                         Patch(color=colours["bytes"], label="bytes/s vs copy of the same bytes")],
-                fontsize=8, loc="lower right")
+    # below the fraction panel, where no bar or label can be hidden by it
+    ax_f.legend(handles=[Patch(color=colours["flops"], label="FLOP/s vs the GEMM yardstick"),
+                         Patch(color=colours["bytes"], label="bytes/s vs a copy of the same bytes")],
+                fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     for ax in (ax_t, ax_f):
         ax.grid(True, axis="x", alpha=0.3)
     return fig

@@ -318,15 +318,22 @@ def _nbytes(*tensors: Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+# Separator's chunking defaults when its signature cannot tell (wrapped or replaced __init__): 8 s chunks, 1 s overlap.
+_FALLBACK_CHUNKING = (8.0, 1.0)
+
+
 def _default_chunking() -> Tuple[float, float]:
-    """The Separator's default chunk and overlap (seconds), read from its signature so the two never drift."""
+    """The Separator's default chunk and overlap (seconds), read from its signature so the two do not drift."""
     import inspect
 
     from .separator import Separator
 
-    params = inspect.signature(Separator.__init__).parameters
-    chunk = float(params["chunk_seconds"].default)
-    overlap = params["overlap_seconds"].default
+    try:
+        params = inspect.signature(Separator.__init__).parameters
+        chunk = float(params["chunk_seconds"].default)
+        overlap = params["overlap_seconds"].default
+    except (KeyError, TypeError, ValueError):
+        return _FALLBACK_CHUNKING
     return chunk, (min(1.0, chunk / 4) if overlap is None else float(overlap))
 
 
