@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -224,31 +226,6 @@ def _separate_streamed(separator, path: str, targets: List[str], mode: str, seed
         return sink.finish()
 
 
-def _separate_batch(separator, group: List[Tuple[str, List[str]]], mode: str, seed: int, output_rate
-                    ) -> List[Union[float, Exception]]:
-    """Files of identical length and rate, each shorter than a chunk, as one batch (no padding anywhere)."""
-    waves, rate = [], None
-    for path, _ in group:
-        with _open_checked(separator, path) as reader:
-            view = _view(reader, separator)
-            waves.append(view[:, 0:view.shape[-1]][0])
-            rate = reader.rate
-    mixture = torch.stack(waves)
-    pieces = list(separator.iter_separate(mixture, mode, seed=[seed] * len(group)))
-    if len(pieces) != 1:
-        raise RuntimeError("a batch of short files was split into chunks")
-    out_rate = _resolve_rate(output_rate, rate, separator.sample_rate)
-    scales: List[Union[float, Exception]] = []
-    for b, (_, targets) in enumerate(group):
-        try:
-            sink = _Outputs(targets, separator.sample_rate, out_rate)
-            sink.push(pieces[0][1][b])
-            scales.append(sink.finish())
-        except Exception as exc:  # noqa: BLE001 - one file's write failure is that file's
-            scales.append(exc)
-    return scales
-
-
 def _write_record(path: str, name: Optional[str], out_dir, targets: List[str], settings: dict, scale: float) -> None:
     record = record_path(path, out_dir, name)
     atomic_write_json(record, {
@@ -279,6 +256,287 @@ def separate_file(separator, path, out_dir, mode: str = "full", overwrite: bool 
     return targets
 
 
+# ------------------------------------------------------------------------------------------------------ pipeline
+# separate_files runs every group of files through three stages: read (decode, length and silence checks,
+# resampling to the model's rate), compute (the models, on the calling thread, which is also where SIGINT/SIGTERM
+# land) and write (resampling to the output rate, 16-bit files, the record). With overlap=True, reading and writing
+# run on two threads beside the computation, joined by bounded queues: decoding the next files and writing the
+# finished ones then use the cores while the models are not (torch's ops, numpy, scipy's filters and file I/O release
+# the GIL). Every outcome goes through the writer's queue in the order the files are computed, so results, records,
+# failures and their order are those of the sequential run (overlap=False runs the same stages one after another).
+_END = object()  # the end of a queue
+_INTERRUPTED = object()  # a streamed file whose computation was interrupted: its outputs are dropped, not failed
+
+
+class _Crash:
+    """An unexpected exception on a helper thread, carried to the calling thread to be raised there."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+@dataclass
+class _Loaded:
+    """A group as read. Short files: ``waves`` holds, per file, its mixture ``[n]`` at the model's rate (CPU) or the
+    exception that makes it unusable, and ``rates`` the file's own rate. A long file: ``reader`` is open and checked,
+    and the computing thread streams it through the chunker (memory bounded by a chunk, not the file)."""
+
+    waves: List[Tuple[str, Union[torch.Tensor, Exception]]]
+    rates: Dict[str, int]
+    reader: Optional[AudioReader] = None
+    path: Optional[str] = None
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
+def _load(separator, group: List[str], long: bool) -> _Loaded:
+    """Read one group (the read stage); unusable files become their exception, never an error of the run."""
+    if long:
+        path = group[0]
+        try:
+            reader = _open_checked(separator, path)
+        except Exception as exc:  # noqa: BLE001 - the file's failure
+            return _Loaded([(path, exc)], {})
+        return _Loaded([], {path: reader.rate}, reader, path)
+    waves: List[Tuple[str, Union[torch.Tensor, Exception]]] = []
+    rates: Dict[str, int] = {}
+    for path in group:
+        try:
+            with _open_checked(separator, path) as reader:
+                # On the CPU: the chunker moves each chunk to the separator's device when it runs it.
+                view = ResampledView(lambda a, b, r=reader: r.read(a, b - a), reader.frames, reader.rate,
+                                     separator.sample_rate)
+                waves.append((path, view[:, 0:view.shape[-1]][0]))
+                rates[path] = reader.rate
+        except Exception as exc:  # noqa: BLE001
+            waves.append((path, exc))
+    return _Loaded(waves, rates)
+
+
+def _separate_short(separator, mixture: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
+    """``[B, n] -> [B, C, n]`` for files of one length, each shorter than a chunk (no padding anywhere)."""
+    pieces = list(separator.iter_separate(mixture, mode, seed=[seed] * mixture.shape[0]))
+    if len(pieces) != 1:
+        raise RuntimeError("a batch of short files was split into chunks")
+    return pieces[0][1]
+
+
+def _compute_group(separator, loaded: _Loaded, mode: str, seed: int, output_rate, emit) -> None:
+    """The compute stage of one group: separate it and ``emit`` one message per outcome for the writer, in the
+    group's order. Files of a group are separated as one batch; if that fails, each is redone alone so that only the
+    file that fails is reported."""
+    if loaded.reader is not None:
+        _compute_streamed(separator, loaded, mode, seed, output_rate, emit)
+        return
+    good = [(p, w) for p, w in loaded.waves if isinstance(w, torch.Tensor)]
+    estimates: Dict[str, torch.Tensor] = {}
+    if len(good) > 1:
+        try:
+            est = _separate_short(separator, torch.stack([w for _, w in good]), mode, seed)
+            estimates = {p: est[b] for b, (p, _) in enumerate(good)}
+        except Exception:  # noqa: BLE001 - redo one at a time below, to isolate the file that fails
+            estimates = {}
+    for path, wave in loaded.waves:
+        if isinstance(wave, Exception):
+            emit(("fail", path, wave))
+            continue
+        if path not in estimates:
+            try:
+                estimates[path] = _separate_short(separator, wave[None], mode, seed)[0]
+            except Exception as exc:  # noqa: BLE001
+                emit(("fail", path, exc))
+                continue
+        rate = _resolve_rate(output_rate, loaded.rates[path], separator.sample_rate)
+        emit(("write", path, estimates.pop(path), rate))
+
+
+def _compute_streamed(separator, loaded: _Loaded, mode: str, seed: int, output_rate, emit) -> None:
+    """A long file, chunk by chunk: each separated piece goes to the writer as it is final."""
+    path, reader = loaded.path, loaded.reader
+    try:
+        emit(("open", path, _resolve_rate(output_rate, reader.rate, separator.sample_rate)))
+        try:
+            for _, piece in separator.iter_separate(_view(reader, separator), mode, seed=[seed]):
+                emit(("piece", path, piece[0]))
+        except Exception as exc:  # noqa: BLE001 - the file's failure
+            emit(("close", path, exc))
+            return
+        except BaseException:  # interrupted: drop the partial outputs, the file is simply not done
+            emit(("close", path, _INTERRUPTED))
+            raise
+        emit(("close", path, None))
+    finally:
+        loaded.close()
+
+
+class _Writer:
+    """The write stage: turns the compute stage's messages into files, records and the run's result, in order.
+
+    Messages: ``("write", path, estimate [C, n], rate)``, ``("fail", path, exception)``, and for a streamed file
+    ``("open", path, rate)``, ``("piece", path, [C, n])``..., ``("close", path, None | exception | _INTERRUPTED)``.
+    """
+
+    def __init__(self, separator, out_dir, names: Dict[str, Optional[str]], settings: dict, result: BatchResult,
+                 bar):
+        self.separator, self.out_dir, self.names, self.settings = separator, out_dir, names, settings
+        self.result, self.bar = result, bar
+        self.sink: Union[None, _Outputs, Exception] = None
+
+    def targets(self, path: str) -> List[str]:
+        return output_paths(path, self.out_dir, self.separator.n_src, self.names[path])
+
+    def handle(self, msg) -> None:
+        kind, path = msg[0], msg[1]
+        if kind == "write":
+            try:
+                sink = _Outputs(self.targets(path), self.separator.sample_rate, msg[3])
+                sink.push(msg[2])
+                scale = sink.finish()
+            except Exception as exc:  # noqa: BLE001 - one file's write failure is that file's
+                self.fail(path, exc)
+                return
+            self.done(path, scale)
+        elif kind == "fail":
+            self.fail(path, msg[2])
+        elif kind == "open":
+            try:
+                self.sink = _Outputs(self.targets(path), self.separator.sample_rate, msg[2])
+            except Exception as exc:  # noqa: BLE001 - reported when the file closes
+                self.sink = exc
+        elif kind == "piece":
+            if isinstance(self.sink, _Outputs):
+                try:
+                    self.sink.push(msg[2])
+                except Exception as exc:  # noqa: BLE001
+                    self.sink.abort()
+                    self.sink = exc
+        elif kind == "close":
+            sink, outcome, self.sink = self.sink, msg[2], None
+            if outcome is not None or isinstance(sink, Exception):
+                if isinstance(sink, _Outputs):
+                    sink.abort()
+                if outcome is not _INTERRUPTED:
+                    self.fail(path, sink if isinstance(sink, Exception) else outcome)
+                return
+            try:
+                scale = sink.finish()
+            except Exception as exc:  # noqa: BLE001
+                self.fail(path, exc)
+                return
+            self.done(path, scale)
+        else:  # pragma: no cover - a programming error
+            raise ValueError(f"unknown writer message {kind!r}")
+
+    def done(self, path: str, scale: float) -> None:
+        targets = self.targets(path)
+        _write_record(path, self.names[path], self.out_dir, targets, self.settings, scale)
+        self.result.written[path] = targets
+        if scale < 1.0:
+            self.result.scaled[path] = scale
+        self.bar.update(1)
+
+    def fail(self, path: str, exc: Exception) -> None:
+        text = str(exc)
+        self.result.failed[path] = text if isinstance(exc, AudioError) else f"separation failed: {text}"
+        self.bar.update(1)
+
+    def close(self) -> None:
+        """At the end of the run: a streamed file still open was interrupted; its temporary files go."""
+        if isinstance(self.sink, _Outputs):
+            self.sink.abort()
+        self.sink = None
+
+
+def _put(q: "queue.Queue", item, alive) -> bool:
+    """Put ``item`` on a bounded queue, giving up (False) when ``alive()`` turns false while it is full."""
+    while True:
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            if not alive():
+                return False
+
+
+def _run_pipeline(jobs: List[Tuple[List[str], bool]], load, compute, writer: _Writer, overlap: bool,
+                  depth: int) -> None:
+    """Run every job (a group of paths, and whether it is one long file) through read -> compute -> write; see the
+    notes above. Compute runs on the calling thread; a KeyboardInterrupt there stops reading, lets the writer
+    finish what was computed, and is re-raised."""
+    if not overlap:
+        try:
+            for group, long in jobs:
+                compute(load(group, long), writer.handle)
+        finally:
+            writer.close()
+        return
+
+    stop = threading.Event()
+    loaded_q: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+    # Short groups emit up to a batch of estimates, streamed files a piece per chunk: room for a few groups.
+    write_q: "queue.Queue" = queue.Queue(maxsize=max(2, 4 * depth))
+    crashes: List[BaseException] = []
+
+    def read_all() -> None:
+        try:
+            for group, long in jobs:
+                if stop.is_set():
+                    return
+                item = load(group, long)
+                if not _put(loaded_q, item, lambda: not stop.is_set()):
+                    item.close()
+                    return
+        except BaseException as exc:  # noqa: BLE001 - carried to the calling thread
+            _put(loaded_q, _Crash(exc), lambda: not stop.is_set())
+            return
+        _put(loaded_q, _END, lambda: not stop.is_set())
+
+    def write_all() -> None:
+        try:
+            while True:
+                msg = write_q.get()
+                if msg is _END:
+                    return
+                writer.handle(msg)
+        except BaseException as exc:  # noqa: BLE001
+            crashes.append(exc)
+        finally:
+            writer.close()
+
+    reader_t = threading.Thread(target=read_all, name="fastsep-read", daemon=True)
+    writer_t = threading.Thread(target=write_all, name="fastsep-write", daemon=True)
+
+    def emit(msg) -> None:
+        if not _put(write_q, msg, writer_t.is_alive):
+            raise crashes[0] if crashes else RuntimeError("the writer thread stopped")
+
+    reader_t.start()
+    writer_t.start()
+    try:
+        while True:
+            item = loaded_q.get()
+            if item is _END:
+                break
+            if isinstance(item, _Crash):
+                raise item.exc
+            compute(item, emit)
+            if crashes:
+                raise crashes[0]
+    finally:
+        stop.set()
+        _put(write_q, _END, writer_t.is_alive)  # the writer finishes what was computed, then stops
+        writer_t.join()
+        reader_t.join()
+        while not loaded_q.empty():  # long files opened ahead and never computed
+            item = loaded_q.get_nowait()
+            if isinstance(item, _Loaded):
+                item.close()
+    if crashes:
+        raise crashes[0]
+
+
 def separate_files(
     separator,
     paths: Sequence,
@@ -292,6 +550,8 @@ def separate_files(
     output_rate=None,
     seed: int = 0,
     names: Optional[Sequence[str]] = None,
+    overlap: bool = True,
+    prefetch: int = 2,
 ) -> BatchResult:
     """Separate many files (see the module's notes).
 
@@ -305,12 +565,17 @@ def separate_files(
         rank, world_size: this process's share (default: ``RANK``/``WORLD_SIZE`` from torchrun, else all).
         output_rate: rate of the written files: None or "input" (each input's own), "model", or an int.
         seed: vocoder noise seed of every file (modes xcorr and full), recorded with the outputs.
+        overlap: decode and resample the next files, and write the finished ones, on two threads while the models
+            run (same outputs, records and failures as ``overlap=False``, which does one stage after another).
+        prefetch: groups of files read ahead of the computation (with overlap; bounds the memory held in queues).
     """
     from tqdm.auto import tqdm
 
     separator._check_mode(mode)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 1:
+        raise ValueError(f"prefetch must be an int >= 1, got {prefetch!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int, got {seed!r}")
     _resolve_rate(output_rate, 1, 1)  # validates before any work
@@ -353,40 +618,16 @@ def separate_files(
             continue
         short = frames * separator.sample_rate <= separator.chunk * rate
         todo.setdefault((frames, rate) if short else (-len(todo) - 1, rate), []).append(p)
-    groups = [g[i:i + batch_size] for _, g in sorted(todo.items()) for i in range(0, len(g), batch_size)]
+    jobs = [(g[i:i + batch_size], key[0] < 0) for key, g in sorted(todo.items())
+            for i in range(0, len(g), batch_size)]
 
-    def record(p: str, scale: float) -> None:
-        targets = output_paths(p, out_dir, separator.n_src, items[p])
-        _write_record(p, items[p], out_dir, targets, settings, scale)
-        result.written[p] = targets
-        if scale < 1.0:
-            result.scaled[p] = scale
-
-    total = sum(len(g) for g in groups)
+    total = sum(len(g) for g, _ in jobs)
     bar = tqdm(total=total, desc="separating", unit="file", disable=(None if progress is None else not progress))
+    writer = _Writer(separator, out_dir, items, settings, result, bar)
     try:
-        for group in groups:
-            outcomes: Dict[str, Union[float, Exception]] = {}
-            if len(group) > 1:
-                try:
-                    batch = [(p, output_paths(p, out_dir, separator.n_src, items[p])) for p in group]
-                    outcomes = dict(zip(group, _separate_batch(separator, batch, mode, seed, output_rate)))
-                except Exception:  # noqa: BLE001 - redo one at a time below, to isolate the bad file
-                    outcomes = {}
-            for p in group:
-                if p not in outcomes:
-                    try:
-                        outcomes[p] = _separate_streamed(separator, p, output_paths(p, out_dir, separator.n_src,
-                                                                                    items[p]), mode, seed, output_rate)
-                    except Exception as exc:  # noqa: BLE001
-                        outcomes[p] = exc
-                outcome = outcomes[p]
-                if isinstance(outcome, Exception):
-                    text = str(outcome)
-                    result.failed[p] = text if isinstance(outcome, AudioError) else f"separation failed: {text}"
-                else:
-                    record(p, outcome)
-                bar.update(1)
+        _run_pipeline(jobs, lambda group, long: _load(separator, group, long),
+                      lambda loaded, emit: _compute_group(separator, loaded, mode, seed, output_rate, emit),
+                      writer, bool(overlap), int(prefetch))
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM turned into one by the CLI: stop and report
         result.interrupted = str(exc) or "interrupted"
     finally:

@@ -14,7 +14,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Measured", "bounds_figure", "spectrogram_figure", "demo_panels", "save_figure", "require_matplotlib",
-           "MatplotlibMissing"]
+           "MatplotlibMissing", "roofline_figure", "throughput_figure"]
 
 
 class MatplotlibMissing(ImportError):
@@ -176,3 +176,88 @@ def demo_panels(mixture, references: Sequence, estimates: Sequence[Tuple[str, Se
     for label, waves, gains in estimates:
         rows.append([(f"{label}: talker {k + 1}   SI-SDRi {g:+.2f} dB", w) for k, (w, g) in enumerate(zip(waves, gains))])
     return rows
+
+
+# --------------------------------------------------------------------------------------------------------- roofline
+def roofline_figure(report: dict):
+    """Two bar panels from :func:`fastsep.roofline.roofline`'s report, one bar per stage in pipeline order: the
+    stage's time (and its share of the total), and its achieved rate as a percentage of the attainable figure
+    (FLOP/s stages against the GEMM yardstick, bytes/s stages against a copy of the same bytes), coloured by kind.
+    Stages without a count (no FLOP counter for that model) show an empty bar marked "n/a"."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    rows = list(report.get("stages") or [])
+    if not rows:
+        raise ValueError("roofline_figure: the report has no stages")
+    names = [r["stage"] for r in rows]
+    colours = {"flops": "tab:blue", "bytes": "tab:orange"}
+    colour = [colours.get(r["kind"], "0.5") for r in rows]
+    y = np.arange(len(rows))[::-1]  # first stage on top
+    fig = Figure(figsize=(12, 0.45 * len(rows) + 2.2), layout="constrained")
+    ax_t, ax_f = fig.subplots(1, 2, sharey=True)
+
+    times = [1e3 * r["seconds"] for r in rows]
+    ax_t.barh(y, times, color=colour)
+    for yy, t, r in zip(y, times, rows):
+        ax_t.text(t, yy, f" {t:.4g} ms ({100 * (r.get('share') or 0):.1f} %)", va="center", fontsize=8)
+    ax_t.set_yticks(y, names)
+    ax_t.set_xlabel("time (ms)")
+    ax_t.set_xlim(0, max(times) * 1.45 if max(times) > 0 else 1)
+    ax_t.set_title(f"time per stage: {report['seconds_audio']:g} s of audio x batch {report['batch']} "
+                   f"(total {report['total_s']:.3g} s, RTF {report['rtf']:.3g})", fontsize=10, loc="left")
+
+    # A logarithmic axis: stages span from a fraction of a percent to near the roof.
+    known = [100 * r["fraction"] for r in rows if r.get("fraction")]
+    low = 10 ** math.floor(math.log10(min(known + [100.0]) / 2))
+    fractions = [100 * r["fraction"] if r.get("fraction") else low for r in rows]
+    ax_f.barh(y, [f - low for f in fractions], color=colour, left=low)
+    for yy, f, r in zip(y, fractions, rows):
+        ax_f.text(f, yy, " n/a" if not r.get("fraction") else f" {f:.2g} %", va="center", fontsize=8)
+    ax_f.set_xscale("log")
+    ax_f.set_xlabel("achieved rate, % of attainable (log scale)")
+    ax_f.set_xlim(low, max(200.0, max(fractions) * 2))
+    ax_f.axvline(100, color="0.2", lw=1)
+    ax_f.axvline(50, color="0.5", ls=":", lw=1)
+    m = report["machine"]
+    g16 = m.get("gemm_bfloat16")
+    ax_f.set_title(f"float32 GEMM {m['gemm_float32']['flops_per_s'] / 1e9:.1f} GFLOP/s"
+                   + (f", bf16 {g16['flops_per_s'] / 1e9:.1f}" if g16 else "")
+                   + f"; copy {m['copy']['bytes_per_s'] / 1e9:.1f} GB/s ({m['threads']} threads)",
+                   fontsize=10, loc="left")
+    # below the fraction panel, where no bar or label can be hidden by it
+    ax_f.legend(handles=[Patch(color=colours["flops"], label="FLOP/s vs the GEMM yardstick"),
+                         Patch(color=colours["bytes"], label="bytes/s vs a copy of the same bytes")],
+                fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    for ax in (ax_t, ax_f):
+        ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def throughput_figure(results: Sequence[dict], title: str = "directory separation"):
+    """Bars of files/hour and CPU busy fraction per (mode, variant) from ``benchmarks/bench_directory.py``'s
+    results (each a dict with ``mode``, ``variant``, ``files_per_hour``, ``cpu_busy``)."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    results = list(results)
+    if not results:
+        raise ValueError("throughput_figure: no results")
+    labels = [f"{r['mode']}\n{r['variant']}" for r in results]
+    x = np.arange(len(results))
+    colour = ["tab:blue" if r["variant"] == "sequential" else "tab:green" for r in results]
+    fig = Figure(figsize=(max(6, 1.6 * len(results) + 2), 4), layout="constrained")
+    ax_r, ax_b = fig.subplots(1, 2)
+    ax_r.bar(x, [r["files_per_hour"] for r in results], color=colour)
+    ax_r.set_xticks(x, labels, fontsize=8)
+    ax_r.set_ylabel("files / hour")
+    ax_b.bar(x, [100 * r["cpu_busy"] for r in results], color=colour)
+    ax_b.set_xticks(x, labels, fontsize=8)
+    ax_b.set_ylabel("CPU busy (% of wall x cores)")
+    ax_b.axhline(90, color="0.5", ls=":", lw=1)
+    ax_b.set_ylim(0, 105)
+    for ax in (ax_r, ax_b):
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=11)
+    return fig

@@ -359,7 +359,7 @@ def test_cli_problems_found_before_any_work_in_one_line(bundle, tmp_path, capsys
 def test_cli_sigterm_stops_with_a_summary(bundle, tmp_path, capsys, monkeypatch):
     for i in range(3):
         write_wav(tmp_path / "in" / f"f{i}.wav", speechlike(2000 + 100 * i, i)[0].numpy())
-    real = batch_files._separate_streamed
+    real = batch_files._compute_group  # called once per group of files (here: one file per group)
     calls = []
 
     def second_gets_sigterm(*args, **kwargs):
@@ -368,7 +368,7 @@ def test_cli_sigterm_stops_with_a_summary(bundle, tmp_path, capsys, monkeypatch)
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(batch_files, "_separate_streamed", second_gets_sigterm)
+    monkeypatch.setattr(batch_files, "_compute_group", second_gets_sigterm)
     rc = run_cli("separate", tmp_path / "in", "-o", tmp_path / "o", "--model", bundle, "--mode", "backbone",
                  "--no-progress")
     out = capsys.readouterr().out

@@ -1,18 +1,23 @@
-"""``fastsep bench``: latency and real-time factor of each Separate-And-Diffuse stage, per length and batch size.
+"""``fastsep bench``: latency and real-time factor of each Separate-And-Diffuse stage, per length and batch size,
+and a roofline of every stage against what the machine attains (:mod:`fastsep.roofline`).
 
-Stages: ``backbone`` (B), ``vocoder`` (GM: mel + fast sampling), ``combiner`` (F with its STFT/iSTFT), ``xcorr``
-(STFT, alignment, average, iSTFT), and the whole ``full``/``xcorr``/``backbone`` modes. RTF = wall time / audio
-duration of the whole batch (below 1: faster than real time).
+Rows: ``backbone`` (B), ``vocoder`` (GM: mel + fast sampling), ``combiner`` (F with its STFT/iSTFT), ``xcorr``
+(STFT, alignment, average, iSTFT), and every mode the separator offers (``separator.modes``; Separate-And-Diffuse:
+``backbone``/``xcorr``/``full``). RTF = wall time / audio duration of the whole batch (below 1: faster than real
+time). The roofline runs once, at the first length and ``--roofline-batch``, unless ``--no-roofline``; ``--json``
+holds it under ``"roofline"`` and ``--plot`` draws it as a PNG bar chart.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from typing import Callable, Dict, List, Sequence
 
 import torch
+
+from ..roofline import format_roofline, roofline, time_call  # noqa: F401 - time_call stays importable from here
+
+DEFAULT_MODES = ("backbone", "xcorr", "full")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: see fastsep.threads: the cores this process may use)")
+    parser.add_argument("--no-roofline", action="store_true",
+                        help="skip the roofline (the machine's GEMM and copy yardsticks and each stage against them)")
+    parser.add_argument("--roofline-batch", type=int, default=1, help="batch size of the roofline (default 1)")
+    parser.add_argument("--plot", default=None, help="write the roofline as a PNG bar chart here (needs matplotlib)")
 
 
 def small_random_separator(sample_rate: int = 8000, n_src: int = 2, device="cpu", vocoder_precision="float32"):
@@ -45,47 +54,58 @@ def small_random_separator(sample_rate: int = 8000, n_src: int = 2, device="cpu"
                      chunk_seconds=3600.0, vocoder_precision=vocoder_precision)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def available_modes(separator) -> List[str]:
+    """The modes to time: ``separator.modes`` where the separator lists them (every method behind the one serving
+    interface does), else Separate-And-Diffuse's three; minus those its parts cannot run (``_check_mode`` or
+    ``check_mode`` refuses them)."""
+    check = getattr(separator, "_check_mode", None) or getattr(separator, "check_mode", None)
+    modes = []
+    for mode in tuple(getattr(separator, "modes", DEFAULT_MODES)):
+        try:
+            if callable(check):
+                check(mode)
+        except ValueError:
+            continue
+        modes.append(mode)
+    return modes
 
 
-def time_call(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up run."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _mode_runner(separator, mix, mode: str) -> Callable[[], object]:
+    """One pass of ``mode`` over ``mix`` at the models' rate: the Separator's own model pass where it has one (no
+    input checks, levels or chunking), else its public ``separate``."""
+    run = getattr(separator, "_run", None)
+    if callable(run):
+        return lambda: run(mix, mode)
+    return lambda: separator.separate(mix, mode=mode, seed=0)
 
 
 @torch.no_grad()
 def bench(separator, lengths: Sequence[float], batch_sizes: Sequence[int], repeats: int = 3) -> List[Dict]:
-    """One row per (stage, length, batch): seconds and real-time factor."""
-    dev = separator.device
+    """One row per (stage, length, batch): seconds and real-time factor. Stages are timed where the separator has
+    the part (``backbone``, ``vocoder``, ``combiner``), then every mode of :func:`available_modes`."""
+    dev = torch.device(getattr(separator, "device", "cpu"))
+    backbone = getattr(separator, "backbone", None)
+    vocoder = getattr(separator, "vocoder", None)
+    combiner = getattr(separator, "combiner", None)
+    modes = available_modes(separator)
     rows = []
     for seconds in lengths:
         for batch in batch_sizes:
             n = int(round(seconds * separator.sample_rate))
             mix = (0.1 * torch.randn(batch, n, device=dev))
-            vd = separator.backbone(mix)
-            stages = {"backbone": lambda: separator.backbone(mix)}
-            if separator.vocoder is not None:
-                vg = separator._vocode(vd)
-                stages["vocoder"] = lambda: separator._vocode(vd)
-                stages["xcorr"] = lambda: separator._xcorr(vd, vg)
-                if separator.combiner is not None:
-                    stages["combiner"] = lambda: separator.combiner(vd, vg)
-            for mode in ("backbone", "xcorr", "full"):
-                try:
-                    separator._check_mode(mode)
-                except ValueError:
-                    continue
-                stages[f"mode:{mode}"] = (lambda m=mode: separator._run(mix, m))
+            stages: Dict[str, Callable[[], object]] = {}
+            if backbone is not None:
+                stages["backbone"] = lambda: backbone(mix)
+                if vocoder is not None and callable(getattr(separator, "_vocode", None)):
+                    vd = backbone(mix)
+                    vg = separator._vocode(vd)
+                    stages["vocoder"] = lambda: separator._vocode(vd)
+                    if callable(getattr(separator, "_xcorr", None)):
+                        stages["xcorr"] = lambda: separator._xcorr(vd, vg)
+                    if combiner is not None:
+                        stages["combiner"] = lambda: combiner(vd, vg)
+            for mode in modes:
+                stages[f"mode:{mode}"] = _mode_runner(separator, mix, mode)
             for name, fn in stages.items():
                 sec = time_call(fn, repeats, dev)
                 rows.append({"stage": name, "seconds_audio": seconds, "batch": batch, "latency_s": sec,
@@ -107,6 +127,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         set_threads(args.threads)
+        if args.roofline_batch < 1:
+            raise ValueError("--roofline-batch must be a positive int")
         lengths = [float(x) for x in args.lengths.split(",") if x.strip()]
         batches = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
         if not lengths or min(lengths) <= 0 or not batches or min(batches) < 1:
@@ -122,15 +144,40 @@ def main(args: argparse.Namespace) -> int:
     from .._ext import diffwave_cpu_variant
     from ..ops import uses_kernels
 
+    if args.plot:
+        from ..plots import MatplotlibMissing, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except MatplotlibMissing as exc:  # said before the timings, not after minutes of them
+            print(f"fastsep bench: {exc}", file=sys.stderr)
+            return 2
     with torch.no_grad():  # scoped: main() is also called in-process (tests, notebooks)
         rows = bench(sep, lengths, batches, args.repeats)
+    report = None
+    if not args.no_roofline:
+        try:
+            report = roofline(sep, lengths[0], args.roofline_batch, args.repeats)
+        except ValueError as exc:  # a separator without the parts the roofline times (e.g. no backbone)
+            print(f"fastsep bench: roofline skipped: {exc}", file=sys.stderr)
     kernels = uses_kernels(sep.device)
     variant = f" ({diffwave_cpu_variant()} DiffWave kernel)" if kernels and sep.device.type == "cpu" else ""
     print(f"device: {sep.device}, fused kernels: {kernels}{variant}, threads: {torch.get_num_threads()}, "
           f"OpenMP wait policy: {wait_policy()}")
     print(format_rows(rows))
+    if report is not None:
+        print()
+        print(format_roofline(report))
     if args.json:
         from ..models.io import atomic_write_json
 
-        atomic_write_json(args.json, {"device": str(sep.device), "rows": rows})
+        data = {"device": str(sep.device), "rows": rows}
+        if report is not None:
+            data["roofline"] = report
+        atomic_write_json(args.json, data)
+    if args.plot and report is not None:
+        from ..plots import roofline_figure, save_figure
+
+        save_figure(roofline_figure(report), args.plot)
+        print(f"roofline chart: {args.plot}")
     return 0
