@@ -40,6 +40,8 @@ COMPONENTS = ("backbone", "vocoder", "combiner")
 #: The methods a bundle can hold (its manifest's ``method``).
 METHODS = ("separate_and_diffuse", "diffsep", "priors")
 _FORMAT = 1
+#: The networks a priors bundle may hold (a DiffWave must be unconditional, checked when it becomes a prior).
+_PRIOR_CLASSES = ("TFAttentionUNet", "DiffWave")
 _DIFFSEP_OPTIONS = ("sde", "n_steps", "snr", "corrector_steps", "enhancement")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -244,14 +246,19 @@ def _load_diffsep(directory: str, path: str, manifest: dict, map_location, overr
 
 def _load_priors(directory: str, path: str, manifest: dict, map_location, overrides: dict):
     from .methods.priors import PriorSeparation, as_prior
-    from .models.io import load_model
+    from .models.io import load_model, read_model_info
     from .sampling.priors import GaussianPrior
 
     options = manifest["options"]
     nets: Dict[int, Any] = {}
     for i, entry in enumerate(options["priors"]):
         if "component" in entry:
-            net = load_model(directory, manifest["components"][entry["component"]], map_location=map_location)
+            stem = manifest["components"][entry["component"]]
+            cls = read_model_info(directory, stem)["class"]
+            if cls not in _PRIOR_CLASSES:
+                raise ValueError(f"{path}: component {entry['component']!r} holds a {cls}, not a source prior "
+                                 f"({', '.join(_PRIOR_CLASSES)})")
+            net = load_model(directory, stem, map_location=map_location)
             try:
                 nets[i] = as_prior(net.eval().requires_grad_(False))
             except (TypeError, ValueError) as exc:

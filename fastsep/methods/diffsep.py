@@ -148,3 +148,31 @@ class DiffSepMethod(SeparationMethod):
         if not self.enhancement:
             raise ValueError("DiffSepMethod.enhance: this model was trained for separation; use separate()")
         return self.separate(mixture, seed)[:, 0]
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser) -> None:
+    """Options of ``fastsep bundle diffsep``."""
+    parser.add_argument("run", help="the run folder of `fastsep train diffsep` (its best/ is used) or a checkpoint "
+                                    "folder (best/, last/)")
+    parser.add_argument("-o", "--out", required=True, help="the bundle folder to write")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's, 30)")
+    parser.add_argument("--snr", type=float, default=None, help="corrector step r (default: the run's, 0.5)")
+    parser.add_argument("--corrector-steps", type=int, default=None, help="corrector steps per predictor step")
+
+
+def main(args) -> int:
+    """``fastsep bundle diffsep RUN -o OUT``: a DiffSep bundle that ``fastsep separate/eval --model OUT`` serve."""
+    import sys
+
+    from ..bundle import write_diffsep_bundle
+
+    overrides = {k: v for k, v in (("n_steps", args.steps), ("snr", args.snr),
+                                   ("corrector_steps", args.corrector_steps)) if v is not None}
+    try:
+        path = write_diffsep_bundle(args.out, args.run, **overrides)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"fastsep bundle diffsep: {exc}", file=sys.stderr)
+        return 2
+    print(f"DiffSep bundle written: {path}")
+    return 0

@@ -99,6 +99,11 @@ class SeparateAndDiffuse(SeparationMethod):
             return ("backbone",)
         return SAD_MODES if self.combiner is not None else ("xcorr", "backbone")
 
+    @property
+    def default_modes(self) -> Tuple[str, ...]:
+        # fastsep eval's table order: the backbone first, the modes that add to it after.
+        return tuple(m for m in ("backbone", "xcorr", "full") if m in self.modes)
+
     def check_mode(self, mode: str) -> None:
         # The messages say which part is missing, as Separator's always did.
         if mode not in SAD_MODES:
