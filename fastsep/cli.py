@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple, Union
 Route = Tuple[str, str]
 COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "separate": ("fastsep.commands.separate", "separate mixtures into one file per talker"),
-    "eval": ("fastsep.commands.evaluate", "SI-SDRi of backbone, xcorr and full modes on a test set"),
+    "eval": ("fastsep.commands.evaluate", "score one or more bundles (every method and mode) on a test set"),
     "bench": ("fastsep.commands.bench", "latency and real-time factor of each pipeline stage"),
     "demo": ("fastsep.commands.demo", "separate a bundled two-talker example and report SI-SDRi"),
     "train": {
@@ -24,6 +24,10 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
         "combiner": ("fastsep.train.combiner", "train the Separate-And-Diffuse combiner F (B and GM frozen)"),
         "prior": ("fastsep.train.prior", "train an unconditional diffusion source prior on single-source audio"),
         "diffsep": ("fastsep.train.diffsep", "train a DiffSep score network (score-based SDE separation/enhancement)"),
+    },
+    "bundle": {
+        "diffsep": ("fastsep.methods.diffsep", "write a DiffSep bundle from a `fastsep train diffsep` run"),
+        "priors": ("fastsep.methods.priors", "write a priors bundle from `fastsep train prior` runs"),
     },
     "plot": {"bounds": ("fastsep.commands.plot", "PNG of the paper's analysis: rho(sigma^2) and the SDR bounds")},
     "corpus": {

@@ -1,9 +1,16 @@
-"""The user's entry point: :class:`Separator` runs Separate-And-Diffuse (or its ablations) on arrays and files.
+"""The user's entry point: :class:`Separator` runs any of fastsep's methods on arrays and files.
 
-Modes:
-    ``"backbone"``: B alone, ``v_d = B(m)``.
-    ``"xcorr"``: the paper's ablation without F: ``iSTFT((Vd + xcorr_align(Vd, Vg)) / 2)`` with ``v_g = GM(mel(v_d))``.
-    ``"full"``: ``F(v_d, v_g)``, the combination learnt by network F.
+The method and its modes come from the bundle (:mod:`fastsep.bundle`, :mod:`fastsep.methods`); ``Separator.modes``
+lists them:
+
+    Separate-And-Diffuse: ``"backbone"`` (B alone), ``"xcorr"`` (the paper's ablation without F:
+    ``iSTFT((Vd + xcorr_align(Vd, Vg)) / 2)`` with ``v_g = GM(mel(v_d))``), ``"full"`` (``F(v_d, v_g)``).
+    DiffSep: ``"diffsep"`` (the predictor-corrector sampler of the score network).
+    Diffusion priors: ``"prior"`` (the reconstruction-guided solver with the bundle's guidance step) and
+    ``"prior-hybrid"``, ``"prior-dsg"``, ``"prior-dps"`` (a named step: the paper's comparison).
+
+Everything below is written once against the methods' interface (:mod:`fastsep.methods.base`) and holds for all
+of them.
 
 Levels: each mixture (each chunk of a long one) is brought to a fixed RMS (``input_rms``) before the models and the
 estimates are brought back to the mixture's level after, because the vocoder adds its noise at a fixed absolute
@@ -12,8 +19,9 @@ then scaled by one gain shared by all talkers, the least-squares gain that makes
 (``mixture_consistent``), so outputs are at the mixture's level and the talkers keep the levels the model gave them
 relative to each other.
 
-Determinism: the vocoder's noise comes from generators seeded per batch item (``seed=``), so an item's result does
-not depend on its batch-mates, and a chunk's seed is derived from the item's seed and the chunk's index.
+Determinism: the sampling noise (the vocoder's, DiffSep's sampler's, the prior solver's) comes from generators seeded
+per batch item (``seed=``), so an item's result does not depend on its batch-mates, and a chunk's seed is derived
+from the item's seed and the chunk's index.
 
 Long inputs go through :mod:`fastsep.chunking` (overlapping chunks, overlap-add, talker order kept across chunks), so
 memory is bounded by the chunk length, not the recording's; files are read, resampled and written in blocks too
@@ -22,7 +30,7 @@ memory is bounded by the chunk length, not the recording's; files are read, resa
 from __future__ import annotations
 
 import hashlib
-import inspect
+import json
 import math
 import os
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -31,13 +39,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import ops
 from .chunking import iter_separated, separate_chunked
-from .dsp import StftConfig, istft, stft
+from .dsp import StftConfig
+from .methods.separate_and_diffuse import SAD_MODES
 
 __all__ = ["Separator", "BatchResult", "MODES", "DEFAULT_BUNDLE", "MIN_SECONDS", "INPUT_RMS", "output_paths"]
 
-MODES = ("full", "xcorr", "backbone")
+#: Separate-And-Diffuse's modes (a separator's own: :attr:`Separator.modes`).
+MODES = SAD_MODES
 DEFAULT_BUNDLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "default")
 # Shortest input separated, in every mode: below this there is no speech to speak of, and full mode's mel and STFT
 # frames (a few hundredths of a second) would be mostly padding.
@@ -54,14 +63,6 @@ def _derive_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed) % (1 << 63), int(index)]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _accepts(fn, name: str) -> bool:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
-
-
 def __getattr__(name: str):
     # Batch file processing moved to fastsep.batch_files; these names stay importable from here.
     if name in ("BatchResult", "output_paths"):
@@ -72,13 +73,19 @@ def __getattr__(name: str):
 
 
 class Separator:
-    """Separate-And-Diffuse around a backbone B, a DiffWave vocoder GM and a combiner F.
+    """Any separation method behind one API: Separate-And-Diffuse (B, a DiffWave vocoder GM and a combiner F),
+    DiffSep, or the prior-guided solver.
+
+    ``Separator(backbone, vocoder, combiner, ...)`` composes Separate-And-Diffuse as it always did;
+    ``Separator(method=m, ...)`` (or ``Separator(m)``) serves any method object of :mod:`fastsep.methods`
+    (:class:`~fastsep.methods.diffsep.DiffSepMethod`, :class:`~fastsep.methods.priors.PriorSeparation`, ...);
+    :meth:`from_pretrained` loads any bundle. :attr:`modes` lists what the loaded method offers.
 
     Args:
-        backbone: ``[B, T] -> [B, C, T]`` separation network.
+        backbone: ``[B, T] -> [B, C, T]`` separation network (Separate-And-Diffuse).
         vocoder: model with ``vocode([N, T]) -> [N, T]`` (needed by modes "xcorr" and "full").
         combiner: :class:`fastsep.models.Combiner` (needed by mode "full").
-        sample_rate: rate the models expect.
+        sample_rate: rate the models expect (default: the method's; 8000 for a backbone given without one).
         n_src: number of talkers C (read from ``backbone.config["n_src"]`` when not given).
         chunk_seconds, overlap_seconds: inputs longer than a chunk are separated chunk by chunk, overlapping by
             ``overlap_seconds`` (default: a quarter of a chunk, at most 1 s).
@@ -86,19 +93,20 @@ class Separator:
             backbones whose output level is not tied to the mixture (see :mod:`fastsep.chunking`).
         vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel (~1.4-1.6x faster sampling
             on CPUs with AVX512-BF16, waveform differences of a few 1e-3; see ``DiffWave.generate``). Passed to each
-            ``vocode`` call; the vocoder object itself is left as it was given.
-        device: where the models run (default: where the backbone's parameters are).
+            ``vocode`` call; the vocoder object itself is left as it was given. Separate-And-Diffuse only.
+        device: where the models run (default: where the method's networks are).
         input_rms: RMS each mixture (chunk) is scaled to before the models, undone after (None: no scaling).
         mixture_consistent: scale the talkers by the one least-squares gain that makes their sum closest to the
             mixture (False: the models' own output level).
+        method: a method object (see :mod:`fastsep.methods.base`) instead of backbone/vocoder/combiner.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Optional[nn.Module] = None,
         vocoder: Optional[nn.Module] = None,
         combiner: Optional[nn.Module] = None,
-        sample_rate: int = 8000,
+        sample_rate: Optional[int] = None,
         n_src: Optional[int] = None,
         chunk_seconds: float = 8.0,
         overlap_seconds: Optional[float] = None,
@@ -107,15 +115,38 @@ class Separator:
         vocoder_precision: str = "float32",
         input_rms: Optional[float] = INPUT_RMS,
         mixture_consistent: bool = True,
+        method=None,
     ):
-        if not callable(backbone):
-            raise TypeError(f"Separator: backbone must be a callable module, got {type(backbone).__name__}")
-        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        from .methods.base import is_method
+        from .methods.separate_and_diffuse import SeparateAndDiffuse
+
+        if method is None and is_method(backbone):  # Separator(method_object)
+            method, backbone = backbone, None
+        if method is not None:
+            if backbone is not None or vocoder is not None or combiner is not None:
+                raise ValueError("Separator: give either a method or backbone/vocoder/combiner, not both")
+            if not is_method(method):
+                raise TypeError(f"Separator: method must offer the methods' interface (run, modes, modules; see "
+                                f"fastsep.methods.base), got {type(method).__name__}")
+            if vocoder_precision != "float32":
+                if getattr(method, "name", None) != "separate_and_diffuse":
+                    raise ValueError(f"Separator: vocoder_precision applies to Separate-And-Diffuse, not to "
+                                     f"{method.name}")
+                method.vocoder_precision = vocoder_precision
+            rate = getattr(method, "sample_rate", None)
+            if sample_rate is not None and rate is not None and int(sample_rate) != int(rate):
+                raise ValueError(f"Separator: sample_rate {sample_rate} differs from the method's {rate} Hz")
+            sample_rate = rate if rate is not None else sample_rate
+            if n_src is not None and int(n_src) != int(method.n_src):
+                raise ValueError(f"Separator: n_src {n_src} differs from the method's {method.n_src}")
+        else:
+            if backbone is None:
+                raise TypeError("Separator: give a backbone (Separate-And-Diffuse) or a method")
+            method = SeparateAndDiffuse(backbone, vocoder, combiner, 8000 if sample_rate is None else sample_rate,
+                                        n_src, vocoder_precision)
+            sample_rate = method.sample_rate
+        if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
             raise ValueError(f"Separator: sample_rate must be a positive int, got {sample_rate!r}")
-        if n_src is None:
-            n_src = (getattr(backbone, "config", None) or {}).get("n_src", getattr(backbone, "n_src", None))
-        if not isinstance(n_src, (int, np.integer)) or n_src < 1:
-            raise ValueError(f"Separator: n_src must be a positive int (or in backbone.config), got {n_src!r}")
         if overlap_seconds is None:
             overlap_seconds = min(1.0, chunk_seconds / 4)
         chunk = int(round(chunk_seconds * sample_rate))
@@ -123,53 +154,90 @@ class Separator:
         if chunk <= 0 or overlap < 0 or overlap >= chunk:
             raise ValueError(f"Separator: need chunk_seconds > overlap_seconds >= 0, got {chunk_seconds}, "
                              f"{overlap_seconds}")
-        if vocoder_precision not in ("float32", "bfloat16"):
-            raise ValueError(f"Separator: vocoder_precision must be 'float32' or 'bfloat16', got {vocoder_precision!r}")
         if input_rms is not None and not (isinstance(input_rms, (int, float)) and 0 < float(input_rms) < 1):
             raise ValueError(f"Separator: input_rms must be in (0, 1) or None, got {input_rms!r}")
-        voc_rate = getattr(vocoder, "sample_rate", None)
-        if vocoder is not None and voc_rate is not None and int(voc_rate) != int(sample_rate):
-            raise ValueError(f"Separator: the vocoder runs at {voc_rate} Hz but the separator at {sample_rate} Hz")
-        self.backbone = backbone
-        self.vocoder = vocoder
-        self.combiner = combiner
+        self.method = method
         self.sample_rate = int(sample_rate)
-        self.n_src = int(n_src)
+        self.n_src = int(method.n_src)
         self.chunk = chunk
         self.overlap = overlap
         self.match_levels = bool(match_levels)
-        self.vocoder_precision = vocoder_precision
         self.input_rms = None if input_rms is None else float(input_rms)
         self.mixture_consistent = bool(mixture_consistent)
-        vocode = getattr(vocoder, "vocode", None)
-        self._vocoder_seeds = vocode is not None and _accepts(vocode, "seed")
-        self._vocoder_precision_arg = vocode is not None and _accepts(vocode, "precision")
-        if vocoder_precision != "float32" and vocode is not None and not self._vocoder_precision_arg:
-            raise ValueError("Separator: vocoder_precision needs a vocoder whose vocode() takes precision=")
-        if device is None:
-            params = list(backbone.parameters()) if isinstance(backbone, nn.Module) else []
-            device = params[0].device if params else torch.device("cpu")
-        self.device = torch.device(device)
-        for m in (backbone, vocoder, combiner):
-            if isinstance(m, nn.Module):
-                m.to(self.device).eval()
-        if isinstance(combiner, nn.Module) and self.device.type == "cpu":
-            # F's 3x3 convolutions: channels-last weights spare oneDNN a reorder per call (~15% of F's time here).
-            combiner.to(memory_format=torch.channels_last)
-        # The xcorr ablation aligns in the same STFT as F combines in, so the two modes differ only by F.
-        self.stft_cfg = getattr(combiner, "stft_cfg", None) or StftConfig()
-        # One minimum for every mode, in seconds; raised above MIN_SECONDS only for a model whose mel or STFT frame
-        # needs more (full mode's mel needs more than half its n_fft = 4 hops).
-        hop = getattr(vocoder, "hop_length", None)
-        need = max(self.stft_cfg.n_fft // 2 + 1, 2 * int(hop) + 1 if isinstance(hop, (int, np.integer)) else 0)
-        self.min_seconds = max(MIN_SECONDS, need / self.sample_rate)
+        self.device = torch.device(device) if device is not None else method.device
+        method.to(self.device)
+        # One minimum for every mode, in seconds; raised above MIN_SECONDS only for a model whose frames need more
+        # (full mode's mel needs more than half its n_fft = 4 hops).
+        self.min_seconds = max(MIN_SECONDS, method.min_samples / self.sample_rate)
         self._fingerprint: Optional[str] = None
+        self._bundle_dir: Optional[str] = None
+
+    # ------------------------------------------------------------------------------------------------ the method
+    @property
+    def method_name(self) -> str:
+        """Which method this separator serves: "separate_and_diffuse", "diffsep" or "priors"."""
+        return self.method.name
+
+    @property
+    def modes(self) -> Tuple[str, ...]:
+        """The modes this separator offers (e.g. ("full", "xcorr", "backbone"), ("diffsep",), ("prior", ...))."""
+        return tuple(self.method.modes)
+
+    @property
+    def default_mode(self) -> str:
+        """The mode used when none is named: "full" for a complete Separate-And-Diffuse bundle, else the method's
+        first."""
+        return self.method.default_mode
+
+    def _sad(self, name: str):
+        return getattr(self.method, name) if self.method.name == "separate_and_diffuse" else None
+
+    # Separate-And-Diffuse's parts, as attributes (None for other methods); assignable, as they always were.
+    @property
+    def backbone(self):
+        return self._sad("backbone")
+
+    @backbone.setter
+    def backbone(self, value):
+        self._set_sad("backbone", value)
+
+    @property
+    def vocoder(self):
+        return self._sad("vocoder")
+
+    @vocoder.setter
+    def vocoder(self, value):
+        self._set_sad("vocoder", value)
+
+    @property
+    def combiner(self):
+        return self._sad("combiner")
+
+    @combiner.setter
+    def combiner(self, value):
+        self._set_sad("combiner", value)
+
+    def _set_sad(self, name: str, value) -> None:
+        if self.method.name != "separate_and_diffuse":
+            raise AttributeError(f"a {self.method.name} separator has no {name}")
+        setattr(self.method, name, value)
+        self._fingerprint = None
+
+    @property
+    def vocoder_precision(self) -> str:
+        return getattr(self.method, "vocoder_precision", "float32")
+
+    @property
+    def stft_cfg(self) -> StftConfig:
+        cfg = self._sad("stft_cfg")
+        return cfg if cfg is not None else StftConfig()
 
     # ------------------------------------------------------------------------------------------------ construction
     @classmethod
     def from_pretrained(cls, path=None, device="cpu", **kwargs) -> "Separator":
-        """Load a bundle folder written by :meth:`save_pretrained`; no ``path`` loads the default shipped inside
-        the package (``fastsep/assets/default``). Never downloads anything."""
+        """Load a bundle folder of any method (Separate-And-Diffuse, DiffSep, priors; see :mod:`fastsep.bundle`);
+        no ``path`` loads the default shipped inside the package (``fastsep/assets/default``). Never downloads
+        anything. ``vocoder_precision`` applies to Separate-And-Diffuse bundles only."""
         from . import bundle
 
         directory = DEFAULT_BUNDLE if path is None else os.fspath(path)
@@ -181,34 +249,41 @@ class Separator:
                     f"there), or pass the folder of a trained bundle: Separator.from_pretrained('path/to/bundle')."
                 )
             raise FileNotFoundError(f"{directory} is not a fastsep bundle ({bundle.MANIFEST} missing); bundles are "
-                                    f"written by Separator.save_pretrained or fastsep.bundle.save_bundle")
-        parts = bundle.load_bundle(directory, map_location=device)
-        sep = cls(parts["backbone"], parts["vocoder"], parts["combiner"], sample_rate=parts["sample_rate"],
-                  n_src=parts["n_src"], device=device, **kwargs)
+                                    f"written by Separator.save_pretrained, fastsep.bundle.save_bundle, "
+                                    f"write_diffsep_bundle or write_priors_bundle")
+        options = {}
+        if bundle.bundle_method(directory) == "separate_and_diffuse":
+            options["vocoder_precision"] = kwargs.pop("vocoder_precision", "float32")
+        elif kwargs.get("vocoder_precision", "float32") != "float32":
+            raise ValueError(f"vocoder_precision applies to Separate-And-Diffuse bundles; {directory} holds "
+                             f"{bundle.bundle_method(directory)}")
+        else:
+            kwargs.pop("vocoder_precision", None)
+        method = bundle.load_method(directory, map_location=device, **options)
+        sep = cls(method=method, device=device, **kwargs)
         sep._bundle_dir = directory
         return sep
 
     def save_pretrained(self, directory, extra: Optional[dict] = None) -> str:
-        """Write this separator's models as a bundle (safetensors + JSON) that :meth:`from_pretrained` reads."""
-        from .bundle import save_bundle
+        """Write this separator's method as a bundle (safetensors + JSON) that :meth:`from_pretrained` reads."""
+        from .bundle import save_method
 
-        return save_bundle(directory, self.backbone, self.vocoder, self.combiner, self.sample_rate, self.n_src, extra)
+        return save_method(directory, self.method, extra)
 
     # ------------------------------------------------------------------------------------------------ arrays
     def _check_mode(self, mode: str) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if mode in ("full", "xcorr") and self.vocoder is None:
-            raise ValueError(f"mode {mode!r} needs a vocoder (GM); this separator has none: use mode='backbone'")
-        if mode == "full" and self.combiner is None:
-            raise ValueError("mode 'full' needs a combiner (F); this separator has none: use 'xcorr' or 'backbone'")
+        """ValueError naming the modes offered when this separator cannot run ``mode``."""
+        self.method.check_mode(mode)
 
     def fingerprint(self) -> str:
         """SHA-256 (16 hex digits) of the models' weights and the settings that change the output: what resuming
         compares to tell whether existing outputs were made by this separator."""
         if self._fingerprint is None:
             h = hashlib.sha256()
-            for name, model in (("backbone", self.backbone), ("vocoder", self.vocoder), ("combiner", self.combiner)):
+            sad = self.method.name == "separate_and_diffuse"
+            if not sad:  # Separate-And-Diffuse hashes as it did before methods existed, so old records still match
+                h.update(self.method.name.encode())
+            for name, model in self.method.modules().items():
                 h.update(name.encode())
                 if isinstance(model, nn.Module):
                     for key, value in sorted(model.state_dict().items()):
@@ -219,53 +294,33 @@ class Separator:
             settings = (self.sample_rate, self.n_src, self.chunk, self.overlap, self.match_levels,
                         self.vocoder_precision, self.input_rms, self.mixture_consistent)
             h.update(repr(settings).encode())
+            if not sad:
+                h.update(json.dumps(self.method.settings(), sort_keys=True).encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
     def _vocode(self, vd: Tensor, seeds: Optional[Sequence[int]] = None) -> Tensor:
-        """GM's estimates ``[B, C, L]``; item b's noise is drawn from ``seeds[b]`` alone (one vocode call per item,
-        so that no item's noise depends on its position in the batch)."""
-        batch, n_src, length = vd.shape
-        kwargs = {"precision": self.vocoder_precision} if self._vocoder_precision_arg else {}
-        if seeds is not None and self._vocoder_seeds:
-            vg = torch.cat([self.vocoder.vocode(vd[b], seed=int(seeds[b]), **kwargs) for b in range(batch)])
-        elif self.device.type == "cpu" and batch > 1:
-            # One item per call on CPU, as F in _run: the sampler's per-layer state of a stacked batch outgrows the
-            # caches. (Without seeds the noise comes from torch's generator either way.)
-            vg = torch.cat([self.vocoder.vocode(vd[b], **kwargs) for b in range(batch)])
-        else:
-            vg = self.vocoder.vocode(vd.reshape(batch * n_src, length), **kwargs)
-        if vg.shape[-1] != length:  # a vocoder working in whole hops may return a few samples more or less
-            vg = nn.functional.pad(vg, (0, length - vg.shape[-1])) if vg.shape[-1] < length else vg[..., :length]
-        return vg.reshape(batch, n_src, length).to(vd.dtype)
+        """GM's estimates ``[B, C, L]`` (Separate-And-Diffuse; see :meth:`SeparateAndDiffuse.vocode`)."""
+        return self._sad_method("vocoder stage").vocode(vd, seeds)
 
     def _xcorr(self, vd: Tensor, vg: Tensor) -> Tensor:
-        length = vd.shape[-1]
-        short = self.stft_cfg.n_fft // 2 + 1
-        if length < short:  # centred STFT padding needs more than half a frame
-            vd = nn.functional.pad(vd, (0, short - length))
-            vg = nn.functional.pad(vg, (0, short - length))
-        spec_d, spec_g = stft(vd, self.stft_cfg), stft(vg, self.stft_cfg)
-        aligned, _ = ops.xcorr_align(spec_d, spec_g, self.stft_cfg.n_fft)
-        return istft((spec_d + aligned) * 0.5, vd.shape[-1], self.stft_cfg)[..., :length]
+        """The xcorr ablation's alignment and average (Separate-And-Diffuse)."""
+        return self._sad_method("xcorr stage").xcorr(vd, vg)
+
+    def _sad_method(self, what: str):
+        if self.method.name != "separate_and_diffuse":
+            raise ValueError(f"the {what} belongs to Separate-And-Diffuse; this separator serves {self.method.name}")
+        return self.method
 
     def _run(self, mixture: Tensor, mode: str, seeds: Optional[Sequence[int]] = None) -> Tensor:
-        """One forward pass of the models over ``[B, L]``; returns ``[B, C, L]`` at the models' own level."""
-        vd = self.backbone(mixture)
-        if vd.dim() != 3 or vd.shape[0] != mixture.shape[0] or vd.shape[-1] != mixture.shape[-1]:
-            raise ValueError(f"the backbone returned shape {tuple(vd.shape)} for input {tuple(mixture.shape)}; "
-                             f"expected [B, C, T]")
-        if mode == "backbone":
-            return vd
-        vg = self._vocode(vd, seeds)
-        if mode == "xcorr":
-            return self._xcorr(vd, vg)
-        if self.device.type == "cpu" and vd.shape[0] > 1:
-            # One batch item per call on CPU: F's activations ([C, 64, 257 bins, frames], ~33 MB per item of 4 s at
-            # 8 kHz) outgrow the caches when items are stacked, and a batch of 8 in one call cost 1.48x the CPU time
-            # per second of audio of 8 calls of one item (measured on the bundled default). GPUs want the batch.
-            return torch.cat([self.combiner(vd[b:b + 1], vg[b:b + 1]) for b in range(vd.shape[0])])
-        return self.combiner(vd, vg)
+        """One forward pass of the method over ``[B, L]`` (on :attr:`device`); returns ``[B, C, L]`` at the models'
+        own level. ``seeds``: None (torch's generator) or one int per row."""
+        out = self.method.run(mixture, mode, seeds)
+        if out.dim() != 3 or out.shape[0] != mixture.shape[0] or out.shape[1] != self.n_src \
+                or out.shape[-1] != mixture.shape[-1]:
+            raise ValueError(f"the {self.method.name} method returned shape {tuple(out.shape)} for input "
+                             f"{tuple(mixture.shape)}; expected [B, {self.n_src}, T]")
+        return out
 
     def _run_leveled(self, mixture: Tensor, mode: str, seeds: Optional[Sequence[int]] = None) -> Tensor:
         """:meth:`_run` on the mixture brought to ``input_rms``, returned at the mixture's level (see the module's
@@ -306,10 +361,12 @@ class Separator:
         raise TypeError(f"seed must be None, an int, or one int per batch item ({batch}), got {seed!r}")
 
     @torch.no_grad()  # torch's decorator keeps grad off across the generator's yields
-    def iter_separate(self, mixture, mode: str = "full", seed=None, progress: bool = False
+    def iter_separate(self, mixture, mode: Optional[str] = None, seed=None, progress: bool = False
                       ) -> Iterator[Tuple[int, Tensor]]:
         """Yield ``(start, piece [B, C, n])`` in order; ``mixture`` is ``[B, T]`` at the model's rate, a tensor or
-        any object the chunker can slice (e.g. :class:`fastsep.streaming.ResampledView`, which reads a file)."""
+        any object the chunker can slice (e.g. :class:`fastsep.streaming.ResampledView`, which reads a file).
+        ``mode`` None: :attr:`default_mode`."""
+        mode = self.default_mode if mode is None else mode
         self._check_mode(mode)
         seeds = self._row_seeds(seed, mixture.shape[0])
         yield from iter_separated(self._chunk_fn(mode, seeds), mixture, self.chunk, self.overlap, progress,
@@ -343,16 +400,18 @@ class Separator:
         return wave, is_numpy
 
     @torch.no_grad()
-    def separate(self, mixture, mode: str = "full", sample_rate: Optional[int] = None, progress: bool = False,
-                 seed=None, output_rate: Optional[int] = None):
+    def separate(self, mixture, mode: Optional[str] = None, sample_rate: Optional[int] = None,
+                 progress: bool = False, seed=None, output_rate: Optional[int] = None):
         """Separate ``mixture`` (``[T]`` or ``[B, T]``, torch tensor or numpy array; integer PCM is scaled to
         [-1, 1) as :func:`fastsep.audio.load` does).
 
         Args:
+            mode: one of :attr:`modes` (default :attr:`default_mode`: "full" for Separate-And-Diffuse).
             sample_rate: the mixture's rate (default: the model's); another rate is resampled to the model's.
             output_rate: rate of the returned estimates (default: ``sample_rate``, i.e. the input's).
-            seed: vocoder noise seed (modes xcorr and full): an int used by every batch item, or one int per item;
-                item b's result depends only on its own mixture and seed. None draws one from torch's generator.
+            seed: sampling noise seed (the vocoder's in modes xcorr and full, DiffSep's, the prior solver's): an int
+                used by every batch item, or one int per item; item b's result depends only on its own mixture and
+                seed. None draws one from torch's generator.
 
         Returns:
             ``[C, T']`` or ``[B, C, T']`` at ``output_rate``, at the mixture's level (see the module's notes): a numpy
@@ -363,6 +422,7 @@ class Separator:
         """
         from .dsp import resample
 
+        mode = self.default_mode if mode is None else mode
         self._check_mode(mode)
         wave, is_numpy = self._as_wave(mixture)
         in_rate = self.sample_rate if sample_rate is None else sample_rate
@@ -408,23 +468,31 @@ class Separator:
         ``overlap_seconds=window_seconds - hop_seconds``.
 
         ``stream = sep.stream("backbone"); for block in source: play(stream.push(block)); play(stream.finish())``
+
+        Separate-And-Diffuse only (DiffSep and the prior solver take seconds per second of audio, far from live).
         """
         from .stream_separate import SeparationStream
+
+        if self.method.name != "separate_and_diffuse":
+            raise ValueError(f"streaming serves Separate-And-Diffuse bundles only; this one holds {self.method.name} "
+                             f"(modes {', '.join(self.modes)}): use separate(), iter_separate() or separate_files()")
 
         return SeparationStream(self, mode, window_seconds, hop_seconds, seed, threads)
 
     # ------------------------------------------------------------------------------------------------ files
-    def separate_file(self, path, out_dir, mode: str = "full", overwrite: bool = True, output_rate=None,
+    def separate_file(self, path, out_dir, mode: Optional[str] = None, overwrite: bool = True, output_rate=None,
                       seed: int = 0) -> List[str]:
         """Separate one audio file into ``<out_dir>/<stem>_s1.wav``, ... (see :func:`fastsep.batch_files.
         separate_file`); returns the written paths. Raises :class:`fastsep.audio.AudioError` for an unusable file."""
         from .batch_files import separate_file
 
+        mode = self.default_mode if mode is None else mode
         return separate_file(self, path, out_dir, mode=mode, overwrite=overwrite, output_rate=output_rate,
                              seed=seed)
 
-    def separate_files(self, paths: Iterable, out_dir, mode: str = "full", **kwargs):
+    def separate_files(self, paths: Iterable, out_dir, mode: Optional[str] = None, **kwargs):
         """Separate many files, resumably; see :func:`fastsep.batch_files.separate_files` for the options."""
         from .batch_files import separate_files
 
+        mode = self.default_mode if mode is None else mode
         return separate_files(self, paths, out_dir, mode=mode, **kwargs)

@@ -85,7 +85,8 @@ def test_eval_writes_table_json_and_csv(bundle, speech_set, tmp_path, capsys):
     rows = _read_csv(out_csv)
     assert len(rows) == N_MIX * 3
     assert {r["mode"] for r in rows} == {"backbone", "xcorr", "full"}
-    assert list(rows[0]) == ["item", "id", "mode", "si_sdri", "si_sdr", "sdr", "sir", "sar", "pesq_nb", "estoi"]
+    assert list(rows[0]) == ["item", "id", "mode", "si_sdri", "si_sdr", "sdr", "sir", "sar", "pesq_nb", "estoi",
+                             "method", "bundle"]  # the method and bundle of each row come after the old columns
 
     data = json.loads(out_json.read_text())
     assert data["metrics"] == ["si_sdri", "si_sdr", "sdr", "sir", "sar", "pesq_nb", "estoi"]

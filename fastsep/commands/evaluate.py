@@ -1,10 +1,16 @@
-"""``fastsep eval --data DIR``: the paper's Table 1 on a test set -- each mode (backbone, xcorr, full) scored by
+"""``fastsep eval --data DIR [--model BUNDLE ...]``: the paper's Table 1 on a test set -- each (bundle, mode) scored by
 SI-SDR(i) and, on request, BSS Eval SDR/SIR/SAR, PESQ and ESTOI, with 95 % confidence intervals over mixtures, the
-paired difference of each mode from the backbone, a JSON summary and a per-mixture CSV."""
+paired difference of each mode from the backbone, a JSON summary and a per-mixture CSV.
+
+Several ``--model`` bundles of any method (Separate-And-Diffuse, DiffSep, priors) are scored on the same mixtures
+with the same seeds and shown in one table, a row per (bundle, mode); the data are read at the first bundle's rate
+and the other bundles resample in and out (:meth:`fastsep.separator.Separator.separate`), so every row is scored on
+the same references."""
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,7 +19,9 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 MODE_LABELS = {"backbone": "B (backbone alone)", "xcorr": "B + GM, xcorr-aligned average (ablation)",
-               "full": "B + GM + F (Separate-And-Diffuse)"}
+               "full": "B + GM + F (Separate-And-Diffuse)", "diffsep": "DiffSep (score-based SDE)",
+               "prior": "diffusion priors, guided solver", "prior-hybrid": "diffusion priors, hybrid step",
+               "prior-dsg": "diffusion priors, DSG step", "prior-dps": "diffusion priors, DPS step"}
 #: Table headings, in column order (fastsep.metrics.METRIC_COLUMNS).
 COLUMN_LABELS = {"si_sdri": "SI-SDRi (dB)", "si_sdr": "SI-SDR (dB)", "sdr": "SDR (dB)", "sir": "SIR (dB)",
                  "sar": "SAR (dB)", "pesq_wb": "PESQ-WB", "pesq_nb": "PESQ-NB", "estoi": "ESTOI"}
@@ -34,18 +42,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segment", type=float, default=4.0,
                         help="seconds per mixture when mixing a single-talker corpus (default 4, fixed crops); "
                              "0 keeps whole utterances cut to the shorter one; pre-mixed sets are used as they are")
-    parser.add_argument("--model", default=None, help="bundle folder (default: the bundled default model)")
-    parser.add_argument("--modes", default="backbone,xcorr,full", help="comma-separated modes to score")
+    parser.add_argument("--model", action="extend", nargs="+", default=None, metavar="BUNDLE",
+                        help="bundle folder(s) of any method, scored into one table (--model A B or --model A "
+                             "--model B; default: the bundled default model)")
+    parser.add_argument("--modes", default=None,
+                        help="comma-separated modes to score, each in the bundles that offer it, or 'all' "
+                             "(default: each bundle's own: backbone,xcorr,full for Separate-And-Diffuse, diffsep, "
+                             "prior)")
     parser.add_argument("--max-items", type=int, default=200,
                         help="score the first N mixtures (default 200; 0 scores them all)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="vocoder noise seed: mixture i is separated with seed + i (default 0), so runs agree")
+                        help="sampling noise seed (vocoder, DiffSep, prior solver): mixture i is separated with "
+                             "seed + i (default 0), so runs and bundles agree")
     parser.add_argument("--metrics", default=DEFAULT_METRICS,
                         help="comma-separated: si_sdr (SI-SDR and SI-SDRi, always scored), sdr (BSS Eval v4 SDR, "
                              "SIR, SAR), pesq (wide-band at 16 kHz, narrow-band at 8 kHz; pesq_wb / pesq_nb to "
                              "choose), estoi, or all (default: %(default)s). Metrics that cannot be computed here "
                              "are reported absent")
-    parser.add_argument("--json", default=None, help="write the results here (default: <model or .>/eval.json)")
+    parser.add_argument("--json", default=None,
+                        help="write the results here (default: <model>/eval.json for one bundle, else ./eval.json)")
     parser.add_argument("--csv", default=None, help="also write one row per mixture and mode here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
@@ -85,9 +100,13 @@ class _Progress:
 
 @dataclass
 class Evaluation:
-    """Per-mixture scores of every mode: ``scores[mode][column][i]`` is mixture i's score (the mean over its
-    sources; NaN when no source could be scored). ``unavailable`` maps columns that cannot be computed here (package
-    missing, rate unsupported) to the reason; they have no scores at all and are reported absent."""
+    """Per-mixture scores of every row: ``scores[row][column][i]`` is mixture i's score (the mean over its sources;
+    NaN when no source could be scored). A row is a mode of one bundle: with one bundle its key is the mode (the
+    layout eval.json always had), with several ``<bundle>:<mode>``; ``rows_info[row]`` says its ``bundle``,
+    ``method`` and ``mode`` (a row without an entry is the mode of that name). ``modes`` lists the rows in table
+    order. ``unavailable`` maps columns that cannot be computed here (package missing, rate unsupported) to the
+    reason; they have no scores at all and are reported absent. ``pairs``: the paired differences to report (default
+    :data:`PAIRS`, those whose two rows were scored)."""
 
     modes: List[str]
     columns: List[str]
@@ -95,14 +114,31 @@ class Evaluation:
     scores: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)
     unavailable: Dict[str, str] = field(default_factory=dict)
     level: float = CI_LEVEL
+    rows_info: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    pairs: Optional[List[Tuple[str, str]]] = None
 
     @property
     def n(self) -> int:
         return len(self.ids)
 
+    def info(self, row: str) -> Dict[str, str]:
+        """``{"bundle", "method", "mode"}`` of a row (bundle and method empty when unknown)."""
+        return {"bundle": "", "method": "", "mode": row, **self.rows_info.get(row, {})}
+
+    def labels(self) -> Dict[str, str]:
+        """Each row's label in the table: the mode's description, prefixed by the bundle when there are several."""
+        bundles = {self.info(r)["bundle"] for r in self.modes}
+        out = {}
+        for row in self.modes:
+            info = self.info(row)
+            text = MODE_LABELS.get(info["mode"], info["mode"])
+            out[row] = f"{info['bundle']}: {text}" if len(bundles) > 1 else text
+        return out
+
     def summary(self) -> Dict[str, dict]:
-        """``{mode: {column: mean, column_ci95: [low, high], column_n: scored mixtures, "n": mixtures}}``; an
-        absent column has None for its mean and interval (the interval is also None with a single mixture)."""
+        """``{row: {column: mean, column_ci95: [low, high], column_n: scored mixtures, "n": mixtures, "bundle",
+        "method", "mode"}}``; an absent column has None for its mean and interval (the interval is also None with a
+        single mixture)."""
         from ..metrics import mean_confidence_interval
 
         out: Dict[str, dict] = {}
@@ -115,12 +151,25 @@ class Evaluation:
                 row[f"{col}_ci95"] = None if low is None else [low, high]
                 row[f"{col}_n"] = 0 if values is None else int(sum(1 for v in values if not math.isnan(v)))
             row["n"] = self.n
+            if mode in self.rows_info:
+                row.update(self.info(mode))
             out[mode] = row
         return out
 
-    def paired(self, pairs: Sequence[Tuple[str, str]] = PAIRS) -> Dict[str, dict]:
+    def _pairs(self) -> List[Tuple[str, str]]:
+        return [(a, b) for a, b in (PAIRS if self.pairs is None else self.pairs)
+                if a in self.scores and b in self.scores]
+
+    def pair_labels(self) -> Dict[str, str]:
+        """``{"a-b": "label of a - label of b"}`` for the table (bundle names may hold dashes)."""
+        if len({self.info(r)["bundle"] for r in self.modes}) > 1:
+            return {f"{a}-{b}": f"{a} - {b}" for a, b in self._pairs()}
+        return {f"{a}-{b}": f"{self.info(a)['mode']} - {self.info(b)['mode']}" for a, b in self._pairs()}
+
+    def paired(self, pairs: Optional[Sequence[Tuple[str, str]]] = None) -> Dict[str, dict]:
         """Per-mixture differences ``a - b`` (e.g. full - backbone) with their t interval, for each pair whose two
-        modes were scored: ``{"a-b": {column: {"mean", "ci95": [low, high] or None, "n", "significant"}}}``.
+        rows were scored (default: :attr:`pairs`): ``{"a-b": {column: {"mean", "ci95": [low, high] or None, "n",
+        "significant"}}}``.
 
         Pairing matters: mixtures differ in difficulty far more than modes do, so the interval of the difference is
         much narrower than the two modes' own intervals suggest; ``significant`` says whether it excludes zero.
@@ -128,7 +177,7 @@ class Evaluation:
         from ..metrics import mean_confidence_interval
 
         out: Dict[str, dict] = {}
-        for a, b in pairs:
+        for a, b in (self._pairs() if pairs is None else pairs):
             if a not in self.scores or b not in self.scores:
                 continue
             cols: Dict[str, dict] = {}
@@ -150,8 +199,9 @@ class Evaluation:
         return out
 
     def csv_rows(self) -> Iterable[List[str]]:
-        """Header, then one row per mixture and mode; absent or unscorable cells are empty, never 0."""
-        yield ["item", "id", "mode", *self.columns]
+        """Header, then one row per mixture and (bundle, mode); absent or unscorable cells are empty, never 0. The
+        columns of old files come first (item, id, mode, the metrics), then the method and the bundle."""
+        yield ["item", "id", "mode", *self.columns, "method", "bundle"]
         for i, item_id in enumerate(self.ids):
             for mode in self.modes:
                 cells = []
@@ -159,48 +209,103 @@ class Evaluation:
                     values = self.scores[mode].get(col)
                     v = math.nan if values is None else values[i]
                     cells.append("" if math.isnan(v) else f"{v:.6g}")
-                yield [str(i), item_id, mode, *cells]
+                info = self.info(mode)
+                yield [str(i), item_id, info["mode"], *cells, info["method"], info["bundle"]]
+
+
+#: One bundle's part in an evaluation: (name, separator, modes to score).
+Entry = Tuple[str, object, Sequence[str]]
+
+
+def default_pairs(entries: Sequence[Entry], key) -> List[Tuple[str, str]]:
+    """The paired differences worth reporting: within each Separate-And-Diffuse bundle full - backbone and xcorr -
+    backbone; and every row of another method minus the backbone of the first Separate-And-Diffuse bundle that
+    scored one (DiffSep or the priors against the supervised backbone, as issues 10 and 11 ask)."""
+    pairs: List[Tuple[str, str]] = []
+    reference = None
+    for name, sep, modes in entries:
+        if getattr(sep, "method_name", "separate_and_diffuse") == "separate_and_diffuse":
+            pairs += [(key(name, a), key(name, b)) for a, b in PAIRS if a in modes and b in modes]
+            if reference is None and "backbone" in modes:
+                reference = key(name, "backbone")
+    if reference is not None:
+        for name, sep, modes in entries:
+            if getattr(sep, "method_name", "separate_and_diffuse") != "separate_and_diffuse":
+                pairs += [(key(name, m), reference) for m in modes]
+    return pairs
+
+
+def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] = None,
+                    progress: Optional[bool] = None, seed: int = 0, metrics: Sequence[str] = ("si_sdr",),
+                    sample_rate: Optional[int] = None) -> Evaluation:
+    """Score each (bundle, mode) of ``entries`` on the first ``max_items`` items ``{"mixture": [T], "sources":
+    [C, T]}`` of ``dataset``, at ``sample_rate`` (default: the first separator's; a separator at another rate
+    resamples in and out).
+
+    ``metrics`` are names for :func:`fastsep.metrics.expand_metrics` (SI-SDR and SI-SDRi are always scored: old
+    readers of eval.json expect them). Each row's estimates are matched to the references once, by the permutation
+    maximising SI-SDR, and every metric uses that matching. Mixture i is separated with seed ``seed + i`` in every
+    row, so two runs give the same scores. ``max_items``: None or 0 scores every item. Rows are keyed by mode with
+    one entry, by ``<name>:<mode>`` with several.
+    """
+    from ..metrics import expand_metrics, metric_unavailable_reason, separation_scores
+
+    if not entries:
+        raise ValueError("nothing to evaluate: give at least one bundle")
+    names = [name for name, _, _ in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"bundle names must be distinct, got {names}")
+    rate = int(sample_rate or entries[0][1].sample_rate)
+    n_src = {sep.n_src for _, sep, _ in entries}
+    if len(n_src) > 1:
+        raise ValueError(f"the bundles separate different numbers of talkers ({sorted(n_src)}); one table compares "
+                         f"bundles on the same mixtures")
+    single = len(entries) == 1
+
+    def key(name: str, mode: str) -> str:
+        return mode if single else f"{name}:{mode}"
+
+    columns = expand_metrics(["si_sdr", *metrics], rate)
+    n = len(dataset) if not max_items else min(len(dataset), int(max_items))
+    if n == 0:
+        raise ValueError("the evaluation set is empty")
+    unavailable = {c: r for c in columns if (r := metric_unavailable_reason(c, rate))}
+    rows = [key(name, m) for name, _, modes in entries for m in modes]
+    info = {key(name, m): {"bundle": name, "method": getattr(sep, "method_name", "separate_and_diffuse"), "mode": m}
+            for name, sep, modes in entries for m in modes}
+    run = Evaluation(rows, columns, unavailable=unavailable, rows_info=info,
+                     pairs=default_pairs(entries, key),
+                     scores={r: {c: [] for c in columns if c not in unavailable} for r in rows})
+    bar = _Progress(n, progress)
+    for i in range(n):
+        item = dataset[i]
+        mix, ref = item["mixture"].float(), item["sources"].float()
+        run.ids.append(str(item.get("id", i)))
+        for name, separator, modes in entries:
+            if ref.shape[0] != separator.n_src:
+                raise ValueError(f"item {item.get('id', i)} has {ref.shape[0]} sources; the model separates "
+                                 f"{separator.n_src}")
+            for mode in modes:
+                est = separator.separate(mix, mode=mode, seed=seed + i, sample_rate=rate).cpu()
+                scores = separation_scores(est, ref, mix, rate, columns)
+                for col, per_source in scores.items():
+                    if per_source is None:
+                        continue
+                    finite = per_source[~torch.isnan(per_source)]
+                    # A source P.862 or ESTOI cannot score is left out of its mixture's mean, not counted as zero.
+                    run.scores[key(name, mode)][col].append(float(finite.mean()) if finite.numel() else math.nan)
+        bar.update()
+    bar.close()
+    return run
 
 
 def run_evaluation(separator, dataset, modes: Sequence[str] = ("backbone", "xcorr", "full"),
                    max_items: Optional[int] = None, progress: Optional[bool] = None, seed: int = 0,
                    metrics: Sequence[str] = ("si_sdr",)) -> Evaluation:
-    """Score each mode on the first ``max_items`` items ``{"mixture": [T], "sources": [C, T]}`` of ``dataset``.
-
-    ``metrics`` are names for :func:`fastsep.metrics.expand_metrics` (SI-SDR and SI-SDRi are always scored: old
-    readers of eval.json expect them). Each mode's estimates are matched to the references once, by the
-    permutation maximising SI-SDR, and every metric uses that matching. Mixture i is separated with vocoder seed
-    ``seed + i``, so two runs give the same scores. ``max_items``: None or 0 scores every item.
-    """
-    from ..metrics import expand_metrics, metric_unavailable_reason, separation_scores
-
-    columns = expand_metrics(["si_sdr", *metrics], separator.sample_rate)
-    n = len(dataset) if not max_items else min(len(dataset), int(max_items))
-    if n == 0:
-        raise ValueError("the evaluation set is empty")
-    unavailable = {c: r for c in columns if (r := metric_unavailable_reason(c, separator.sample_rate))}
-    run = Evaluation(list(modes), columns, unavailable=unavailable,
-                     scores={m: {c: [] for c in columns if c not in unavailable} for m in modes})
-    bar = _Progress(n, progress)
-    for i in range(n):
-        item = dataset[i]
-        mix, ref = item["mixture"].float(), item["sources"].float()
-        if ref.shape[0] != separator.n_src:
-            raise ValueError(f"item {item.get('id', i)} has {ref.shape[0]} sources; the model separates "
-                             f"{separator.n_src}")
-        run.ids.append(str(item.get("id", i)))
-        for mode in modes:
-            est = separator.separate(mix, mode=mode, seed=seed + i).cpu()
-            scores = separation_scores(est, ref, mix, separator.sample_rate, columns)
-            for col, per_source in scores.items():
-                if per_source is None:
-                    continue
-                finite = per_source[~torch.isnan(per_source)]
-                # A source P.862 or ESTOI cannot score is left out of its mixture's mean, not counted as zero.
-                run.scores[mode][col].append(float(finite.mean()) if finite.numel() else math.nan)
-        bar.update()
-    bar.close()
-    return run
+    """One separator's modes (rows keyed by mode): :func:`run_evaluations` with one entry."""
+    name = getattr(separator, "_bundle_dir", None)
+    name = os.path.basename(os.path.normpath(name)) if name else "model"
+    return run_evaluations([(name, separator, list(modes))], dataset, max_items, progress, seed, metrics)
 
 
 def evaluate(separator, dataset, modes: Sequence[str] = ("backbone", "xcorr", "full"),
@@ -258,13 +363,16 @@ def _cell(col: str, mean: Optional[float], ci: Optional[Sequence[float]], signed
 
 
 def format_table(results: Dict[str, dict], paired: Optional[Dict[str, dict]] = None,
-                 unavailable: Optional[Dict[str, str]] = None) -> str:
-    """A plain-text table like the paper's Table 1: one row per mode, one column per metric, each cell the mean
-    ± the half-width of its 95 % t interval over mixtures; then the paired differences (``*``: the interval excludes
-    0), and why absent columns are absent."""
+                 unavailable: Optional[Dict[str, str]] = None, labels: Optional[Dict[str, str]] = None,
+                 pair_labels: Optional[Dict[str, str]] = None) -> str:
+    """A plain-text table like the paper's Table 1: one row per (bundle,) mode, one column per metric, each cell the
+    mean ± the half-width of its 95 % t interval over mixtures; then the paired differences (``*``: the interval
+    excludes 0), and why absent columns are absent. ``labels``/``pair_labels``: row texts (default: the mode's
+    description, "a - b"; :meth:`Evaluation.labels` and :meth:`Evaluation.pair_labels` give them for several
+    bundles)."""
     columns = [c for c in COLUMN_LABELS if c in next(iter(results.values()))]
-    labels = {m: MODE_LABELS.get(m, m) for m in results}
-    pair_labels = {k: "{} - {}".format(*k.split("-", 1)) for k in (paired or {})}
+    labels = {m: (labels or {}).get(m, MODE_LABELS.get(m, m)) for m in results}
+    pair_labels = {k: (pair_labels or {}).get(k) or "{} - {}".format(*k.split("-", 1)) for k in (paired or {})}
     width = max(len(x) for x in ["Method", *labels.values(), *pair_labels.values()])
     body = {m: [_cell(c, r[c], r.get(f"{c}_ci95")) for c in columns] for m, r in results.items()}
     for key, cols in (paired or {}).items():
@@ -289,61 +397,114 @@ def format_table(results: Dict[str, dict], paired: Optional[Dict[str, dict]] = N
     return "\n".join(lines)
 
 
+def bundle_names(paths: Sequence[Optional[str]]) -> List[str]:
+    """A short, distinct name per bundle for the table, the JSON and the CSV: the folder's name ("default" for the
+    bundled model), with "-2", "-3", ... for repeats. Names only: absolute paths would record this machine's
+    layout in files meant to be shared."""
+    names: List[str] = []
+    for path in paths:
+        base = "default" if path is None else os.path.basename(os.path.normpath(path)) or "model"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def select_modes(entries: Sequence[Tuple[str, object]], spec: Optional[str]) -> List[List[str]]:
+    """The modes to score per bundle: its default modes (``spec`` None), all it offers (``"all"``), or those of the
+    comma-separated ``spec`` that it offers. ValueError when a listed mode is offered by no bundle, or a bundle is
+    left with nothing to score."""
+    if spec is None:
+        return [list(sep.method.default_modes) for _, sep in entries]
+    wanted = [m.strip() for m in spec.split(",") if m.strip()]
+    if wanted == ["all"]:
+        return [list(sep.method.default_modes) + [m for m in sep.modes if m not in sep.method.default_modes]
+                for _, sep in entries]
+    offered = ", ".join(f"{name}: {','.join(sep.modes)}" for name, sep in entries)
+    if not wanted:
+        raise ValueError(f"--modes must list modes (or 'all'); offered: {offered}")
+    unknown = [m for m in wanted if not any(m in sep.modes for _, sep in entries)]
+    if unknown:
+        raise ValueError(f"--modes: no bundle offers {', '.join(unknown)} (offered: {offered})")
+    out = [[m for m in wanted if m in sep.modes] for _, sep in entries]
+    for (name, sep), modes in zip(entries, out):
+        if not modes:
+            raise ValueError(f"--modes {spec!r} leaves nothing to score in bundle {name} (it offers "
+                             f"{', '.join(sep.modes)})")
+    return out
+
+
 def main(args: argparse.Namespace) -> int:
     import csv
     import io
-    import os
 
+    from ..bundle import bundle_method, is_bundle
     from ..data import open_mixture_dataset
     from ..data.manifest import find_manifest
     from ..fileio import atomic_write_bytes, atomic_write_json
     from ..metrics import expand_metrics
-    from ..separator import MODES, Separator
+    from ..separator import Separator
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        print(f"fastsep eval: --modes must list some of {', '.join(MODES)}, got {args.modes!r}", file=sys.stderr)
-        return 2
     metric_names = [m for m in (args.metrics or "").split(",") if m.strip()]
     try:
         expand_metrics(metric_names, 16000)  # names checked before the model loads
     except ValueError as exc:
         print(f"fastsep eval: --metrics: {exc}", file=sys.stderr)
         return 2
+    paths: List[Optional[str]] = list(args.model) if args.model else [None]
+    names = bundle_names(paths)
     try:
-        sep = Separator.from_pretrained(args.model, device=args.device, vocoder_precision=args.precision)
+        entries = []
+        for name, path in zip(names, paths):
+            sad = path is None or not is_bundle(path) or bundle_method(path) == "separate_and_diffuse"
+            # --precision is the vocoder's: it applies to Separate-And-Diffuse bundles only
+            precision = {"vocoder_precision": args.precision} if sad else {}
+            entries.append((name, Separator.from_pretrained(path, device=args.device, **precision)))
+        modes = select_modes(entries, args.modes)
+        first = entries[0][1]
         if args.segment < 0:
             raise ValueError(f"--segment must be >= 0 seconds, got {args.segment}")
         segment = args.segment or None
         if find_manifest(args.data) is None:
             segment = None  # LibriMix / wsj0-mix: the published mixtures, whole
-        data = open_mixture_dataset(args.data, n_src=sep.n_src, sample_rate=sep.sample_rate, segment=segment,
+        data = open_mixture_dataset(args.data, n_src=first.n_src, sample_rate=first.sample_rate, segment=segment,
                                     split=args.split)
         if args.max_items < 0:
             raise ValueError(f"--max-items must be >= 0, got {args.max_items}")
         total = len(data)
-        run = run_evaluation(sep, data, modes, args.max_items, progress=False if args.no_progress else None,
-                             seed=args.seed, metrics=metric_names)
-        vocoder = vocoder_quality(sep, data, args.max_items, args.seed) if args.vocoder_quality else None
+        run = run_evaluations([(name, sep, m) for (name, sep), m in zip(entries, modes)], data, args.max_items,
+                              progress=False if args.no_progress else None, seed=args.seed, metrics=metric_names,
+                              sample_rate=first.sample_rate)
+        vocoder = {}
+        if args.vocoder_quality:
+            with_gm = [(name, sep) for name, sep in entries if sep.vocoder is not None]
+            if not with_gm:
+                raise ValueError("--vocoder-quality: no bundle has a vocoder")
+            vocoder = {name: vocoder_quality(sep, data, args.max_items, args.seed) for name, sep in with_gm}
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastsep eval: {exc}", file=sys.stderr)
         return 2
     results, paired = run.summary(), run.paired()
-    print(format_table(results, paired, run.unavailable))
-    if vocoder is not None:
-        print(f"vocoder re-synthesis of the clean sources: SI-SDR {vocoder['si_sdr']:.2f} dB, log-spectral distance "
-              f"{vocoder['lsd_db']:.2f} dB ({vocoder['n_sources']} sources)")
-    print(f"vocoder noise: mixture i seeded with {args.seed} + i; scored {run.n} of {total} mixtures"
+    print(format_table(results, paired, run.unavailable, run.labels(), run.pair_labels()))
+    for name, quality in vocoder.items():
+        whose = f" ({name})" if len(entries) > 1 else ""
+        print(f"vocoder re-synthesis of the clean sources{whose}: SI-SDR {quality['si_sdr']:.2f} dB, log-spectral "
+              f"distance {quality['lsd_db']:.2f} dB ({quality['n_sources']} sources)")
+    print(f"sampling noise: mixture i seeded with {args.seed} + i; scored {run.n} of {total} mixtures"
           + (" (--max-items 0 scores all)" if run.n < total else ""))
-    out = args.json or os.path.join(args.model or ".", "eval.json")
-    # Names only: an absolute path would record this machine's layout in a file meant to be shared.
-    atomic_write_json(out, {"data": os.path.basename(os.path.normpath(args.data)), "split": args.split,
-                            "segment": segment, "seed": args.seed, "items": run.n, "items_available": total,
-                            "sample_rate": sep.sample_rate, "n_src": sep.n_src, "metrics": run.columns,
-                            "ci_level": run.level, "results": results, "paired": paired,
-                            "unavailable": run.unavailable}
-                      | ({"vocoder_resynthesis": vocoder} if vocoder is not None else {}))
+    single = len(entries) == 1
+    out = args.json or (os.path.join(args.model[0] if args.model else ".", "eval.json") if single else "eval.json")
+    summary = {"data": os.path.basename(os.path.normpath(args.data)), "split": args.split, "segment": segment,
+               "seed": args.seed, "items": run.n, "items_available": total, "sample_rate": first.sample_rate,
+               "n_src": first.n_src, "metrics": run.columns, "ci_level": run.level,
+               "bundles": [{"name": name, "method": sep.method_name, "sample_rate": sep.sample_rate,
+                            "modes": list(m)} for (name, sep), m in zip(entries, modes)],
+               "results": results, "paired": paired, "unavailable": run.unavailable}
+    if vocoder:
+        # one bundle: the figures themselves, as before; several: by bundle name
+        summary["vocoder_resynthesis"] = next(iter(vocoder.values())) if single else vocoder
+    atomic_write_json(out, summary)
     print(f"results written to {out}")
     if args.csv:
         buf = io.StringIO()

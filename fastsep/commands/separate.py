@@ -17,12 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                   "with --stream: one file or pipe, - for stdin (the default)")
     parser.add_argument("-o", "--out", default=None, help="output folder: <stem>_s1.wav, <stem>_s2.wav, ...; with "
                                                           "--stream: the output file, - for stdout (the default)")
-    parser.add_argument("--mode", choices=["full", "xcorr", "backbone"], default="full",
-                        help="full: B+GM+F (default); xcorr: B+GM aligned and averaged; backbone: B alone")
-    parser.add_argument("--model", default=None, help="bundle folder (default: the bundled default model)")
+    parser.add_argument("--mode", default=None,
+                        help="one of the bundle's modes (default: its first). Separate-And-Diffuse: full (B+GM+F), "
+                             "xcorr (B+GM aligned and averaged), backbone (B alone); DiffSep: diffsep; priors: prior "
+                             "(the bundle's guidance), prior-hybrid, prior-dsg, prior-dps")
+    parser.add_argument("--model", default=None,
+                        help="bundle folder of any method (default: the bundled default Separate-And-Diffuse model)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
+                        help="vocoder sampling precision (Separate-And-Diffuse); bfloat16 is faster on CPUs with "
+                             "AVX512-BF16")
     parser.add_argument("--batch-size", type=int, default=4, help="files of similar length separated together")
     parser.add_argument("--chunk", type=float, default=8.0, help="chunk length in seconds for long files")
     parser.add_argument("--match-levels", action="store_true",
@@ -32,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rate of the written files: input (default: each input's own rate), model (the "
                              "model's rate, e.g. 8000), or a number in Hz")
     parser.add_argument("--seed", type=int, default=0,
-                        help="vocoder noise seed (xcorr and full modes), the same for every file (default 0)")
+                        help="sampling noise seed (the vocoder's in xcorr and full modes, DiffSep's, the prior "
+                             "solver's), the same for every file (default 0)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo every file (by default a file is redone only when its outputs are missing or "
                              "were made with other settings: mode, model, seed, output rate)")
@@ -143,6 +148,8 @@ def main(args: argparse.Namespace) -> int:
     if args.stream:
         from .separate_stream import run_stream
 
+        if args.mode is None:  # streaming serves Separate-And-Diffuse, whose default mode is full
+            args.mode = "full"
         return run_stream(args, fail)
     if not args.inputs or args.out is None:
         return fail("needs input files and -o OUT (or --stream to read a pipe)")
@@ -162,6 +169,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         sep = Separator.from_pretrained(args.model, device=device, chunk_seconds=args.chunk,
                                         vocoder_precision=args.precision, match_levels=args.match_levels)
+        mode = sep.default_mode if args.mode is None else args.mode
+        sep._check_mode(mode)  # a mode this bundle lacks: one line naming those it has, before any work
     except (FileNotFoundError, ValueError, TypeError, OSError) as exc:
         if created:  # leave no empty folder behind a run that did nothing
             try:
@@ -171,11 +180,13 @@ def main(args: argparse.Namespace) -> int:
         return fail(str(exc))
     rate_text = "each input's rate" if output_rate is None else (
         f"{sep.sample_rate} Hz (the model's)" if output_rate == "model" else f"{output_rate} Hz")
-    seed_text = f", vocoder seed {args.seed}" if args.mode != "backbone" else ""
-    print(f"mode {args.mode}{seed_text}; writing 16-bit WAV at {rate_text} to {args.out}", file=sys.stderr)
+    seed_text = "" if mode == "backbone" else (f", vocoder seed {args.seed}" if sep.method_name ==
+                                               "separate_and_diffuse" else f", sampling seed {args.seed}")
+    print(f"{sep.method_name} mode {mode}{seed_text}; writing 16-bit WAV at {rate_text} to {args.out}",
+          file=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if hasattr(signal, "SIGTERM") else None
     try:
-        result = sep.separate_files(paths, args.out, mode=args.mode, batch_size=args.batch_size,
+        result = sep.separate_files(paths, args.out, mode=mode, batch_size=args.batch_size,
                                     overwrite=args.overwrite, progress=False if args.no_progress else None,
                                     output_rate=output_rate, seed=args.seed, names=names)
     except (FileNotFoundError, ValueError, TypeError) as exc:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..sampling.diffsep import MixSDE, PCSampler, check_mixture
+from .base import SeparationMethod
 
 __all__ = ["DiffSepMethod", "load_score_model"]
 
@@ -41,8 +42,11 @@ def load_score_model(directory: PathLike, name: str = "model") -> nn.Module:
     return load_model(directory, name)
 
 
-class DiffSepMethod:
+class DiffSepMethod(SeparationMethod):
     """DiffSep separation (or enhancement, K = 2 with the speech first) of mixtures ``[B, T]``.
+
+    Served by :class:`fastsep.separator.Separator` in mode ``"diffsep"`` (a bundle: :func:`fastsep.bundle.
+    write_diffsep_bundle`).
 
     Args:
         model: the score network ``model(x [B, K, T], t [B], mixture [B, T]) -> [B, K, T]``; an NCSNpp carrying a
@@ -52,6 +56,8 @@ class DiffSepMethod:
         enhancement: the sources are (speech, noise); :meth:`enhance` returns the speech.
         sample_rate: default the model's ``sample_rate``.
     """
+
+    name = "diffsep"
 
     def __init__(self, model: nn.Module, sde: Optional[MixSDE] = None, n_steps: int = 30, snr: float = 0.5,
                  corrector_steps: int = 1, enhancement: bool = False, sample_rate: Optional[int] = None):
@@ -67,6 +73,7 @@ class DiffSepMethod:
         if enhancement and n_src != 2:
             raise ValueError("DiffSepMethod: enhancement needs K = 2 (speech, noise)")
         self.sampler = PCSampler(self.sde, n_steps, snr, corrector_steps)
+        self.n_steps, self.snr, self.corrector_steps = n_steps, snr, corrector_steps
         self.enhancement = bool(enhancement)
         self.sample_rate = int(sample_rate or getattr(model, "sample_rate", 8000))
 
@@ -91,6 +98,29 @@ class DiffSepMethod:
     @property
     def n_src(self) -> int:
         return self.sde.n_src
+
+    # ------------------------------------------------------------------------------------ the methods' interface
+    @property
+    def modes(self):
+        return ("diffsep",)
+
+    @property
+    def min_samples(self) -> int:
+        # The score network's centred STFT reflect-pads half a frame: the input must be longer than that.
+        return max(2, int(getattr(self.model, "n_fft", 2)) // 2 + 1)
+
+    def modules(self) -> Dict[str, nn.Module]:
+        return {"score": self.model}
+
+    def settings(self) -> Dict[str, Any]:
+        """The sampler's options and the SDE, as ``diffsep.json`` and a bundle's manifest hold them."""
+        return dict(sde=self.sde.config(), n_steps=int(self.n_steps), snr=float(self.snr),
+                    corrector_steps=int(self.corrector_steps), enhancement=self.enhancement)
+
+    def run(self, mixture: Tensor, mode: str, seeds: Optional[Sequence[int]] = None) -> Tensor:
+        """The Separator's call: ``[B, L] -> [B, K, L]``, item b's noise from ``seeds[b]`` (global RNG: None)."""
+        self.check_mode(mode)
+        return self.separate(mixture, seed=None if seeds is None else [int(s) for s in seeds])
 
     def to(self, device: Union[str, torch.device]) -> "DiffSepMethod":
         self.model.to(device)
@@ -118,3 +148,31 @@ class DiffSepMethod:
         if not self.enhancement:
             raise ValueError("DiffSepMethod.enhance: this model was trained for separation; use separate()")
         return self.separate(mixture, seed)[:, 0]
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser) -> None:
+    """Options of ``fastsep bundle diffsep``."""
+    parser.add_argument("run", help="the run folder of `fastsep train diffsep` (its best/ is used) or a checkpoint "
+                                    "folder (best/, last/)")
+    parser.add_argument("-o", "--out", required=True, help="the bundle folder to write")
+    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's, 30)")
+    parser.add_argument("--snr", type=float, default=None, help="corrector step r (default: the run's, 0.5)")
+    parser.add_argument("--corrector-steps", type=int, default=None, help="corrector steps per predictor step")
+
+
+def main(args) -> int:
+    """``fastsep bundle diffsep RUN -o OUT``: a DiffSep bundle that ``fastsep separate/eval --model OUT`` serve."""
+    import sys
+
+    from ..bundle import write_diffsep_bundle
+
+    overrides = {k: v for k, v in (("n_steps", args.steps), ("snr", args.snr),
+                                   ("corrector_steps", args.corrector_steps)) if v is not None}
+    try:
+        path = write_diffsep_bundle(args.out, args.run, **overrides)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"fastsep bundle diffsep: {exc}", file=sys.stderr)
+        return 2
+    print(f"DiffSep bundle written: {path}")
+    return 0

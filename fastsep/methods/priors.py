@@ -19,14 +19,36 @@ to [-1, 1], so the level they work at matters).
 from __future__ import annotations
 
 import os
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..sampling.priors import DDPMSchedule, DiffWavePrior, GuidedSolver, NetworkPrior, SourcePrior, SolverResult
+from ..sampling.priors import (STEP_RULES, DDPMSchedule, DiffWavePrior, GuidedSolver, NetworkPrior, SourcePrior,
+                               SolverResult)
+from .base import SeparationMethod
 
-__all__ = ["PriorSeparation", "load_prior", "as_prior"]
+__all__ = ["PriorSeparation", "load_prior", "as_prior", "PRIOR_MODE"]
+
+#: The Separator mode that runs the solver with the guidance step the method (bundle) was configured with; the
+#: modes ``prior-hybrid``, ``prior-dsg`` and ``prior-dps`` name a step explicitly (the paper's comparison).
+PRIOR_MODE = "prior"
+
+
+class _PerItemSeedSolver(GuidedSolver):
+    """The guided solver, also taking one seed per batch item (what the Separator passes: each item's seed is
+    derived from its own seed and its chunk's index). Item i with seed ``s`` draws exactly the noise a solve of that
+    item alone with ``seed=s`` draws, so an item's result never depends on its batch-mates."""
+
+    @staticmethod
+    def _generators(batch: int, seed, device) -> List[torch.Generator]:
+        if seed is None or isinstance(seed, (int, np.integer)):
+            return GuidedSolver._generators(batch, seed, device)
+        seeds = [int(s) for s in seed]
+        if len(seeds) != batch:
+            raise ValueError(f"PriorSeparation: got {len(seeds)} seeds for a batch of {batch}")
+        return [GuidedSolver._generators(1, s, device)[0] for s in seeds]
 
 
 def as_prior(obj: Any) -> SourcePrior:
@@ -91,8 +113,11 @@ def load_prior(path: Union[str, "os.PathLike[str]"], map_location: str = "cpu") 
     return as_prior(net)
 
 
-class PriorSeparation:
+class PriorSeparation(SeparationMethod):
     """Unsupervised separation of a mixture into one track per source prior.
+
+    Served by :class:`fastsep.separator.Separator` in mode ``"prior"`` (the configured ``step``) and
+    ``"prior-hybrid"``, ``"prior-dsg"``, ``"prior-dps"`` (a bundle: :func:`fastsep.bundle.write_priors_bundle`).
 
     Args:
         priors: one entry per output track: a :class:`SourcePrior`, a prior network, an unconditional DiffWave or a
@@ -128,11 +153,56 @@ class PriorSeparation:
         self.priors = resolved
         self.sample_rate = sample_rate
         self.peak = None if peak is None else float(peak)
-        self.solver = GuidedSolver(resolved, step=step, **solver_options)
+        self.step = step
+        self.solver_options = dict(solver_options)
+        self.solver = _PerItemSeedSolver(resolved, step=step, **solver_options)
+        self._solvers = {step: self.solver}  # one per guidance step, made when a mode first asks for it
 
     @property
     def n_src(self) -> int:
         return len(self.priors)
+
+    # ------------------------------------------------------------------------------------ the methods' interface
+    @property
+    def modes(self):
+        return (PRIOR_MODE,) + tuple(f"{PRIOR_MODE}-{k}" for k in STEP_RULES)
+
+    @property
+    def default_modes(self):
+        # The guidance comparison triples the (long) solve: scored only when asked for.
+        return (PRIOR_MODE,)
+
+    def step_of(self, mode: str) -> str:
+        """The guidance step a mode runs (``prior``: the configured one)."""
+        self.check_mode(mode)
+        return self.step if mode == PRIOR_MODE else mode[len(PRIOR_MODE) + 1:]
+
+    @property
+    def min_samples(self) -> int:
+        # A spectral prior's centred STFT reflect-pads half a frame; the solver itself takes 2 samples.
+        frames = [int(getattr(getattr(p, "net", None), "n_fft", 0) or 0) for p in self.priors]
+        return max([2] + [f // 2 + 1 for f in frames])
+
+    def distinct_priors(self) -> List[SourcePrior]:
+        """Each prior object once, in the order of first use."""
+        return list({id(p): p for p in self.priors}.values())
+
+    def modules(self) -> Dict[str, nn.Module]:
+        return {f"prior{i}": p for i, p in enumerate(self.distinct_priors()) if isinstance(p, nn.Module)}
+
+    def settings(self) -> Dict[str, Any]:
+        index = {id(p): i for i, p in enumerate(self.distinct_priors())}
+        return {"tracks": [index[id(p)] for p in self.priors], "step": self.step, "peak": self.peak,
+                "solver": dict(self.solver_options)}
+
+    def run(self, mixture: Tensor, mode: str, seeds: Optional[Sequence[int]] = None) -> Tensor:
+        """The Separator's call: ``[B, L] -> [B, C, L]`` with the mode's guidance step, item b seeded by
+        ``seeds[b]`` (None: a seed drawn from torch's generator)."""
+        step = self.step_of(mode)
+        if step not in self._solvers:
+            self._solvers[step] = _PerItemSeedSolver(self.priors, step=step, **self.solver_options)
+        return self._separate(mixture, None if seeds is None else [int(s) for s in seeds], self._solvers[step],
+                              False)
 
     def to(self, device: Union[str, torch.device]) -> "PriorSeparation":
         """Move every prior network to ``device`` (mixtures must then be on it too)."""
@@ -141,14 +211,18 @@ class PriorSeparation:
                 p.to(device)
         return self
 
-    def separate(self, mixture: Tensor, seed: Optional[int] = 0, return_result: bool = False
+    def separate(self, mixture: Tensor, seed: Union[None, int, Sequence[int]] = 0, return_result: bool = False
                  ) -> Union[Tensor, SolverResult]:
         """Separate ``mixture [B, T]`` (or ``[T]``) into ``[B, C, T]`` (``[C, T]``) at the priors' rate.
 
-        ``seed`` fixes the result; item i of a batch draws from its own generator, so its tracks do not depend on its
-        batch-mates. ``return_result`` gives the solver's :class:`SolverResult` (per-step residuals and losses) with
-        the sources at the mixture's level.
+        ``seed`` fixes the result: an int (item i of a batch draws from its own generator seeded from (seed, i), so
+        its tracks do not depend on its batch-mates) or one int per item. ``return_result`` gives the solver's
+        :class:`SolverResult` (per-step residuals and losses) with the sources at the mixture's level.
         """
+        return self._separate(mixture, seed, self.solver, return_result)
+
+    def _separate(self, mixture: Tensor, seed, solver: GuidedSolver, return_result: bool
+                  ) -> Union[Tensor, SolverResult]:
         if not isinstance(mixture, Tensor) or not mixture.is_floating_point() or mixture.dim() not in (1, 2):
             got = f"shape {tuple(mixture.shape)} {mixture.dtype}" if isinstance(mixture, Tensor) else \
                 type(mixture).__name__
@@ -164,9 +238,52 @@ class PriorSeparation:
             gain = torch.where(top > 0, self.peak / top.clamp_min(1e-12), torch.ones_like(top))
         else:
             gain = torch.ones(y.shape[0], 1, device=y.device)
-        result = self.solver.solve(y * gain, seed=seed)
+        result = solver.solve(y * gain, seed=seed)
         sources = (result.sources / gain.unsqueeze(1)).to(mixture.dtype)
         if return_result:
             result.sources = sources.squeeze(0) if squeeze else sources
             return result
         return sources.squeeze(0) if squeeze else sources
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+def add_arguments(parser) -> None:
+    """Options of ``fastsep bundle priors``."""
+    parser.add_argument("priors", nargs="+", help="trained prior folders (`fastsep train prior` runs or their "
+                                                  "prior/ folders), one per kind of source")
+    parser.add_argument("-o", "--out", required=True, help="the bundle folder to write")
+    parser.add_argument("--tracks", default=None,
+                        help="comma-separated prior index of each output track (default: 0,0 for one prior, two "
+                             "talkers; else one track per prior)")
+    parser.add_argument("--noise-variance", type=float, default=None,
+                        help="add a white Gaussian noise prior of this variance as the last track (enhancement)")
+    parser.add_argument("--step", choices=STEP_RULES, default="hybrid",
+                        help="guidance of mode 'prior' (default hybrid, the paper's); the others stay reachable "
+                             "as modes prior-<step>")
+    parser.add_argument("--init-step", type=int, default=None, help="noise level the solve starts from")
+    parser.add_argument("--start-step", type=int, default=None, help="first reverse step run")
+    parser.add_argument("--peak", type=float, default=0.95, help="peak each mixture is scaled to before solving")
+
+
+def main(args) -> int:
+    """``fastsep bundle priors PRIOR... -o OUT``: a priors bundle that ``fastsep separate/eval --model OUT`` serve."""
+    import sys
+
+    from ..bundle import write_priors_bundle
+    from ..sampling.priors import GaussianPrior
+
+    try:
+        priors: List[Any] = [load_prior(p) for p in args.priors]
+        tracks = None if args.tracks is None else [int(t) for t in args.tracks.split(",") if t.strip()]
+        if args.noise_variance is not None:
+            priors.append(GaussianPrior(args.noise_variance, priors[0].schedule))
+            if tracks is None:  # one track per trained prior (one speech prior: enhancement), then the noise
+                tracks = list(range(len(args.priors))) + [len(priors) - 1]
+        options = {k: v for k, v in (("init_step", args.init_step), ("start_step", args.start_step))
+                   if v is not None}
+        path = write_priors_bundle(args.out, priors, tracks=tracks, step=args.step, peak=args.peak, **options)
+    except (FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"fastsep bundle priors: {exc}", file=sys.stderr)
+        return 2
+    print(f"priors bundle written: {path}")
+    return 0
