@@ -156,7 +156,8 @@ def test_bench_times_the_modes_the_separator_lists():
 
     torch.manual_seed(0)
     sep = small_random_separator()
-    assert available_modes(sep) == ["backbone", "xcorr", "full"]  # no modes attribute: the three
+    # a Separate-And-Diffuse separator lists its three modes (its own order); bench times exactly those
+    assert available_modes(sep) == list(sep.modes) and set(sep.modes) == {"backbone", "xcorr", "full"}
     rows = bench(_Listing(sep, ("backbone",)), [0.25], [1], repeats=1)
     assert {r["stage"] for r in rows if r["stage"].startswith("mode:")} == {"mode:backbone"}
     # full is listed but this separator has no vocoder or F: left out, not an error
