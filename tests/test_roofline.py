@@ -163,3 +163,14 @@ def test_bench_times_the_modes_the_separator_lists():
     # full is listed but this separator has no vocoder or F: left out, not an error
     backbone_only = Separator(ConvTasNet.small(2, 8000), sample_rate=8000)
     assert available_modes(_Listing(backbone_only, ("backbone", "full"))) == ["backbone"]
+
+
+def test_bench_falls_back_to_the_three_modes_for_a_separator_without_a_list():
+    # A separator object from before the serving interface (no ``modes``) is timed in Separate-And-Diffuse's three
+    # modes, less those it refuses.
+    class Legacy:
+        def _check_mode(self, mode):
+            if mode == "full":
+                raise ValueError("no combiner")
+
+    assert available_modes(Legacy()) == [m for m in ("backbone", "xcorr", "full") if m != "full"]
