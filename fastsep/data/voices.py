@@ -150,6 +150,23 @@ def _joined_utterances(prompts: List[np.ndarray], sr: int, rng: np.random.Genera
     return joined
 
 
+def _write_utterances(out: Path, name: str, utterances: List[np.ndarray], rate: int, sample_rates: Sequence[int],
+                      splits: Sequence[str], source: str) -> List[dict]:
+    """Write a talker's joined utterances (peak 0.5) at every rate, utterance ``u`` into ``splits[u]``, skipping
+    files a previous build wrote; returns their manifest records."""
+    records = []
+    for u, (x, where) in enumerate(zip(utterances, splits)):
+        x = x * (0.5 / max(1e-9, np.abs(x).max()))
+        for sr in sample_rates:
+            rel = f"wav{sr // 1000}k/{where}/{name}/{name}_u{u:04d}.wav"
+            y = _resampled(x, rate, sr)
+            if not (out / rel).is_file():
+                _write_wav(out / rel, y, sr)
+            records.append({"path": rel, "speaker": name, "split": where, "sample_rate": sr,
+                            "duration": round(len(y) / sr, 4), "text": "", "source": source})
+    return records
+
+
 def _finish(out: Path, records: List[dict], info: dict) -> Path:
     manifest = out / "manifest.jsonl"
     atomic_write_bytes(manifest, "".join(json.dumps(r) + "\n" for r in records).encode())
@@ -208,18 +225,11 @@ def build_game(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, uttera
             x = trim_silence(_resampled(x.mean(axis=1), int(sr), 8000), 8000)
             if len(x) >= 8000 // 4:
                 lines.append(x)
-        rate = 8000
-        for u, x in enumerate(_joined_utterances(lines, rate, rng, utterance_s)):
-            x = x * (0.5 / max(1e-9, np.abs(x).max()))
-            # every valid_every-th utterance of a training talker is held out: a real-speech validation set
-            where = "valid" if split == "train" and valid_every and u % valid_every == valid_every - 1 else split
-            for sr in sample_rates:
-                rel = f"wav{sr // 1000}k/{where}/{name}/{name}_u{u:04d}.wav"
-                y = _resampled(x, rate, sr)
-                if not (out / rel).is_file():
-                    _write_wav(out / rel, y, sr)
-                records.append({"path": rel, "speaker": name, "split": where, "sample_rate": sr,
-                                "duration": round(len(y) / sr, 4), "text": "", "source": "game"})
+        utterances = _joined_utterances(lines, 8000, rng, utterance_s)
+        # every valid_every-th utterance of a training talker is held out: a real-speech validation set
+        splits = ["valid" if split == "train" and valid_every and u % valid_every == valid_every - 1 else split
+                  for u in range(len(utterances))]
+        records += _write_utterances(out, name, utterances, 8000, sample_rates, splits, "game")
         if progress:
             print(f"{name}: {len(lines)} lines", file=sys.stderr)
     info = {"source": "game", "seed": seed, "sample_rates": list(sample_rates),
@@ -254,15 +264,9 @@ def build_recorded(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, ut
             x = trim_silence(_resampled(x, sr, rate), rate)
             if len(x) >= rate // 4:
                 prompts.append(x)
-        for u, x in enumerate(_joined_utterances(prompts, rate or 8000, rng, utterance_s)):
-            x = x * (0.5 / max(1e-9, np.abs(x).max()))
-            for sr in sample_rates:
-                rel = f"wav{sr // 1000}k/{split}/{name}/{name}_u{u:04d}.wav"
-                y = _resampled(x, rate, sr)
-                if not (out / rel).is_file():
-                    _write_wav(out / rel, y, sr)
-                records.append({"path": rel, "speaker": name, "split": split, "sample_rate": sr,
-                                "duration": round(len(y) / sr, 4), "text": "", "source": "recorded"})
+        utterances = _joined_utterances(prompts, rate or 8000, rng, utterance_s)
+        records += _write_utterances(out, name, utterances, rate, sample_rates, [split] * len(utterances),
+                                     "recorded")
         if progress:
             print(f"{name}: {len(prompts)} prompts", file=sys.stderr)
     info = {"source": "recorded", "seed": seed, "sample_rates": list(sample_rates),
