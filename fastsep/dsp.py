@@ -196,3 +196,16 @@ def mel_spectrogram(
     db = 20.0 * torch.log10(torch.clamp(mel, min=1e-5)) - 20.0
     out = torch.clamp((db + 100.0) / 100.0, 0.0, 1.0)
     return out.reshape(*lead, n_mels, out.shape[-1])
+
+
+__all__ += ["like_input"]
+
+
+def like_input(out: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    """A vocoder's output ``[B, T']`` made to match the ``audio`` it re-synthesised (``[B, T]`` or ``[T]``): cut or
+    zero-padded to ``T`` samples (whole mel frames rarely land on the input's length), on the input's device and
+    dtype, and without the batch dimension when the input had none."""
+    length = audio.shape[-1]
+    out = out[..., :length] if out.shape[-1] >= length else torch.nn.functional.pad(out, (0, length - out.shape[-1]))
+    out = out.to(device=audio.device, dtype=audio.dtype)
+    return out.squeeze(0) if audio.dim() == 1 else out

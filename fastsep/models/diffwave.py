@@ -467,20 +467,15 @@ class DiffWave(nn.Module):
     def vocode(self, audio: Tensor, fast: bool = True, seed: Optional[int] = None, **kwargs) -> Tensor:
         """Re-synthesise ``audio [B, T]`` (or ``[T]``) through its own mel spectrogram: the generative estimate GM of
         Separate-And-Diffuse. Uses the model's sample_rate / hop / n_mels; returns the same shape as the input."""
-        from ..dsp import mel_spectrogram
+        from ..dsp import like_input, mel_spectrogram
 
         if self.unconditional:
             raise ValueError("DiffWave.vocode needs a mel-conditioned model; this one is unconditional")
         if not isinstance(audio, Tensor) or not audio.is_floating_point() or audio.dim() not in (1, 2):
             raise ValueError(f"DiffWave.vocode: audio must be a float tensor [B, T] or [T], got {_describe(audio)}")
-        squeeze = audio.dim() == 1
-        wave = audio.unsqueeze(0) if squeeze else audio
+        wave = audio.unsqueeze(0) if audio.dim() == 1 else audio
         mel = mel_spectrogram(wave.float(), self.sample_rate, self.hop_length, self.n_mels)
-        out = self.generate(mel, fast=fast, seed=seed, **kwargs)
-        length = wave.shape[-1]
-        out = out[..., :length] if out.shape[-1] >= length else F.pad(out, (0, length - out.shape[-1]))
-        out = out.to(device=audio.device, dtype=audio.dtype)
-        return out.squeeze(0) if squeeze else out
+        return like_input(self.generate(mel, fast=fast, seed=seed, **kwargs), audio)
 
     # ----------------------------------------------------------------------------------------------- persistence
     def save(self, directory: Union[str, "os.PathLike[str]"]) -> str:

@@ -273,7 +273,7 @@ class HiFiGAN(nn.Module):
         ``fast`` and ``seed`` are accepted for interface parity and ignored: this vocoder draws no noise, so the same
         input always gives the same output. ``precision`` as in :meth:`generate`.
         """
-        from ..dsp import mel_spectrogram
+        from ..dsp import like_input, mel_spectrogram
 
         del fast, seed  # deterministic: nothing to schedule or seed
         if not isinstance(audio, Tensor) or not audio.is_floating_point() or audio.dim() not in (1, 2):
@@ -281,15 +281,10 @@ class HiFiGAN(nn.Module):
         if audio.shape[-1] <= 2 * self.hop_length:
             raise ValueError(f"HiFiGAN.vocode: audio must be longer than 2·hop = {2 * self.hop_length} samples (one "
                              f"mel frame's reflect padding), got {audio.shape[-1]}")
-        squeeze = audio.dim() == 1
-        wave = audio.unsqueeze(0) if squeeze else audio
+        wave = audio.unsqueeze(0) if audio.dim() == 1 else audio
         param = next(self.parameters())
         mel = mel_spectrogram(wave.to(param.device).float(), self.sample_rate, self.hop_length, self.n_mels)
-        out = self.generate(mel, precision=precision)
-        length = wave.shape[-1]
-        out = out[..., :length] if out.shape[-1] >= length else F.pad(out, (0, length - out.shape[-1]))
-        out = out.to(device=audio.device, dtype=audio.dtype)
-        return out.squeeze(0) if squeeze else out
+        return like_input(self.generate(mel, precision=precision), audio)
 
     # ----------------------------------------------------------------------------------------------- persistence
     def save(self, directory: Union[str, "os.PathLike[str]"]) -> str:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from .options import add_loop_arguments, config_from_args
+from .vocoder import _check_args as check_vocoder_args
 from .vocoder import _first_valid_split, _pooled_speech, audio_collate
 
 __all__ = ["HiFiGANTask", "log_mel_magnitude", "build_models", "add_arguments", "main"]
@@ -374,16 +375,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    for name in ("crop_frames", "valid_items", "hop_length", "n_mels", "sample_rate"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    """``fastsep train vocoder``'s checks (the options are the same), and a crop long enough for the mel loss."""
+    check_vocoder_args(args)
     if args.crop_frames < 3:
         raise ValueError(f"--crop-frames must be at least 3 (the mel needs more than two hops), got {args.crop_frames}")
-    if args.valid_seconds is not None and args.valid_seconds <= 0:
-        raise ValueError(f"--valid-seconds must be positive, got {args.valid_seconds}")
-    for folder in args.data:
-        if not os.path.exists(folder):
-            raise FileNotFoundError(f"--data {folder} does not exist")
 
 
 def main(args: argparse.Namespace) -> int:
