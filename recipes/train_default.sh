@@ -12,6 +12,9 @@
 #     people in other studios, are test talkers only
 #   - game: the dubbed dialogue of Fish Fillets NG (fastsep corpus voices game): the two fish of the Czech and of the
 #     Dutch dubbing, four real actors, 2.3 h; training talkers only (B from step 6000, GM from step 1000, F)
+#   - adventure: the studio cast of the talkie adventure game Flight of the Amazon Queen (fastsep corpus voices
+#     adventure; Debian flight-of-the-amazon-queen, freeware): 27 characters, 3.4 h; training talkers only (B from
+#     step 8500, GM from step 966, F)
 #   - festival: 5 festival voices (kal, ked, slt, lp, pc), test talkers only: an engine no training data uses
 # Steps: 1) corpora, 2) backbone B (Conv-TasNet sized for this CPU) with dynamic mixing and augmentation (speed,
 # reverberation, partial overlap, background noise; levels U[0, 8] dB), 3) vocoder GM, 4) combiner F with B and GM
@@ -42,7 +45,8 @@ B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":12
 PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k
           festvox-itapc16k asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
           asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
-          asterisk-prompt-fr-armelle asterisk-moh-opsound-wav fillets-ng-data-cs fillets-ng-data-nl)
+          asterisk-prompt-fr-armelle asterisk-moh-opsound-wav fillets-ng-data-cs fillets-ng-data-nl
+          flight-of-the-amazon-queen libsox-fmt-mp3)
 fs() { python -m fastsep "$@"; }
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
@@ -64,16 +68,17 @@ if (( ${#missing[@]} )); then
   else echo "install first: apt-get install -y ${missing[*]}" >&2; exit 1; fi
 fi
 
-echo "== 1/5 corpora -> $WORK/{synth,recorded,festival,game}"
+echo "== 1/5 corpora -> $WORK/{synth,recorded,festival,game,adventure}"
 fs corpus synth "$WORK/synth" --talkers 300 --hours 4 --sample-rates 8000 --quiet
 fs corpus voices recorded "$WORK/recorded" --quiet
 fs corpus voices festival "$WORK/festival" --quiet
 fs corpus voices game "$WORK/game" --quiet
+fs corpus voices adventure "$WORK/adventure" --quiet
 
 echo "== 2/5 backbone B (to $B_STEPS steps in all)"
 restore_state backbone
 fs train separator --model convtasnet --model-args "$B_ARGS" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" \
-   --out "$WORK/backbone" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment all \
+   "$WORK/adventure" --out "$WORK/backbone" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment all \
    --level-range 0 8 --patience 4 --early-stop 0 --checkpoint-every 200 --num-workers 1 --max-steps "$B_STEPS" \
    --device "$DEVICE" --no-progress
 keep_state backbone
@@ -84,7 +89,8 @@ if (( GM_STEPS > 0 )); then
   # mel upsampler starting as interpolation) on real recordings, the game's voices and synthetic talkers, pooled;
   # validated on the game's held-out real utterances.
   restore_state vocoder
-  fs train vocoder --small --data "$WORK/recorded" "$WORK/game" "$WORK/synth" --out "$WORK/vocoder" \
+  fs train vocoder --small --data "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/synth" \
+     --out "$WORK/vocoder" \
      --sample-rate 8000 --hop-length 128 --n-mels 40 --batch-size 8 --lr 4e-4 --max-steps "$GM_STEPS" \
      --checkpoint-every 100 --valid-items 4 --valid-seconds 1 --num-workers 1 --device "$DEVICE" --no-progress
   keep_state vocoder
@@ -99,7 +105,7 @@ echo "== 4/5 combiner F (B and GM frozen)"
 # B is the last checkpoint, not best/: best/ is ranked on held-out synthetic talkers, which preferred step 6000 (before
 # the game's real voices joined) although step 8000 scores higher on the unseen sources (recorded 0.47 vs 0.35 dB,
 # festival 3.79 vs 3.31 dB backbone SI-SDRi).
-fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" --backbone "$WORK/backbone/last" \
+fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" --backbone "$WORK/backbone/last" \
    --vocoder "$GM_DIR" --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
    --device "$DEVICE" --no-progress
 
