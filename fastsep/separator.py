@@ -241,6 +241,9 @@ class Separator:
         from . import bundle
 
         directory = DEFAULT_BUNDLE if path is None else os.fspath(path)
+        if path is not None and not bundle.is_bundle(directory) and os.path.isfile(os.path.join(directory,
+                                                                                               "model.json")):
+            return cls.from_checkpoint(directory, device=device, **kwargs)
         if not bundle.is_bundle(directory):
             if path is None:
                 raise FileNotFoundError(
@@ -261,6 +264,27 @@ class Separator:
             kwargs.pop("vocoder_precision", None)
         method = bundle.load_method(directory, map_location=device, **options)
         sep = cls(method=method, device=device, **kwargs)
+        sep._bundle_dir = directory
+        return sep
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu", **kwargs) -> "Separator":
+        """A backbone-only separator of a separator model folder (``model.json`` + ``model.safetensors``, as
+        ``fastsep train separator`` writes in ``last/`` and ``best/``), so that any training checkpoint can be
+        served and evaluated (``fastsep eval --model OUT/last``) before it is bundled. Only "backbone" mode."""
+        from .methods.separate_and_diffuse import SeparateAndDiffuse
+        from .models.io import load_model
+
+        directory = os.fspath(path)
+        if kwargs.pop("vocoder_precision", "float32") != "float32":
+            raise ValueError(f"vocoder_precision needs a vocoder; {directory} is a backbone checkpoint")
+        model = load_model(directory, map_location=device)
+        config = getattr(model, "config", None) or {}
+        if "n_src" not in config or "sample_rate" not in config:
+            raise ValueError(f"{directory} holds a {type(model).__name__}, not a separator backbone (its config "
+                             f"names no n_src and sample_rate); bundles are loaded from their own folder")
+        sep = cls(method=SeparateAndDiffuse(model.eval(), sample_rate=int(config["sample_rate"])), device=device,
+                  **kwargs)
         sep._bundle_dir = directory
         return sep
 

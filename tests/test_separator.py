@@ -404,6 +404,33 @@ def test_from_pretrained_without_default_says_how_to_make_one(monkeypatch, tmp_p
         Separator.from_pretrained(tmp_path)
 
 
+def test_a_training_checkpoint_serves_backbone_mode(tmp_path):
+    # fastsep train separator writes OUT/last and OUT/best as model folders: they load as backbone-only separators,
+    # the same network as the checkpoint's own, and refuse what needs a vocoder.
+    from fastsep.models.convtasnet import ConvTasNet
+    from fastsep.models.diffwave import DiffWave
+    from fastsep.models.io import save_model
+
+    torch.manual_seed(0)
+    net = ConvTasNet(2, 8000, n_filters=4, kernel_size=4, bn_chan=3, hid_chan=5, skip_chan=2, conv_kernel_size=3,
+                     n_blocks=1, n_repeats=1).eval()
+    save_model(net, tmp_path / "last")
+    sep = Separator.from_pretrained(tmp_path / "last")
+    assert sep.modes == ("backbone",) and sep.n_src == 2 and sep.sample_rate == 8000
+    x = torch.randn(1, 4000)
+    with torch.no_grad():
+        direct = net(x)
+    out = sep.separate(x, mode="backbone")
+    assert out.shape == (1, 2, 4000)
+    # the separator's output is the network's, up to its per-source least-squares level and mixture consistency
+    assert min(abs(float(torch.corrcoef(torch.stack([out[0, i], direct[0, i]]))[0, 1])) for i in range(2)) > 0.9
+    with pytest.raises(ValueError, match="full"):
+        sep.separate(x, mode="full")
+    save_model(DiffWave(residual_layers=2, residual_channels=4, dilation_cycle_length=2, n_mels=20), tmp_path / "voc")
+    with pytest.raises(ValueError, match="not a separator backbone"):
+        Separator.from_pretrained(tmp_path / "voc")
+
+
 def test_bundle_roundtrip(monkeypatch, tmp_path):
     import fastsep.models as models
 

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "0 keeps whole utterances cut to the shorter one; pre-mixed sets are used as they are")
     parser.add_argument("--model", action="extend", nargs="+", default=None, metavar="BUNDLE",
                         help="bundle folder(s) of any method, scored into one table (--model A B or --model A "
-                             "--model B; default: the bundled default model)")
+                             "--model B; default: the bundled default model); a separator training checkpoint "
+                             "(OUT/last, OUT/best) is scored in backbone mode")
     parser.add_argument("--modes", default=None,
                         help="comma-separated modes to score, each in the bundles that offer it, or 'all' "
                              "(default: each bundle's own: backbone,xcorr,full for Separate-And-Diffuse, diffsep, "

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "xcorr (B+GM aligned and averaged), backbone (B alone); DiffSep: diffsep; priors: prior "
                              "(the bundle's guidance), prior-hybrid, prior-dsg, prior-dps")
     parser.add_argument("--model", default=None,
-                        help="bundle folder of any method (default: the bundled default Separate-And-Diffuse model)")
+                        help="bundle folder of any method (default: the bundled default Separate-And-Diffuse model), or "
+                             "a separator training checkpoint (OUT/last, OUT/best: backbone mode only)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="vocoder sampling precision (Separate-And-Diffuse); bfloat16 is faster on CPUs with "
