@@ -79,7 +79,8 @@ echo "== 2/5 backbone B (to $B_STEPS steps in all)"
 restore_state backbone
 fs train separator --model convtasnet --model-args "$B_ARGS" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" \
    "$WORK/adventure" --out "$WORK/backbone" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment all \
-   --level-range 0 8 --patience 4 --early-stop 0 --checkpoint-every 200 --num-workers 1 --max-steps "$B_STEPS" \
+   --level-range 0 8 --patience 4 --early-stop 0 --checkpoint-every 200 --keep-every 2000 --num-workers 1 \
+   --max-steps "$B_STEPS" \
    --device "$DEVICE" --no-progress
 keep_state backbone
 

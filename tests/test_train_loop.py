@@ -119,6 +119,27 @@ def test_best_model_loads_through_registry(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(last.state_dict().values(), model.state_dict().values()))
 
 
+def test_keep_every_keeps_the_model_of_those_steps(tmp_path, monkeypatch):
+    # PairSet(24) in batches of 4: 6 steps per epoch, 12 in two epochs; every 5th step is kept as it was then
+    monkeypatch.setitem(fastsep.models._WHERE, "ToyRegressor", ToyRegressor.__module__)
+    seen = {}
+
+    def snap(info):
+        seen[info.step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    torch.manual_seed(0)
+    model = ToyRegressor()
+    c = cfg(tmp_path, keep_every=5)
+    train(model, RegressionTask(), PairSet(24), PairSet(8, seed=2), c, on_step=snap)
+    assert sorted(os.listdir(os.path.join(c.out_dir, "steps"))) == ["0000005", "0000010"]
+    for step in (5, 10):
+        kept = load_model(os.path.join(c.out_dir, "steps", f"{step:07d}"))
+        assert all(torch.equal(kept.state_dict()[k], v) for k, v in seen[step].items())
+    assert not all(torch.equal(a, b) for a, b in zip(seen[5].values(), seen[10].values()))
+    with pytest.raises(ValueError, match="keep_every"):
+        cfg(tmp_path, keep_every=-1)
+
+
 def _run(tmp_path, name, **kw):
     torch.manual_seed(0)
     model = ToyRegressor()

@@ -82,7 +82,9 @@ class TrainConfig:
     run at twice the float32 rate or more; weights, optimizer state and the loss stay float32, and bfloat16's float32
     exponent range needs no loss scaling).
     ``grad_clip``: maximum gradient norm (None or 0 disables). ``checkpoint_every``: also checkpoint every this many
-    steps inside an epoch (0: only at epoch ends). ``device``: "auto", "cpu", "cuda" or "cuda:N". ``progress``: show a
+    steps inside an epoch (0: only at epoch ends). ``keep_every``: also keep the model of every this many steps as
+    ``out_dir/steps/<step>`` (a model folder like ``best/``, weights only; 0: none), so that one run can be scored
+    at several points (``fastsep eval --model OUT/steps/0012000``) while ``last/`` moves on. ``device``: "auto", "cpu", "cuda" or "cuda:N". ``progress``: show a
     tqdm bar (only on a terminal, only on rank 0). ``resume``: continue from ``out_dir/last`` when it exists.
     """
 
@@ -107,6 +109,7 @@ class TrainConfig:
     min_lr: float = 0.0
     valid_batch_size: int = 1
     checkpoint_every: int = 500
+    keep_every: int = 0
     log_every: int = 50
     shuffle: bool = True
     resume: bool = True
@@ -119,7 +122,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("patience", "early_stop_patience", "num_workers", "checkpoint_every", "log_every", "seed"):
+        for name in ("patience", "early_stop_patience", "num_workers", "checkpoint_every", "keep_every", "log_every",
+                     "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {value!r}")
@@ -408,6 +412,11 @@ class _Trainer:
             atomic_write_json(os.path.join(best_dir, "metrics.json"),
                               {"epoch": self.state["epoch"] + 1, "step": self.state["step"], **metrics})
 
+    def _keep_step(self) -> None:
+        """The model as out_dir/steps/<step> (fastsep.models.io layout); rank 0 only."""
+        if self.info.is_main:
+            save_model(self.model, os.path.join(self.cfg.out_dir, "steps", f"{self.state['step']:07d}"))
+
     def _end_epoch(self) -> bool:
         """Validate, schedule, save best and checkpoint; returns True when early stopping fires."""
         st, cfg = self.state, self.cfg
@@ -546,6 +555,8 @@ class _Trainer:
                                                                  and st["step"] % cfg.checkpoint_every == 0)):
                             self._save()
                             checkpointed = True
+                        if cfg.keep_every and st["step"] % cfg.keep_every == 0:
+                            self._keep_step()
                         if self.on_step is not None:
                             self.on_step(StepInfo(epoch=epoch, step=st["step"], step_in_epoch=st["step_in_epoch"],
                                                   loss=out["loss"], skipped=out["skipped"],

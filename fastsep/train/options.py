@@ -23,6 +23,8 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: 
                         help="epochs without improvement before stopping (0 disables)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many batches in all")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
+    parser.add_argument("--keep-every", type=int, default=0,
+                        help="also keep the model of every N-th step as OUT/steps/<step> (0: none)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -41,4 +43,5 @@ def config_from_args(args: argparse.Namespace, *, monitor: str, monitor_mode: st
                        patience=args.patience, early_stop_patience=args.early_stop, amp=not args.no_amp,
                        cpu_bf16=bool(getattr(args, "bf16", False)),
                        num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps, device=args.device,
-                       progress=not args.no_progress, checkpoint_every=args.checkpoint_every)
+                       progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                       keep_every=args.keep_every)
