@@ -232,6 +232,21 @@ def test_cli_trains_f_and_writes_a_bundle(tmp_path, capsys):
     for name, value in sep.combiner.state_dict().items():
         torch.testing.assert_close(value.cpu(), trained[name], rtol=0, atol=0, msg=name)
 
+    # --init-from: F starts from a trained one (bundle or model folder), keeping its STFT settings
+    from fastsep.train.combiner import load_combiner
+
+    for folder in (bundle, out / "best"):
+        start = load_combiner(folder)
+        assert start.training and start.config["n_fft"] == 128
+        for name, value in start.state_dict().items():
+            torch.testing.assert_close(value, trained[name], rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="not a combiner"):
+        load_combiner(tmp_path / "b")
+    argv2 = [a if a != str(out) else str(tmp_path / "run2") for a in argv if a != str(bundle) and a != "--bundle-out"]
+    argv2[argv2.index("--n-fft") + 1] = "256"
+    assert cli_main(argv2 + ["--init-from", str(bundle)]) == 0
+    assert load_model(tmp_path / "run2" / "last").config["n_fft"] == 128
+
 
 # ------------------------------------------------------------------------------- full mode sees the vocoder
 class _TwoSourceBackbone(nn.Module):

@@ -97,11 +97,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-fft", type=int, default=512)
     parser.add_argument("--hop-length", type=int, default=128)
     parser.add_argument("--init", choices=["backbone", "average"], default="backbone")
+    parser.add_argument("--init-from", default=None, metavar="FOLDER",
+                        help="start F from a trained one (a bundle, or a combiner run's best/ or last/) to fine-tune "
+                             "it on a new B and GM; its STFT settings are kept")
     parser.add_argument("--segment", type=float, default=2.0, help="training segment in seconds")
     parser.add_argument("--train-items", type=int, default=None, help="mixtures per epoch (corpus: on the fly)")
     parser.add_argument("--valid-items", type=int, default=16)
     # The shared loop's options; batch size 3 and Adam at 1e-3 are the paper's.
     add_loop_arguments(parser, batch_size=3, lr=1e-3, grad_clip=5.0, epochs=20, early_stop=8)
+
+
+def load_combiner(folder) -> "Combiner":
+    """A trained F from a bundle folder (combiner.json) or a model folder (model.json), refusing other models."""
+    from ..bundle import is_bundle
+    from ..models.combiner import Combiner
+    from ..models.io import load_model
+
+    model = load_model(folder, "combiner" if is_bundle(folder) else "model")
+    if not isinstance(model, Combiner):
+        raise ValueError(f"--init-from {folder}: holds a {type(model).__name__}, not a combiner F")
+    return model.train()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -118,7 +133,10 @@ def main(args: argparse.Namespace) -> int:
         vocoder = load_model(args.vocoder, "model")
         n_src = int(backbone.config.get("n_src", 2))
         rate = int(vocoder.config.get("sample_rate", 8000))
-        model = Combiner(n_fft=args.n_fft, hop_length=args.hop_length, init=args.init)
+        if args.init_from:
+            model = load_combiner(args.init_from)
+        else:
+            model = Combiner(n_fft=args.n_fft, hop_length=args.hop_length, init=args.init)
         train_set = open_mixture_dataset(args.data, n_src, rate, segment=args.segment, split="train",
                                          seed=args.seed, length=args.train_items)
         valid_set = open_mixture_dataset(args.data, n_src, rate, segment=args.segment, split="valid",
