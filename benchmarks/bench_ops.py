@@ -13,17 +13,13 @@ import os
 import pytest
 import torch
 
+from bench_timing import synced
 from fastsep import ops, reference
 
 SR, N_FFT, HOP, TALKERS = 8000, 512, 128, 2
 FULL = os.environ.get("FASTSEP_BENCH_FULL") == "1"
 CASES = [(b, s) for b in (1, 8, 64) for s in (4, 60)] if FULL else [(1, 4), (1, 60), (8, 4)]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _inputs(batch, seconds, device):
@@ -36,15 +32,6 @@ def _inputs(batch, seconds, device):
     mag = torch.rand(*wshape, device=device, generator=g)
     phase = (torch.rand(*wshape, device=device, generator=g) - 0.5) * 6.3
     return vd, vg, mag, phase
-
-
-def _timed(device, fn):
-    def run(*args):
-        out = fn(*args)
-        _sync(device)
-        return out
-
-    return run
 
 
 def _skip_without_kernels(device):
@@ -60,7 +47,7 @@ def test_complex_combine(benchmark, record, device, batch, seconds, variant):
     vd, vg, mag, phase = _inputs(batch, seconds, device)
     fn = ops.complex_combine if variant == "fused" else reference.complex_combine
     moved = 5 * vd.numel() * 8  # vd, vg, out complex64; mag, phase 2 floats each
-    record(benchmark, f"complex_combine {device} B={batch} {seconds}s", variant, _timed(device, fn), vd, vg, mag,
+    record(benchmark, f"complex_combine {device} B={batch} {seconds}s", variant, synced(device, fn), vd, vg, mag,
            phase, bytes_moved=moved)
 
 
@@ -76,7 +63,7 @@ def test_complex_combine_backward(benchmark, record, device, batch, seconds, var
     else:
         fn = reference.complex_combine_backward
     moved = 10 * vd.numel() * 8  # grad, vd, vg, mag, phase in; four gradients out
-    record(benchmark, f"complex_combine_bwd {device} B={batch} {seconds}s", variant, _timed(device, fn), grad, vd, vg,
+    record(benchmark, f"complex_combine_bwd {device} B={batch} {seconds}s", variant, synced(device, fn), grad, vd, vg,
            mag, phase, bytes_moved=moved)
 
 
@@ -88,7 +75,7 @@ def test_combine_features(benchmark, record, device, batch, seconds, variant):
     vd, vg, _, _ = _inputs(batch, seconds, device)
     fn = ops.combine_features if variant == "fused" else reference.combine_features
     moved = 4 * vd.numel() * 8  # vd, vg in; mag, phase (2 floats each) out
-    record(benchmark, f"combine_features {device} B={batch} {seconds}s", variant, _timed(device, fn), vd, vg,
+    record(benchmark, f"combine_features {device} B={batch} {seconds}s", variant, synced(device, fn), vd, vg,
            bytes_moved=moved)
 
 
@@ -100,7 +87,7 @@ def test_xcorr_align(benchmark, record, device, batch, seconds, variant):
     vd, vg, _, _ = _inputs(batch, seconds, device)
     fn = ops.xcorr_align if variant == "fused" else reference.xcorr_align
     moved = 3 * vd.numel() * 8 + vd.numel() // vd.shape[-2] * 8
-    record(benchmark, f"xcorr_align {device} B={batch} {seconds}s", variant, _timed(device, fn), vd, vg,
+    record(benchmark, f"xcorr_align {device} B={batch} {seconds}s", variant, synced(device, fn), vd, vg,
            bytes_moved=moved)
 
 
@@ -109,4 +96,4 @@ def test_device_copy_bandwidth(benchmark, record, device):
     """The device's copy bandwidth (read + write), the yardstick of the memory-bound ops' targets."""
     x = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
-    record(benchmark, "copy bandwidth cuda", "copy", _timed(device, y.copy_), x, bytes_moved=2 * x.numel())
+    record(benchmark, "copy bandwidth cuda", "copy", synced(device, y.copy_), x, bytes_moved=2 * x.numel())

@@ -17,6 +17,7 @@ import os
 import pytest
 import torch
 
+from bench_timing import synced
 from fastsep import ops
 from fastsep.sampling.diffsep import MixSDE, PCSampler
 from fastsep.sampling.priors import DDPMSchedule, GaussianPrior, GuidedSolver, NetworkPrior, per_source_normalised_step
@@ -26,20 +27,6 @@ FULL = os.environ.get("FASTSEP_BENCH_FULL") == "1"
 CASES = [(b, s) for b in (1, 8) for s in (4, 30)] if FULL else [(1, SECONDS)]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 VARIANTS = ["reference", "fused"]
-
-
-def _sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(device, fn):
-    def run(*args):
-        out = fn(*args)
-        _sync(device)
-        return out
-
-    return run
 
 
 def _skip_without_kernel(name, device):
@@ -69,7 +56,7 @@ def test_diffsep_corrector_update(benchmark, record, device, batch, seconds, var
         def fn(x, score, z):  # PCSampler's eager corrector update
             return x + 2.0 * snr ** 2 * sde.cov_power(score, t, 1.0) + 2.0 * snr * sde.cov_power(z, t, 0.5)
     with torch.no_grad():
-        record(benchmark, f"diffsep corrector {device} B={batch} {seconds}s", variant, _timed(device, fn), x, score, z,
+        record(benchmark, f"diffsep corrector {device} B={batch} {seconds}s", variant, synced(device, fn), x, score, z,
                bytes_moved=4 * x.numel() * 4)
 
 
@@ -91,7 +78,7 @@ def test_diffsep_predictor_update(benchmark, record, device, batch, seconds, var
             x_mean = x - sde.drift(x) * dt + g2dt * score
             return x_mean + math.sqrt(g2dt) * z
     with torch.no_grad():
-        record(benchmark, f"diffsep predictor {device} B={batch} {seconds}s", variant, _timed(device, fn), x, score, z,
+        record(benchmark, f"diffsep predictor {device} B={batch} {seconds}s", variant, synced(device, fn), x, score, z,
                bytes_moved=4 * x.numel() * 4)
 
 
@@ -121,7 +108,7 @@ def test_guided_update(benchmark, record, device, batch, seconds, rule, variant)
                 return x_prev.sub_(grad, alpha=radius)
             return per_source_normalised_step(x_prev, grad, r.expand(x.shape[0]))
     with torch.no_grad():
-        record(benchmark, f"guided update {rule} {device} B={batch} {seconds}s", variant, _timed(device, fn), x0, x,
+        record(benchmark, f"guided update {rule} {device} B={batch} {seconds}s", variant, synced(device, fn), x0, x,
                grad, z, bytes_moved=5 * x.numel() * 4)
 
 
@@ -149,7 +136,7 @@ def test_diffsep_sampling_steps(benchmark, record, device, score, variant):
     sampler = PCSampler(MixSDE(K), n_steps=2, fused=variant == "fused")
     with torch.no_grad():
         record(benchmark, f"diffsep 2 PC steps ({score}) {device} B=1 {SECONDS}s", variant,
-               _timed(device, lambda: sampler.sample(score_fn, mixture, seed=0)), rounds=3 if score != "linear" else 7)
+               synced(device, lambda: sampler.sample(score_fn, mixture, seed=0)), rounds=3 if score != "linear" else 7)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -174,4 +161,4 @@ def test_guided_solver_steps(benchmark, record, device, prior, variant):
             p.to(device)
     solver = GuidedSolver(priors, init_step=1, start_step=1, fused=variant == "fused")
     record(benchmark, f"guided 2 steps ({prior}) {device} B=1 {SECONDS}s", variant,
-           _timed(device, lambda: solver.solve(mixture, seed=0)), rounds=3 if prior != "gaussian" else 7)
+           synced(device, lambda: solver.solve(mixture, seed=0)), rounds=3 if prior != "gaussian" else 7)

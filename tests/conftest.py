@@ -50,6 +50,17 @@ def pytest_runtest_setup(item):
     require_compiled_kernels(str(device))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on a loaded shared machine, extra threads cost far more in synchronisation than they gain (10-50x slower steps
+    were seen with two). Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -14,13 +14,7 @@ MODELS = [ConvTasNet, DPRNN, MulCat, SepFormer]
 ids = [m.__name__ for m in MODELS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tiny models run several times faster on one thread than on two when the shared machine is busy.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 @pytest.mark.parametrize("cls", MODELS, ids=ids)

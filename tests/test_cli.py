@@ -15,32 +15,14 @@ from fastsep import separator as sepmod
 from fastsep.commands.demo import make_mixture
 from fastsep.commands.evaluate import evaluate
 from fastsep.separator import Separator
+from helpers import save_tiny_bundle, write_wav
 
 SR = 8000
 
 
-def write_wav(path, data, sr=SR):
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    with wavmod.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes((np.clip(np.asarray(data), -1, 1) * 32767).astype("<i2").tobytes())
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from fastsep.models.combiner import Combiner
-    from fastsep.models.convtasnet import ConvTasNet
-    from fastsep.models.diffwave import DiffWave
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bundle")
-    vocoder = DiffWave(residual_layers=2, residual_channels=4, dilation_cycle_length=2, n_mels=20, sample_rate=SR,
-                       hop_length=128)
-    comb = Combiner(n_fft=128, hop_length=32, hidden=(4, 4, 4, 4, 4))
-    Separator(ConvTasNet.small(2, SR), vocoder, comb, sample_rate=SR).save_pretrained(path)
-    return str(path)
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle"), SR)
 
 
 def run_cli(*argv):

@@ -15,14 +15,7 @@ from fastsep.sampling.diffsep import MixSDE, PCSampler
 from fastsep.train.diffsep import DiffSepTask, best_assignment, mismatch_pit_loss, order_sources
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a loaded machine, intra-op threads cost far more in synchronisation than they
-    gain (an Euler-Maruyama step took 50x longer with two threads than with one here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def tiny_net(n_src=2, **kw):

@@ -1,5 +1,4 @@
 """DiffWave: compatibility with lmnt-com/diffwave's layout, sampling, fused == unfused, checkpoints, bad input."""
-import math
 import os
 import sys
 import types
@@ -15,16 +14,10 @@ import fastsep.models.diffwave as dw
 import fastsep.sampling.diffwave as sampling
 from fastsep import ops
 from fastsep.models import DiffWave
+from helpers import harmonic_items
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tensors are tiny: intra-op threads only add synchronisation, which on a loaded shared machine costs
-    # 10-30x. Restored after this module.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -531,24 +524,13 @@ def test_training_loss_is_the_reference_objective(monkeypatch):
     torch.testing.assert_close(got, want)
 
 
-def _synthetic_speechlike(n, length, sr=8000, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(length) / sr
-    items = []
-    for i in range(n):
-        f0 = 100 + 200 * torch.rand(1, generator=g)
-        wave = sum(0.3 / k * torch.sin(2 * math.pi * k * f0 * t) for k in range(1, 4))
-        items.append({"audio": wave.float(), "id": f"u{i}"})
-    return items
-
-
 def test_training_loss_falls():
     from fastsep.train.vocoder import VocoderTask, audio_collate
 
     model = DiffWave(residual_layers=4, residual_channels=16, dilation_cycle_length=2, n_mels=10, hop_length=32,
                      sample_rate=8000)
     task = VocoderTask(model.config)
-    batch = audio_collate(_synthetic_speechlike(8, 32 * 8))
+    batch = audio_collate(harmonic_items(8, 32 * 8))
 
     def held_out_loss():
         with torch.no_grad():
@@ -570,7 +552,7 @@ def test_validation_metrics():
 
     model = tiny()
     task = VocoderTask(model.config, valid_seconds=0.05)
-    loader = [audio_collate(_synthetic_speechlike(2, 300)), audio_collate(_synthetic_speechlike(1, 500, seed=1))]
+    loader = [audio_collate(harmonic_items(2, 300)), audio_collate(harmonic_items(1, 500, seed=1))]
     metrics = task.validate(model, loader)
     assert set(metrics) == {"mel_l1", "noise_l1", "loss"} and metrics["loss"] == metrics["mel_l1"]
     assert 0 < metrics["mel_l1"] < 1 and metrics["noise_l1"] > 0
@@ -588,7 +570,7 @@ def test_cli_trains_on_a_folder_of_wavs(tmp_path):
 
     for split, n in (("train", 3), ("valid", 1)):
         (tmp_path / "data" / split).mkdir(parents=True)
-        for i, item in enumerate(_synthetic_speechlike(n, 1200, seed=len(split))):
+        for i, item in enumerate(harmonic_items(n, 1200, seed=len(split))):
             fsaudio.save(tmp_path / "data" / split / f"{i}.wav", item["audio"], 8000)
     out = tmp_path / "run"
     code = main(["train", "vocoder", "--data", str(tmp_path / "data"), "--out", str(out), "--sample-rate", "8000",
@@ -723,7 +705,7 @@ def test_vocoder_training_pools_several_sources(tmp_path):
     for root, splits in (("a", (("train", 2),)), ("b", (("train", 3), ("valid", 1)))):
         for split, n in splits:
             (tmp_path / root / split).mkdir(parents=True)
-            for i, item in enumerate(_synthetic_speechlike(n, 1200, seed=n)):
+            for i, item in enumerate(harmonic_items(n, 1200, seed=n)):
                 fsaudio.save(tmp_path / root / split / f"{i}.wav", item["audio"], 8000)
     roots = [str(tmp_path / "a"), str(tmp_path / "b")]
     pooled = _pooled_speech(roots, 8000, 0.05)

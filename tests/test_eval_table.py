@@ -3,47 +3,24 @@ statistics behind them (intervals and paired differences) recomputed from the CS
 import csv
 import json
 import math
-import os
 import sys
-import wave as wavmod
 
-import numpy as np
 import pytest
-import torch
 
 from fastsep import cli
 from fastsep.commands.demo import make_mixture
 from fastsep.commands.evaluate import Evaluation, format_table
 from fastsep.metrics import mean_confidence_interval
-from fastsep.separator import Separator
+from helpers import save_tiny_bundle, write_wav
 
 SR = 8000
 N_MIX = 3
 
 
-def _write_wav(path, data):
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    with wavmod.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SR)
-        w.writeframes((np.clip(np.asarray(data), -1, 1) * 32767).astype("<i2").tobytes())
-
-
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A random tiny model (its F starts near the identity, so full stays close to the backbone)."""
-    from fastsep.models.combiner import Combiner
-    from fastsep.models.convtasnet import ConvTasNet
-    from fastsep.models.diffwave import DiffWave
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bundle")
-    vocoder = DiffWave(residual_layers=2, residual_channels=4, dilation_cycle_length=2, n_mels=20, sample_rate=SR,
-                       hop_length=128)
-    comb = Combiner(n_fft=128, hop_length=32, hidden=(4, 4, 4, 4, 4))
-    Separator(ConvTasNet.small(2, SR), vocoder, comb, sample_rate=SR).save_pretrained(path)
-    return str(path)
+    return save_tiny_bundle(tmp_path_factory.mktemp("bundle"), SR)
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +33,9 @@ def speech_set(tmp_path_factory):
     assert sources.shape[-1] >= N_MIX * seg
     for k in range(N_MIX):
         s1, s2 = (s[k * seg:(k + 1) * seg].numpy() for s in sources)
-        _write_wav(root / "tt" / "s1" / f"m{k}.wav", s1)
-        _write_wav(root / "tt" / "s2" / f"m{k}.wav", s2)
-        _write_wav(root / "tt" / "mix" / f"m{k}.wav", s1 + s2)
+        write_wav(root / "tt" / "s1" / f"m{k}.wav", s1)
+        write_wav(root / "tt" / "s2" / f"m{k}.wav", s2)
+        write_wav(root / "tt" / "mix" / f"m{k}.wav", s1 + s2)
     return str(root)
 
 

@@ -12,15 +12,10 @@ from fastsep.models.hifigan import PAPER_PLANS, upsample_plan
 from fastsep.models.hifigan_discriminators import (discriminator_loss, feature_matching_loss,
                                                    generator_adversarial_loss)
 from fastsep.models.io import load_model, save_model
+from helpers import harmonic_items
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors on a shared, loaded machine: intra-op threads only add synchronisation.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def tiny_generator(hop=32, n_mels=10, **kw):
@@ -33,18 +28,6 @@ def tiny_generator(hop=32, n_mels=10, **kw):
 def tiny_discriminator():
     return HiFiGANDiscriminator(periods=(2, 3), mpd_channels=(4, 8, 8), msd_scales=2,
                                 msd_channels=(4, 4, 4, 8, 8, 8, 8), msd_groups=(1, 2, 2, 4, 4, 4, 1))
-
-
-def _speechlike(n, length, sr=8000, seed=0):
-    """Harmonic tones with a random pitch each: enough structure for a mel loss to fall within a few steps."""
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(length) / sr
-    items = []
-    for i in range(n):
-        f0 = 100 + 200 * torch.rand(1, generator=g)
-        wave = sum(0.3 / k * torch.sin(2 * math.pi * k * f0 * t) for k in range(1, 4))
-        items.append({"audio": wave.float(), "id": f"u{i}"})
-    return items
 
 
 # ---------------------------------------------------------------------------------------------------- generator
@@ -197,7 +180,7 @@ def test_log_mel_matches_the_features_where_they_are_not_clipped():
     from fastsep.dsp import mel_spectrogram
     from fastsep.train.hifigan import log_mel_magnitude
 
-    wave = torch.stack([item["audio"] for item in _speechlike(2, 800)])
+    wave = torch.stack([item["audio"] for item in harmonic_items(2, 800)])
     wave[1, 300:] = 0  # silence: clipped in the features, floored at 1e-5 in the loss
     feats = mel_spectrogram(wave, 8000, 32, 10)
     logs = log_mel_magnitude(wave, 8000, 32, 10)
@@ -225,7 +208,7 @@ def test_a_few_steps_lower_the_generator_mel_loss():
     torch.manual_seed(0)
     generator = tiny_generator()
     task, opt_g = _task(generator)
-    audio, mel = task.features(audio_collate(_speechlike(4, 32 * 12))["audio"])
+    audio, mel = task.features(audio_collate(harmonic_items(4, 32 * 12))["audio"])
 
     def mel_loss():
         with torch.no_grad():
@@ -256,7 +239,7 @@ def test_generator_loss_is_the_weighted_sum():
     task, _ = _task(generator, mel_weight=45.0, fm_weight=2.0)
     from fastsep.train.vocoder import audio_collate
 
-    audio, mel = task.features(audio_collate(_speechlike(2, 32 * 6))["audio"])
+    audio, mel = task.features(audio_collate(harmonic_items(2, 32 * 6))["audio"])
     losses = task.generator_losses(generator, audio, mel, update_discriminator=False)
     losses = {k: float(v.detach()) for k, v in losses.items()}
     expected = losses["adv"] + 2.0 * losses["fm"] + 45.0 * losses["mel"]
@@ -279,7 +262,7 @@ def test_task_state_round_trip_and_refusals():
 
     generator = tiny_generator()
     task, opt_g = _task(generator)
-    task.training_loss(generator, audio_collate(_speechlike(2, 32 * 6)))  # one D step: optimiser state exists
+    task.training_loss(generator, audio_collate(harmonic_items(2, 32 * 6)))  # one D step: optimiser state exists
     tensors, meta = task.checkpoint_state()
     json.dumps(meta)  # the meta goes into state.json
     other, _ = _task(tiny_generator())
@@ -325,7 +308,7 @@ class _Crops(torch.utils.data.Dataset):
     """Fixed crops (no randomness in loading), so two runs see the same batches in the same order."""
 
     def __init__(self, n, length):
-        self.items = _speechlike(n, length, seed=5)
+        self.items = harmonic_items(n, length, seed=5)
 
     def __len__(self):
         return len(self.items)
@@ -405,7 +388,7 @@ def test_vocode_interface_matches_diffwave():
     hifigan = tiny_generator().eval()
     diffwave = DiffWave(residual_layers=2, residual_channels=4, dilation_cycle_length=2, n_mels=10, hop_length=32,
                         sample_rate=8000).eval()
-    wave = torch.stack([item["audio"] for item in _speechlike(3, 333)])
+    wave = torch.stack([item["audio"] for item in harmonic_items(3, 333)])
     for vocoder in (hifigan, diffwave):
         # the calls fastsep makes: Separator (per item, seeded, with precision), the combiner trainer, eval
         batch = vocoder.vocode(wave)
@@ -463,7 +446,7 @@ def _wav_folder(root):
 
     for split, n in (("train", 4), ("valid", 1)):
         (root / split).mkdir(parents=True)
-        for i, item in enumerate(_speechlike(n, 1200, seed=len(split))):
+        for i, item in enumerate(harmonic_items(n, 1200, seed=len(split))):
             fsaudio.save(root / split / f"{i}.wav", item["audio"], 8000)
 
 

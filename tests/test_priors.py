@@ -18,13 +18,7 @@ from fastsep.sampling.priors import (DDPMSchedule, DiffWavePrior, GaussianPrior,
 from fastsep.train.prior import EMAPrior, PriorTask, build_network, export_prior
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: extra intra-op threads only add synchronisation on a loaded machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def tiny_unet(**overrides):

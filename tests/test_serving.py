@@ -20,17 +20,9 @@ from fastsep.models.convtasnet import ConvTasNet
 from fastsep.models.diffwave import DiffWave
 from fastsep.separator import MIN_SECONDS, Separator
 from fastsep.streaming import ResampledView, StreamResampler, ratio
+from helpers import write_wav
 
 SR = 8000
-
-
-def write_wav(path, data, sr=SR):
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    with wavmod.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes((np.clip(np.asarray(data), -1, 1) * 32767).astype("<i2").tobytes())
 
 
 def speechlike(n, seed, sr=SR):

@@ -25,17 +25,12 @@ from fastsep.models.ncsnpp import NCSNpp
 from fastsep.models.tf_attention_unet import TFAttentionUNet
 from fastsep.sampling.priors import GaussianPrior, NetworkPrior
 from fastsep.separator import Separator
+from helpers import write_wav
 
 SR = 8000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors on a shared machine: extra intra-op threads cost more in synchronisation than they give.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def tiny_score_net(n_src=2):
@@ -95,15 +90,6 @@ def mixture(batch=2, n=1200, seed=0):
     t = torch.arange(n) / SR
     tone = torch.sin(2 * torch.pi * 300 * t) * 0.1
     return tone + 0.05 * torch.randn(batch, n, generator=g)
-
-
-def write_wav(path, data, sr=SR):
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    with wavmod.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes((np.clip(np.asarray(data), -1, 1) * 32767).astype("<i2").tobytes())
 
 
 # ---------------------------------------------------------------------------------------------------- bundles

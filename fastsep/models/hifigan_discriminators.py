@@ -69,13 +69,19 @@ class PeriodDiscriminator(nn.Module):
             # reflect-pad to a whole number of periods (needs T > the padding, checked by HiFiGANDiscriminator)
             x = F.pad(x, (0, self.period - t % self.period), mode="reflect")
         x = x.reshape(b, c, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
+        return _run_convs(self.convs, self.conv_post, x)
+
+
+def _run_convs(convs: nn.ModuleList, conv_post: nn.Module, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
+    """The sub-discriminators' shared tail: leaky-ReLU convolutions, then the post convolution to logits. Every
+    layer's output is kept, the logits' too, because feature matching compares them all."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
         features.append(x)
-        return torch.flatten(x, 1), features
+    x = conv_post(x)
+    features.append(x)
+    return torch.flatten(x, 1), features
 
 
 class ScaleDiscriminator(nn.Module):
@@ -94,13 +100,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, List[Tensor]]:
         """``x [B, 1, T]`` -> ``(logits [B, N], feature maps)``."""
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return torch.flatten(x, 1), features
+        return _run_convs(self.convs, self.conv_post, x)
 
 
 def _ints(name: str, value, n: int = 0) -> List[int]:

@@ -39,9 +39,9 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args
+from .options import add_loop_arguments, config_from_args, format_metrics
 from .vocoder import _check_args as check_vocoder_args
-from .vocoder import _first_valid_split, _pooled_speech, audio_collate
+from .vocoder import add_speech_arguments, add_valid_arguments, audio_collate, held_out_utterances, speech_sets
 
 __all__ = ["HiFiGANTask", "log_mel_magnitude", "build_models", "add_arguments", "main"]
 
@@ -291,20 +291,15 @@ class HiFiGANTask:
         from ..dsp import mel_spectrogram
 
         features_total, log_total, count = 0.0, 0.0, 0
-        for batch in loader:
-            lengths = batch.get("lengths")
-            for i in range(batch["audio"].shape[0]):
-                n = int(lengths[i]) if lengths is not None else batch["audio"].shape[-1]
-                if self.valid_seconds:
-                    n = min(n, int(self.valid_seconds * self.sample_rate))
-                if n <= 2 * self.hop_length:
-                    continue  # too short for a mel frame (reflect padding needs > n_fft / 2 samples)
-                wave = batch["audio"][i:i + 1, :n].float()
-                vocoded = model.vocode(wave)
-                args = (self.sample_rate, self.hop_length, self.n_mels)
-                features_total += float((mel_spectrogram(vocoded, *args) - mel_spectrogram(wave, *args)).abs().mean())
-                log_total += float(self.mel_loss(vocoded, wave))
-                count += 1
+        for wave in held_out_utterances(loader, self.sample_rate, self.valid_seconds):
+            if wave.shape[-1] <= 2 * self.hop_length:
+                continue  # too short for a mel frame (reflect padding needs > n_fft / 2 samples)
+            wave = wave.float()
+            vocoded = model.vocode(wave)
+            args = (self.sample_rate, self.hop_length, self.n_mels)
+            features_total += float((mel_spectrogram(vocoded, *args) - mel_spectrogram(wave, *args)).abs().mean())
+            log_total += float(self.mel_loss(vocoded, wave))
+            count += 1
         if count == 0:
             raise ValueError("the validation set yielded no utterance long enough to vocode")
         metrics = {"mel_l1": features_total / count, "log_mel_l1": log_total / count}
@@ -347,12 +342,7 @@ def build_models(args: argparse.Namespace) -> Tuple[nn.Module, nn.Module]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep train hifigan``."""
-    parser.add_argument("--data", required=True, nargs="+",
-                        help="single-speaker audio: one or more fastsep corpora, LibriMix, wsj0-mix (their clean "
-                             "sources) or folders of audio files; their training utterances are pooled, and the "
-                             "first with a 'valid' split validates (as `fastsep train vocoder`)")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")
-    parser.add_argument("--sample-rate", type=int, default=8000)
+    add_speech_arguments(parser)
     parser.add_argument("--hop-length", type=int, default=128,
                         help="samples per mel frame (default 128, the bundled default model's GM)")
     parser.add_argument("--n-mels", type=int, default=40, help="mel bands (default 40, the bundled default's GM)")
@@ -363,8 +353,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default=None, help="start the generator from a fastsep HiFiGAN folder")
     parser.add_argument("--crop-frames", type=int, default=32,
                         help="training crop in mel frames (default 32: the reference's 8192 samples at hop 256)")
-    parser.add_argument("--valid-items", type=int, default=8, help="held-out utterances vocoded per validation")
-    parser.add_argument("--valid-seconds", type=float, default=4.0, help="vocode at most this much of each")
+    add_valid_arguments(parser)
     parser.add_argument("--mel-weight", type=float, default=45.0, help="weight of the mel L1 loss (paper: 45)")
     parser.add_argument("--fm-weight", type=float, default=2.0, help="weight of feature matching (paper: 2)")
     parser.add_argument("--lr-decay", type=float, default=0.999,
@@ -388,11 +377,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         _check_args(args)
         generator, discriminator = build_models(args)
-        segment = args.crop_frames * generator.hop_length / args.sample_rate
-        train_set = _pooled_speech(args.data, args.sample_rate, segment)
-        valid_set = _first_valid_split(args.data, args.sample_rate, train_set.paths)
-        if len(valid_set) > args.valid_items:
-            valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
+        train_set, valid_set = speech_sets(args, generator.hop_length)
         task = HiFiGANTask(generator.config, discriminator, mel_weight=args.mel_weight, fm_weight=args.fm_weight,
                            lr_decay=args.lr_decay, valid_seconds=args.valid_seconds)
         cfg = config_from_args(args, monitor="mel_l1", monitor_mode="min")
@@ -403,6 +388,6 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fastsep train hifigan: {exc}", file=sys.stderr)
         return 2
-    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+    shown = format_metrics(metrics)
     print(f"fastsep train hifigan: done ({shown}); best generator in {os.path.join(args.out, 'best')}")
     return 0

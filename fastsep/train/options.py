@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_loop_arguments", "config_from_args"]
+__all__ = ["add_loop_arguments", "config_from_args", "format_metrics"]
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, grad_clip: float,
@@ -45,3 +45,8 @@ def config_from_args(args: argparse.Namespace, *, monitor: str, monitor_mode: st
                        num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps, device=args.device,
                        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
                        keep_every=args.keep_every)
+
+
+def format_metrics(metrics) -> str:
+    """A finished run's metrics for its one closing line: sorted by name, floats to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args
+from .options import add_loop_arguments, config_from_args, format_metrics
 
 __all__ = ["EMAPrior", "PriorTask", "build_network", "export_prior", "add_arguments", "main", "NETWORKS"]
 
@@ -244,6 +244,6 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fastsep train prior: {exc}", file=sys.stderr)
         return 2
-    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+    shown = format_metrics(metrics)
     print(f"fastsep train prior: done ({shown}); EMA prior in {os.path.join(args.out, 'prior')}")
     return 0

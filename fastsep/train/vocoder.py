@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args
+from .options import add_loop_arguments, config_from_args, format_metrics
 
 __all__ = ["VocoderTask", "audio_collate", "build_model", "add_arguments", "main"]
 
@@ -39,6 +39,19 @@ def audio_collate(items: List[Dict[str, Any]]) -> Dict[str, Any]:
     for i, item in enumerate(items):
         audio[i, :item["audio"].shape[0]] = item["audio"]
     return {"audio": audio, "lengths": lengths, "id": [str(item.get("id", i)) for i, item in enumerate(items)]}
+
+
+def held_out_utterances(loader: Iterable[Dict[str, Any]], sample_rate: int,
+                        valid_seconds: Optional[float]) -> Iterator[Tensor]:
+    """Each validation utterance of ``loader`` alone, ``[1, n]``: without its batch's padding, and cut to
+    ``valid_seconds`` where that is set. Both vocoder tasks validate on exactly these samples."""
+    for batch in loader:
+        lengths = batch.get("lengths")
+        for i in range(batch["audio"].shape[0]):
+            n = int(lengths[i]) if lengths is not None else batch["audio"].shape[-1]
+            if valid_seconds:
+                n = min(n, int(valid_seconds * sample_rate))
+            yield batch["audio"][i:i + 1, :n]
 
 
 class VocoderTask:
@@ -104,24 +117,19 @@ class VocoderTask:
 
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
         mel_total, noise_total, count = 0.0, 0.0, 0
-        for batch in loader:
-            lengths = batch.get("lengths")
-            for i in range(batch["audio"].shape[0]):
-                n = int(lengths[i]) if lengths is not None else batch["audio"].shape[-1]
-                if self.valid_seconds:
-                    n = min(n, int(self.valid_seconds * self.sample_rate))
-                wave = batch["audio"][i:i + 1, :n]
-                if n // self.hop_length < 1 or (not self.unconditional and n <= 2 * self.hop_length):
-                    continue  # too short for a mel frame (reflect padding needs > n_fft / 2 samples)
-                audio, mel = self.features(wave)
-                cpu_gen = generator if audio.device.type == "cpu" else None
-                noise_total += float(self.noise_loss(model, audio, mel, generator=cpu_gen))
-                if not self.unconditional:
-                    vocoded = model.vocode(wave.float(), fast=True, seed=self.seed + count)
-                    ref = mel_spectrogram(wave.float(), self.sample_rate, self.hop_length, self.n_mels)
-                    got = mel_spectrogram(vocoded, self.sample_rate, self.hop_length, self.n_mels)
-                    mel_total += float((got - ref).abs().mean())
-                count += 1
+        for wave in held_out_utterances(loader, self.sample_rate, self.valid_seconds):
+            n = wave.shape[-1]
+            if n // self.hop_length < 1 or (not self.unconditional and n <= 2 * self.hop_length):
+                continue  # too short for a mel frame (reflect padding needs > n_fft / 2 samples)
+            audio, mel = self.features(wave)
+            cpu_gen = generator if audio.device.type == "cpu" else None
+            noise_total += float(self.noise_loss(model, audio, mel, generator=cpu_gen))
+            if not self.unconditional:
+                vocoded = model.vocode(wave.float(), fast=True, seed=self.seed + count)
+                ref = mel_spectrogram(wave.float(), self.sample_rate, self.hop_length, self.n_mels)
+                got = mel_spectrogram(vocoded, self.sample_rate, self.hop_length, self.n_mels)
+                mel_total += float((got - ref).abs().mean())
+            count += 1
         if count == 0:
             raise ValueError("the validation set yielded no utterance long enough to vocode")
         metrics = {"noise_l1": noise_total / count}
@@ -157,12 +165,7 @@ def build_model(args: argparse.Namespace) -> nn.Module:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep train vocoder``."""
-    parser.add_argument("--data", required=True, nargs="+",
-                        help="single-speaker audio: one or more fastsep corpora, LibriMix, wsj0-mix (their clean "
-                             "sources) or folders of audio files; their training utterances are pooled, and the "
-                             "first with a 'valid' split validates")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")
-    parser.add_argument("--sample-rate", type=int, default=8000)
+    add_speech_arguments(parser)
     parser.add_argument("--hop-length", type=int, default=256, help="samples per mel frame (default 256)")
     parser.add_argument("--n-mels", type=int, default=80)
     parser.add_argument("--residual-layers", type=int, default=None, help="default 30 (12 with --small)")
@@ -174,9 +177,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from a fastsep DiffWave folder or an lmnt-com/diffwave weights.pt")
     parser.add_argument("--crop-frames", type=int, default=62,
                         help="training crop in mel frames (the reference's crop_mel_frames, default 62)")
+    add_valid_arguments(parser)
+    add_loop_arguments(parser, batch_size=16, lr=2e-4, grad_clip=0.0)
+
+
+# Shared with .hifigan, the other vocoder trainer, so that `fastsep train hifigan` pools, validates and crops its
+# --data exactly as `fastsep train vocoder` does.
+def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --out and --sample-rate."""
+    parser.add_argument("--data", required=True, nargs="+",
+                        help="single-speaker audio: one or more fastsep corpora, LibriMix, wsj0-mix (their clean "
+                             "sources) or folders of audio files; their training utterances are pooled, and the "
+                             "first with a 'valid' split validates")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints (last/, best/) and log.jsonl")
+    parser.add_argument("--sample-rate", type=int, default=8000)
+
+
+def add_valid_arguments(parser: argparse.ArgumentParser) -> None:
+    """--valid-items and --valid-seconds."""
     parser.add_argument("--valid-items", type=int, default=8, help="held-out utterances vocoded per validation")
     parser.add_argument("--valid-seconds", type=float, default=4.0, help="vocode at most this much of each")
-    add_loop_arguments(parser, batch_size=16, lr=2e-4, grad_clip=0.0)
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -221,6 +241,16 @@ def _first_valid_split(roots: Sequence[str], sample_rate: int, train_paths: Sequ
     raise FileNotFoundError(f"none of --data {' '.join(roots)} has a 'valid' split to validate on")
 
 
+def speech_sets(args: argparse.Namespace, hop_length: int):
+    """(training crops of --crop-frames mel frames, at most --valid-items whole validation utterances)."""
+    segment = args.crop_frames * hop_length / args.sample_rate
+    train_set = _pooled_speech(args.data, args.sample_rate, segment)
+    valid_set = _first_valid_split(args.data, args.sample_rate, train_set.paths)
+    if len(valid_set) > args.valid_items:
+        valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
+    return train_set, valid_set
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``fastsep train vocoder``; returns the exit status."""
     from .loop import train
@@ -228,12 +258,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         _check_args(args)
         model = build_model(args)
-        hop = model.hop_length
-        segment = args.crop_frames * hop / args.sample_rate
-        train_set = _pooled_speech(args.data, args.sample_rate, segment)
-        valid_set = _first_valid_split(args.data, args.sample_rate, train_set.paths)
-        if len(valid_set) > args.valid_items:
-            valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
+        train_set, valid_set = speech_sets(args, model.hop_length)
         task = VocoderTask(model.config, valid_seconds=args.valid_seconds, seed=args.seed)
         monitor = "noise_l1" if model.unconditional else "mel_l1"
         cfg = config_from_args(args, monitor=monitor, monitor_mode="min")
@@ -241,6 +266,6 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"fastsep train vocoder: {exc}", file=sys.stderr)
         return 2
-    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+    shown = format_metrics(metrics)
     print(f"fastsep train vocoder: done ({shown}); best model in {os.path.join(args.out, 'best')}")
     return 0
