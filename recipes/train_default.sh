@@ -14,7 +14,7 @@
 #     Dutch dubbing, four real actors, 2.3 h; training talkers only (B from step 6000, GM from step 1000, F)
 #   - adventure: the studio cast of the talkie adventure game Flight of the Amazon Queen (fastsep corpus voices
 #     adventure; Debian flight-of-the-amazon-queen, freeware): 27 characters, 3.4 h; training talkers only (B from
-#     step 8500, GM from step 966, F)
+#     step 8500, and F)
 #   - festival: 5 festival voices (kal, ked, slt, lp, pc), test talkers only: an engine no training data uses
 # Steps: 1) corpora, 2) backbone B (Conv-TasNet sized for this CPU) with dynamic mixing and augmentation (speed,
 # reverberation, partial overlap, background noise; levels U[0, 8] dB), 3) vocoder GM, 4) combiner F with B and GM
@@ -90,8 +90,7 @@ if (( GM_STEPS > 0 )); then
   # mel upsampler starting as interpolation) on real recordings, the game's voices and synthetic talkers, pooled;
   # validated on the game's held-out real utterances.
   restore_state vocoder
-  fs train vocoder --small --data "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/synth" \
-     --out "$WORK/vocoder" \
+  fs train vocoder --small --data "$WORK/recorded" "$WORK/game" "$WORK/synth" --out "$WORK/vocoder" \
      --sample-rate 8000 --hop-length 128 --n-mels 40 --batch-size 8 --lr 4e-4 --max-steps "$GM_STEPS" \
      --checkpoint-every 100 --valid-items 4 --valid-seconds 1 --num-workers 1 --device "$DEVICE" --no-progress
   keep_state vocoder
@@ -106,9 +105,12 @@ echo "== 4/5 combiner F (B and GM frozen)"
 # B is the last checkpoint, not best/: best/ is ranked on held-out synthetic talkers, which preferred step 6000 (before
 # the game's real voices joined) although step 8000 scores higher on the unseen sources (recorded 0.47 vs 0.35 dB,
 # festival 3.79 vs 3.31 dB backbone SI-SDRi).
+# F is fine-tuned from the installed default's F when there is one (F_FROM_SCRATCH=1 starts it over, as the first
+# default's F was: 150 steps).
+f_init=(); [[ -f "$DEST/bundle.json" && "${F_FROM_SCRATCH:-0}" != 1 ]] && f_init=(--init-from "$DEST")
 fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" --backbone "$WORK/backbone/last" \
    --vocoder "$GM_DIR" --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
-   --device "$DEVICE" --no-progress
+   "${f_init[@]}" --device "$DEVICE" --no-progress
 
 echo "== 5/5 evaluate on unseen voices and sources, install into $DEST"
 for src in recorded festival synth; do
