@@ -24,9 +24,11 @@
 # recipes/state/{backbone,vocoder} so that training continues where the last machine stopped; the recipe copies them
 # into the work folder when the work folder has none, and back after training.
 #
-# What the current default took (2 CPU cores, shared between two or three trainings at a time): B 8000 steps
-# (steps 0-6000 on synth + recorded, 6000-8000 with the game's voices added; ~2.5 h of one core per 4000 steps),
-# GM 800 steps from scratch (~50 min), F 150 steps (~25 min with 2 threads), evaluation ~20 min.
+# What the current default took (2 CPU cores, shared between two or three jobs at a time): B 13800 steps (steps
+# 0-6000 on synth + recorded, 6000-8500 with the game's voices added, 8500-13800 with the adventure cast added too;
+# ~0.5 s per step alone, 0.9-1.3 s with two trainings side by side), GM 1900 steps from scratch (~2.2 s per step with
+# one thread), F 150 steps from scratch on the previous B and GM (~25 min with 2 threads) then 60 steps fine-tuned on
+# these (~9 min), evaluation ~20 min.
 #
 # Environment overrides: WORK (scratch folder), DEVICE (auto|cpu|cuda), B_STEPS, F_STEPS, GM_STEPS (0 reuses the
 # vocoder of the installed default bundle), EVAL_ITEMS.
@@ -37,7 +39,7 @@ WORK="${WORK:-$ROOT/runs/default}"
 DEVICE="${DEVICE:-auto}"
 DEST="${DEST:-$ROOT/fastsep/assets/default}"
 STATE="$ROOT/recipes/state"
-B_STEPS="${B_STEPS:-8000}"; F_STEPS="${F_STEPS:-150}"; GM_STEPS="${GM_STEPS:-800}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
+B_STEPS="${B_STEPS:-13800}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-1900}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
 # (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
