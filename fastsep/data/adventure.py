@@ -83,11 +83,9 @@ def line_speakers(entries: Dict[str, bytes]) -> Dict[str, List[str]]:
 
 
 def _decode_mp3(blob: bytes, rate: int) -> np.ndarray:
-    done = subprocess.run(["sox", "-t", "mp3", "-", "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
-                           "-r", str(rate), "-"], input=blob, capture_output=True, timeout=60)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.decode(errors="replace").strip()[:200] or "sox failed")
-    return np.frombuffer(done.stdout, dtype="<i2").astype(np.float64) / 32768.0
+    from .voices import sox_decode
+
+    return sox_decode(["-t", "mp3", "-"], rate, blob)
 
 
 def build_adventure(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, utterance_s: float = 8.0,

@@ -87,18 +87,26 @@ def _decode(path: Path) -> tuple:
     else:
         if shutil.which("sox") is None:
             raise RuntimeError("decoding GSM prompts needs sox (apt-get install -y sox)")
-        # GSM 06.10 prompts are 8 kHz mono; raw PCM on stdout (a piped WAV header cannot carry its length)
-        done = subprocess.run(["sox", str(path), "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1",
-                               "-r", "8000", "-"], capture_output=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"sox could not decode {path}: {done.stderr.decode(errors='replace')[:200]}")
-        sr, data = 8000, np.frombuffer(done.stdout, dtype="<i2")
+        # GSM 06.10 prompts are 8 kHz mono
+        return sox_decode([str(path)], 8000), 8000
     x = data.astype(np.float64)
     if data.dtype == np.int16:
         x /= 32768.0
     if x.ndim == 2:
         x = x.mean(axis=1)
     return x, int(sr)
+
+
+def sox_decode(source: List[str], rate: int, data: Optional[bytes] = None) -> np.ndarray:
+    """Mono float64 samples at ``rate`` of what sox reads from ``source`` (its input arguments: a path, or
+    ``["-t", "mp3", "-"]`` with ``data`` on stdin). Raw PCM comes back on stdout: a piped WAV header cannot carry its
+    length."""
+    done = subprocess.run(["sox", *source, "-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-r", str(rate),
+                           "-"], input=data, capture_output=True, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"sox could not decode {source[0] if data is None else 'its input'}: "
+                           f"{done.stderr.decode(errors='replace').strip()[:200] or 'sox failed'}")
+    return np.frombuffer(done.stdout, dtype="<i2").astype(np.float64) / 32768.0
 
 
 def _prompt_files(folders: Sequence[str], sounds: Path) -> List[Path]:
