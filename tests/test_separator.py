@@ -426,6 +426,25 @@ def test_a_training_checkpoint_serves_backbone_mode(tmp_path):
     assert min(abs(float(torch.corrcoef(torch.stack([out[0, i], direct[0, i]]))[0, 1])) for i in range(2)) > 0.9
     with pytest.raises(ValueError, match="full"):
         sep.separate(x, mode="full")
+    # fastsep eval of a checkpoint writes its JSON in the working folder, never into the checkpoint (training state)
+    from fastsep.cli import main as cli_main
+    from helpers import write_wav
+
+    corpus = tmp_path / "corpus"
+    for spk in ("a", "b"):
+        write_wav(corpus / "wav8k" / "test" / spk / f"{spk}0.wav", 0.1 * torch.randn(8000).numpy(), 8000)
+    (corpus / "manifest.jsonl").write_text("".join(
+        f'{{"path": "wav8k/test/{spk}/{spk}0.wav", "speaker": "{spk}", "split": "test", "sample_rate": 8000, '
+        f'"duration": 1.0}}\n' for spk in ("a", "b")))
+    before = sorted(os.listdir(tmp_path / "last"))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert cli_main(["eval", "--data", str(corpus), "--model", str(tmp_path / "last"), "--segment", "0.5",
+                         "--max-items", "1", "--metrics", "si_sdr", "--no-progress"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert sorted(os.listdir(tmp_path / "last")) == before and (tmp_path / "eval.json").is_file()
     save_model(DiffWave(residual_layers=2, residual_channels=4, dilation_cycle_length=2, n_mels=20), tmp_path / "voc")
     with pytest.raises(ValueError, match="not a separator backbone"):
         Separator.from_pretrained(tmp_path / "voc")

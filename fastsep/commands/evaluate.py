@@ -494,8 +494,12 @@ def main(args: argparse.Namespace) -> int:
               f"distance {quality['lsd_db']:.2f} dB ({quality['n_sources']} sources)")
     print(f"sampling noise: mixture i seeded with {args.seed} + i; scored {run.n} of {total} mixtures"
           + (" (--max-items 0 scores all)" if run.n < total else ""))
+    from ..bundle import is_bundle
+
+    # beside a single bundle; never inside a training checkpoint (its folder is training state)
     single = len(entries) == 1
-    out = args.json or (os.path.join(args.model[0] if args.model else ".", "eval.json") if single else "eval.json")
+    beside = single and args.model and is_bundle(args.model[0])
+    out = args.json or os.path.join(args.model[0] if beside else ".", "eval.json")
     summary = {"data": os.path.basename(os.path.normpath(args.data)), "split": args.split, "segment": segment,
                "seed": args.seed, "items": run.n, "items_available": total, "sample_rate": first.sample_rate,
                "n_src": first.n_src, "metrics": run.columns, "ci_level": run.level,
