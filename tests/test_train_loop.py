@@ -279,6 +279,42 @@ def test_lr_halving_and_early_stop_in_the_loop(tmp_path):
     assert again["epoch"] == 4
 
 
+class ScoreTask(RegressionTask):
+    """A validation score fixed per run: a resumed run on new data validates on other utterances."""
+
+    def __init__(self, score):
+        super().__init__()
+        self.score = score
+
+    def validate(self, model, loader):
+        return {"score": self.score}
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_reset_monitor_forgets_a_best_from_other_validation_data(tmp_path, reset):
+    torch.manual_seed(0)
+    c = cfg(tmp_path, epochs=2, monitor="score", monitor_mode="max", patience=2, early_stop_patience=0,
+            checkpoint_every=0, lr=0.01)
+    train(ToyRegressor(), ScoreTask(5.0), PairSet(8), PairSet(4, seed=2), c)  # epoch 1 best 5.0, epoch 2 not better
+    c2 = cfg(tmp_path, epochs=4, monitor="score", monitor_mode="max", patience=2, early_stop_patience=0,
+             checkpoint_every=0, lr=0.01, reset_monitor=reset)
+    train(ToyRegressor(), ScoreTask(1.0), PairSet(8), PairSet(4, seed=2), c2)
+    log = read_log(c2)
+    lrs = [r["lr"] for r in log if r["event"] == "epoch"]
+    resets = [r for r in log if r["event"] == "monitor_reset"]
+    with open(os.path.join(c2.out_dir, "best", "metrics.json")) as fh:
+        best_score = json.load(fh)["score"]
+    if reset:
+        # epoch 3 is the first on the new data and becomes the best; epoch 4 is one without improvement: no halving
+        assert lrs == [0.01, 0.01, 0.01, 0.01]
+        assert len(resets) == 1 and resets[0]["forgotten_best"] == 5.0
+        assert best_score == 1.0
+    else:
+        # the stale best of 5.0 makes epoch 3 the second epoch without improvement: halved at once
+        assert lrs == [0.01, 0.01, 0.005, 0.005]
+        assert resets == [] and best_score == 5.0
+
+
 def test_unknown_monitor_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="si_sdri"):
         train(ToyRegressor(), RegressionTask(), PairSet(8), PairSet(4), cfg(tmp_path, monitor="si_sdri", epochs=1))

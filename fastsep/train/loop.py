@@ -86,6 +86,9 @@ class TrainConfig:
     ``out_dir/steps/<step>`` (a model folder like ``best/``, weights only; 0: none), so that one run can be scored
     at several points (``fastsep eval --model OUT/steps/0012000``) while ``last/`` moves on. ``device``: "auto", "cpu", "cuda" or "cuda:N". ``progress``: show a
     tqdm bar (only on a terminal, only on rank 0). ``resume``: continue from ``out_dir/last`` when it exists.
+    ``reset_monitor``: on resume, forget the best monitored value and the epochs counted since it (the learning rate
+    stays as it was). For a run resumed on other data: its validation split changed with it, so the old best was
+    measured on other utterances and would halve the learning rate for no fault of the new epochs.
     """
 
     out_dir: str
@@ -113,6 +116,7 @@ class TrainConfig:
     log_every: int = 50
     shuffle: bool = True
     resume: bool = True
+    reset_monitor: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.out_dir, (str, os.PathLike)) or not os.fspath(self.out_dir):
@@ -198,6 +202,10 @@ class PlateauScheduler:
                 halved = True
         stop = self.early_stop_patience > 0 and self.epochs_since_best >= self.early_stop_patience
         return {"improved": improved, "halved": halved, "stop": stop}
+
+    def forget_best(self) -> None:
+        """Start the plateau record over (the next epoch's metric becomes the best); halvings so far are kept."""
+        self.best, self.bad_epochs, self.epochs_since_best = None, 0, 0
 
     def state_dict(self) -> Dict[str, Any]:
         return {"best": self.best, "bad_epochs": self.bad_epochs, "epochs_since_best": self.epochs_since_best,
@@ -488,6 +496,12 @@ class _Trainer:
             self.state["train_items"] = len(self.train_set)
             self.state["config"] = asdict(cfg)
             self.scheduler.load_state_dict(self.state["scheduler"])
+            if cfg.reset_monitor:
+                forgotten = self.scheduler.best
+                self.scheduler.forget_best()
+                self.state["best"] = None
+                self.state["scheduler"] = self.scheduler.state_dict()
+                self.log.write("monitor_reset", step=self.state["step"], forgotten_best=forgotten)
             if self.info.rank:  # ranks other than 0 must not replay rank 0's random streams
                 _seed_everything(cfg.seed + 1000003 * self.info.rank + self.state["step"])
             self.log.write("resume", epoch=self.state["epoch"], step=self.state["step"],

@@ -25,6 +25,9 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: 
     parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
     parser.add_argument("--keep-every", type=int, default=0,
                         help="also keep the model of every N-th step as OUT/steps/<step> (0: none)")
+    parser.add_argument("--reset-monitor", action="store_true",
+                        help="on resume, forget the best validation score so far (after changing --data: the "
+                             "validation split changed with it); the learning rate stays")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -44,7 +47,7 @@ def config_from_args(args: argparse.Namespace, *, monitor: str, monitor_mode: st
                        cpu_bf16=bool(getattr(args, "bf16", False)),
                        num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps, device=args.device,
                        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
-                       keep_every=args.keep_every)
+                       keep_every=args.keep_every, reset_monitor=bool(getattr(args, "reset_monitor", False)))
 
 
 def format_metrics(metrics) -> str:
