@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .io import FolderPersistence
+
 if TYPE_CHECKING:
     from ..sampling.diffwave import DiffWaveSampler
 
@@ -251,7 +253,7 @@ def _checked_schedule(name: str, value) -> List[float]:
 
 
 # ---------------------------------------------------------------------------------------------------- the model
-class DiffWave(nn.Module):
+class DiffWave(FolderPersistence, nn.Module):
     """DiffWave noise predictor with mel conditioning (or none, ``unconditional=True``).
 
     Args:
@@ -477,23 +479,7 @@ class DiffWave(nn.Module):
         mel = mel_spectrogram(wave.float(), self.sample_rate, self.hop_length, self.n_mels)
         return like_input(self.generate(mel, fast=fast, seed=seed, **kwargs), audio)
 
-    # ----------------------------------------------------------------------------------------------- persistence
-    def save(self, directory: Union[str, "os.PathLike[str]"]) -> str:
-        """Write ``model.safetensors`` + ``model.json`` (class and config) into ``directory``; returns the JSON path."""
-        from .io import save_model
-
-        return save_model(self, directory)
-
-    @classmethod
-    def load(cls, directory: Union[str, "os.PathLike[str]"], map_location="cpu") -> "DiffWave":
-        """Rebuild a model written by :meth:`save` (weights loaded strictly, in eval mode)."""
-        from .io import load_model
-
-        model = load_model(directory, map_location=map_location)
-        if not isinstance(model, cls):
-            raise ValueError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
-
+    # ------------------------------------------------- persistence (save/load: FolderPersistence; lmnt-com's files)
     @classmethod
     def from_reference_checkpoint(cls, path: Union[str, "os.PathLike[str]"], **overrides) -> "DiffWave":
         """Build a model from an lmnt-com/diffwave checkpoint (``weights.pt``: ``{'model', 'params', ...}``), read

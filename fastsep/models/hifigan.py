@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .io import FolderPersistence
+
 __all__ = ["HiFiGAN", "ResBlock1", "ResBlock2", "upsample_plan", "LRELU_SLOPE", "PAPER_PLANS"]
 
 LRELU_SLOPE = 0.1  # every leaky ReLU inside the network, as the reference; the one before conv_post uses torch's 0.01
@@ -117,7 +119,7 @@ def _int_list(name: str, value, minimum: int = 1) -> List[int]:
     return [_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(value)]
 
 
-class HiFiGAN(nn.Module):
+class HiFiGAN(FolderPersistence, nn.Module):
     """HiFi-GAN generator: mel spectrogram ``[B, n_mels, F]`` -> waveform ``[B, 1, F·hop]`` in (-1, 1).
 
     Args:
@@ -285,23 +287,6 @@ class HiFiGAN(nn.Module):
         param = next(self.parameters())
         mel = mel_spectrogram(wave.to(param.device).float(), self.sample_rate, self.hop_length, self.n_mels)
         return like_input(self.generate(mel, precision=precision), audio)
-
-    # ----------------------------------------------------------------------------------------------- persistence
-    def save(self, directory: Union[str, "os.PathLike[str]"]) -> str:
-        """Write ``model.safetensors`` + ``model.json`` (class and config) into ``directory``; returns the JSON path."""
-        from .io import save_model
-
-        return save_model(self, directory)
-
-    @classmethod
-    def load(cls, directory: Union[str, "os.PathLike[str]"], map_location="cpu") -> "HiFiGAN":
-        """Rebuild a generator written by :meth:`save` (weights loaded strictly, in eval mode)."""
-        from .io import load_model
-
-        model = load_model(directory, map_location=map_location)
-        if not isinstance(model, cls):
-            raise ValueError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
 
 
 def _describe(x) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Mapping, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["save_model", "load_model", "read_model_info", "atomic_write_bytes", "atomic_write_json",
+__all__ = ["FolderPersistence", "save_model", "load_model", "read_model_info", "atomic_write_bytes", "atomic_write_json",
            "state_dict_for_safetensors", "load_state_dict_checked"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -176,3 +176,20 @@ def load_model(directory: PathLike, name: str = "model", map_location: Union[str
         raise ValueError(f"{weights_path} is not a readable safetensors file: {exc}") from None
     load_state_dict_checked(model, state, source=weights_path)
     return model.to(map_location).eval()
+
+
+class FolderPersistence:
+    """``model.save(folder)`` and ``Class.load(folder)`` for a model class, over :func:`save_model` and
+    :func:`load_model`; ``load`` refuses a folder that holds another class of model."""
+
+    def save(self, directory: PathLike) -> str:
+        """Write ``model.safetensors`` + ``model.json`` (class and config) into ``directory``; returns the JSON path."""
+        return save_model(self, directory)
+
+    @classmethod
+    def load(cls, directory: PathLike, map_location: Union[str, torch.device] = "cpu"):
+        """Rebuild a model written by :meth:`save` (weights loaded strictly, in eval mode)."""
+        model = load_model(directory, map_location=map_location)
+        if not isinstance(model, cls):
+            raise ValueError(f"{os.fspath(directory)} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
