@@ -489,7 +489,8 @@ def test_cli_bad_input(tmp_path, capsys):
     from fastsep.cli import main
 
     assert main(["train", "hifigan", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("fastsep train hifigan: error: ") and "does not exist" in err
     _wav_folder(tmp_path / "data")
     base = ["train", "hifigan", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r")]
     assert main(base + ["--crop-frames", "2"]) == 2

@@ -128,4 +128,5 @@ def test_cli_reports_bad_data_clearly(tmp_path, capsys):
     code = cli_main(["train", "separator", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
                      "--small", "--no-progress"])
     assert code == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("fastsep train separator: error: ") and "does not exist" in err

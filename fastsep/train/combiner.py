@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args
+from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, report_usage_error
 
 __all__ = ["CombinerTask", "add_arguments", "main"]
 
@@ -151,9 +150,8 @@ def main(args: argparse.Namespace) -> int:
         # F works on complex STFTs and its fused ops take float32 only: no mixed precision, whatever --no-amp says.
         cfg.amp = False
         result = train(model, CombinerTask(backbone, vocoder), train_set, valid_set, cfg, collate_fn=pad_collate)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"fastsep train combiner: error: {exc}", file=sys.stderr)
-        return 2
+    except USAGE_ERRORS as exc:
+        return report_usage_error("combiner", exc)
     best_dir = os.path.join(args.out, "best")
     best = load_model(best_dir, "model") if os.path.isdir(best_dir) else model
     print(f"steps {int(result['step'])}: valid SI-SDRi {result.get('si_sdri', float('nan')):.2f} dB "

@@ -25,13 +25,12 @@ import itertools
 import json
 import math
 import os
-import sys
 from typing import Any, Dict, Iterable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args
+from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, report_usage_error
 
 __all__ = ["DiffSepTask", "normalize", "order_sources", "best_assignment", "mismatch_pit_loss", "add_arguments",
            "main", "PAPER_DEFAULTS"]
@@ -302,9 +301,8 @@ def main(args: argparse.Namespace) -> int:
         atomic_write_json(os.path.join(args.out, "diffsep.json"), method)
         result = train(model, task, train_set, valid_set, cfg, collate_fn=pad_collate,
                        on_step=lambda _info: task.update_ema(model))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"fastsep train diffsep: error: {exc}", file=sys.stderr)
-        return 2
+    except USAGE_ERRORS as exc:
+        return report_usage_error("diffsep", exc)
     best = os.path.join(args.out, "best")
     if os.path.isdir(best):
         # the method's settings travel with the weights, so DiffSepMethod.from_pretrained(best) needs nothing else

@@ -33,13 +33,12 @@ import argparse
 import contextlib
 import math
 import os
-import sys
 from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args, format_metrics
+from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, format_metrics, report_usage_error
 from .vocoder import _check_args as check_vocoder_args
 from .vocoder import add_speech_arguments, add_valid_arguments, audio_collate, held_out_utterances, speech_sets
 
@@ -385,9 +384,8 @@ def main(args: argparse.Namespace) -> int:
         # CPU is fine: bfloat16 needs no scaling)
         cfg.amp = False
         metrics = train(generator, task, train_set, valid_set, cfg, collate_fn=audio_collate)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"fastsep train hifigan: {exc}", file=sys.stderr)
-        return 2
+    except USAGE_ERRORS as exc:
+        return report_usage_error("hifigan", exc)
     shown = format_metrics(metrics)
     print(f"fastsep train hifigan: done ({shown}); best generator in {os.path.join(args.out, 'best')}")
     return 0

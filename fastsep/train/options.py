@@ -6,8 +6,13 @@ into a :class:`~fastsep.train.loop.TrainConfig` with :func:`config_from_args`.
 from __future__ import annotations
 
 import argparse
+import sys
 
-__all__ = ["add_loop_arguments", "config_from_args", "format_metrics"]
+# What a train command turns into "error: ..." and exit status 2: bad options, data or files (a bug elsewhere still
+# shows its traceback).
+USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+__all__ = ["add_loop_arguments", "config_from_args", "format_metrics", "USAGE_ERRORS", "report_usage_error"]
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, grad_clip: float,
@@ -53,3 +58,9 @@ def config_from_args(args: argparse.Namespace, *, monitor: str, monitor_mode: st
 def format_metrics(metrics) -> str:
     """A finished run's metrics for its one closing line: sorted by name, floats to 4 significant digits."""
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+
+
+def report_usage_error(command: str, exc: BaseException) -> int:
+    """Print ``fastsep train <command>: error: <exc>`` on stderr; returns the exit status 2."""
+    print(f"fastsep train {command}: error: {exc}", file=sys.stderr)
+    return 2

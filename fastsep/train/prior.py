@@ -19,7 +19,6 @@ import argparse
 import copy
 import math
 import os
-import sys
 from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args, format_metrics
+from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, format_metrics, report_usage_error
 
 __all__ = ["EMAPrior", "PriorTask", "build_network", "export_prior", "add_arguments", "main", "NETWORKS"]
 
@@ -241,9 +240,8 @@ def main(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, monitor="noise_mse", monitor_mode="min")
         metrics = train(model, task, train_set, valid_set, cfg, collate_fn=audio_collate)
         export_prior(model, os.path.join(args.out, "prior"))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"fastsep train prior: {exc}", file=sys.stderr)
-        return 2
+    except USAGE_ERRORS as exc:
+        return report_usage_error("prior", exc)
     shown = format_metrics(metrics)
     print(f"fastsep train prior: done ({shown}); EMA prior in {os.path.join(args.out, 'prior')}")
     return 0

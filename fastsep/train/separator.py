@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import json
 from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args
+from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, report_usage_error
 
 __all__ = ["BACKBONES", "SeparationTask", "pad_collate", "build_model", "add_arguments", "main"]
 
@@ -213,9 +212,8 @@ def main(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, monitor="si_sdri", monitor_mode="max")
         task = SeparationTask(multi_block=args.model == "mulcat")
         result = train(model, task, train_set, valid_set, cfg, collate_fn=pad_collate)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"fastsep train separator: error: {exc}", file=sys.stderr)
-        return 2
+    except USAGE_ERRORS as exc:
+        return report_usage_error("separator", exc)
     best = os.path.join(args.out, "best")
     where = f"best model in {best}" if os.path.isdir(best) else f"latest model in {os.path.join(args.out, 'last')}"
     print(f"epochs {int(result['epoch'])}, steps {int(result['step'])}: valid SI-SDRi "

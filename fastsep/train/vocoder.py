@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .options import add_loop_arguments, config_from_args, format_metrics
+from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, format_metrics, report_usage_error
 
 __all__ = ["VocoderTask", "audio_collate", "build_model", "add_arguments", "main"]
 
@@ -263,9 +262,8 @@ def main(args: argparse.Namespace) -> int:
         monitor = "noise_l1" if model.unconditional else "mel_l1"
         cfg = config_from_args(args, monitor=monitor, monitor_mode="min")
         metrics = train(model, task, train_set, valid_set, cfg, collate_fn=audio_collate)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"fastsep train vocoder: {exc}", file=sys.stderr)
-        return 2
+    except USAGE_ERRORS as exc:
+        return report_usage_error("vocoder", exc)
     shown = format_metrics(metrics)
     print(f"fastsep train vocoder: done ({shown}); best model in {os.path.join(args.out, 'best')}")
     return 0
