@@ -16,6 +16,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "separate": ("fastsep.commands.separate", "separate mixtures into one file per talker"),
     "eval": ("fastsep.commands.evaluate", "score one or more bundles (every method and mode) on a test set"),
     "bench": ("fastsep.commands.bench", "latency and real-time factor of each pipeline stage"),
+    "average": ("fastsep.commands.average", "average the weights of several checkpoints of one training run"),
     "demo": ("fastsep.commands.demo", "separate a bundled two-talker example and report SI-SDRi"),
     "train": {
         "separator": ("fastsep.train.separator", "train a separation backbone (Conv-TasNet, DPRNN, MulCat, SepFormer)"),
