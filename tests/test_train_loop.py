@@ -209,6 +209,24 @@ def test_sigterm_checkpoints_and_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
 
 
+def test_sigterm_to_the_whole_job_with_loader_workers_still_checkpoints(tmp_path):
+    """A scheduler signals every process of a job: the DataLoader workers must survive it so the loop checkpoints."""
+    import multiprocessing
+    import signal as sig
+
+    def kill_job(info):
+        if info.step == 3:
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, sig.SIGTERM)
+            os.kill(os.getpid(), sig.SIGTERM)
+
+    _, out, c = _run(tmp_path, "job", epochs=3, checkpoint_every=0, num_workers=1, on_step=kill_job)
+    assert out["step"] == 4  # as with SIGTERM to the main process alone: the step under way, then a checkpoint
+    assert [r["reason"] for r in read_log(c) if r["event"] == "stop"] == ["signal"]
+    with open(os.path.join(c.out_dir, "last", "state.json")) as fh:
+        assert json.load(fh)["trainer"]["step"] == 4
+
+
 def test_resume_refuses_other_settings(tmp_path):
     _run(tmp_path, "r", epochs=1)
     with pytest.raises(ValueError, match="lr"):

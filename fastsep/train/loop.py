@@ -292,6 +292,14 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM and SIGINT to the main process. A scheduler or a terminal signals every process
+    of the job at once; a worker that died of it would make the main process fail with "DataLoader worker is killed"
+    instead of checkpointing at the step boundary (the main process stops its workers itself)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))
@@ -350,7 +358,7 @@ class _Trainer:
         gen.manual_seed(generator_seed)
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=self.collate_fn,
                           num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          generator=gen, drop_last=False)
+                          generator=gen, drop_last=False, worker_init_fn=_ignore_stop_signals)
 
     # ------------------------------------------------------------------------------------------------- one step
     def _train_step(self, batch: Any) -> Dict[str, Any]:
