@@ -13,6 +13,11 @@ backbone mode on every file, full mode on the first ``--full-files``. Reported p
 
     python benchmarks/bench_directory.py --json directory.json --plot directory.png      # 300 files, 60 in full
     python benchmarks/bench_directory.py --files 40 --full-files 8 --random               # quick
+    python benchmarks/bench_directory.py --sharded 2 --json directory.json                 # + torchrun, 2 processes
+
+``--sharded N`` adds, per mode, ``torchrun --nproc-per-node N fastsep separate`` on the same files (N processes, each
+with its share of the files and of the cores; process start and model loading included in its wall time, as a user
+pays them; CPU time from the children's rusage).
 
 The order of the variants alternates between modes (sequential first in backbone mode, overlapped first in full
 mode) and a few files are separated once before timing, so neither variant alone pays for cold caches. Also
@@ -90,6 +95,38 @@ def run_case(sep, paths: List[str], audio_s: float, out: str, mode: str, overlap
             "x_real_time": audio_s / wall, "cpu_busy": cpu / (wall * cores)}
 
 
+def run_sharded(model_dir: str, paths: List[str], audio_s: float, out: str, mode: str, batch_size: int,
+                nproc: int) -> Dict:
+    """``torchrun --nproc-per-node nproc -m fastsep separate`` over ``paths`` into ``out``: wall time, the children's
+    CPU time and the rates derived from them."""
+    import resource
+    import subprocess
+
+    from fastsep.threads import available_cores
+
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "fastsep", "separate", *paths, "-o", out, "--mode", mode, "--model", model_dir,
+           "--batch-size", str(batch_size), "--no-progress"]
+    env = dict(os.environ)
+    env.pop("FASTSEP_NUM_THREADS", None)  # each process takes its share of the cores (fastsep.threads)
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{mode}/torchrun x{nproc} failed ({done.returncode}): {done.stderr[-2000:]}")
+    written = [f for f in os.listdir(out) if f.endswith(".wav")]
+    if len(written) < len(paths):
+        raise RuntimeError(f"{mode}/torchrun x{nproc}: {len(written)} outputs for {len(paths)} files")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cores = available_cores()
+    return {"mode": mode, "variant": f"torchrun x{nproc}", "files": len(paths), "audio_seconds": audio_s,
+            "wall_s": wall, "cpu_s": cpu, "cores": cores, "processes": nproc,
+            "files_per_hour": 3600.0 * len(paths) / wall, "x_real_time": audio_s / wall,
+            "cpu_busy": cpu / (wall * cores)}
+
+
 def measure(args: argparse.Namespace) -> Dict:
     import torch
 
@@ -118,6 +155,10 @@ def measure(args: argparse.Namespace) -> Dict:
         for p in paths:
             frames, rate = info(p)[:2]
             audio[p] = frames / rate
+        model_dir = args.model
+        if args.sharded and (args.random or model_dir is None):
+            model_dir = os.path.join(work, "model")  # the same weights for the torchrun processes
+            sep.save_pretrained(model_dir)
         # warm-up: a few files, untimed, so that neither variant pays for first calls and cold caches alone
         sep.separate_files(paths[:2], os.path.join(work, "warm"), mode="backbone", overwrite=True, progress=False)
         cases = []
@@ -141,6 +182,16 @@ def measure(args: argparse.Namespace) -> Dict:
             seq, ovl = (r for r in sorted(cases[-2:], key=lambda r: r["variant"] != "sequential"))
             print(f"{mode}: overlapped / sequential throughput {ovl['files_per_hour'] / seq['files_per_hour']:.2f}x, "
                   f"identical outputs: {same}")
+            if args.sharded:
+                out = os.path.join(work, f"out-{mode}-sharded")
+                row = run_sharded(model_dir, subset, total, out, mode, args.batch_size, args.sharded)
+                # other thread counts round differently: the same talkers, not the same bytes
+                row["identical_outputs"] = _outputs(out) == outs[False]
+                cases.append(row)
+                print(f"{mode:<9}{row['variant']:<11}{row['files']:>5} files {row['wall_s']:8.1f} s "
+                      f"{row['files_per_hour']:10.0f} files/h {row['x_real_time']:8.1f}x real time "
+                      f"CPU busy {100 * row['cpu_busy']:5.1f} %; {row['files_per_hour'] / seq['files_per_hour']:.2f}x "
+                      f"the single process", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"model": "random" if args.random else (args.model or "default"), "threads": threads,
@@ -158,6 +209,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default=None, help="bundle folder (default: the bundled default)")
     p.add_argument("--random", action="store_true", help="a small random separator instead of a bundle")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: fastsep.threads' choice)")
+    p.add_argument("--sharded", type=int, default=0,
+                   help="also run torchrun with this many processes per mode (0: not)")
     p.add_argument("--workdir", default=None, help="where the temporary directory goes (default: the system's)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--plot", default=None, help="write a PNG bar chart of files/hour and CPU busy here")
@@ -195,6 +248,15 @@ def test_directory_smoke(tmp_path):
     for case in data["cases"]:
         assert case["identical_outputs"] and case["files_per_hour"] > 0 and case["cpu_busy"] > 0
     assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_directory_sharded_smoke(tmp_path):
+    pytest = __import__("pytest")
+    pytest.importorskip("torch.distributed.run")
+    data = run(parse(["--files", "4", "--full-files", "0", "--lengths", "0.3", "--random", "--sharded", "2",
+                      "--json", str(tmp_path / "d.json")]))
+    sharded = [c for c in data["cases"] if c["variant"] == "torchrun x2"]
+    assert len(sharded) == 1 and sharded[0]["files"] == 4 and sharded[0]["cpu_s"] > 0
 
 
 if __name__ == "__main__":
