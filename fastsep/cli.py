@@ -15,6 +15,7 @@ Route = Tuple[str, str]
 COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "separate": ("fastsep.commands.separate", "separate mixtures into one file per talker"),
     "eval": ("fastsep.commands.evaluate", "score one or more bundles (every method and mode) on a test set"),
+    "compare": ("fastsep.commands.compare", "paired per-mixture difference between two `fastsep eval --csv` files"),
     "bench": ("fastsep.commands.bench", "latency and real-time factor of each pipeline stage"),
     "average": ("fastsep.commands.average", "average the weights of several checkpoints of one training run"),
     "demo": ("fastsep.commands.demo", "separate a bundled two-talker example and report SI-SDRi"),
