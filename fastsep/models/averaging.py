@@ -8,6 +8,7 @@ independently trained models do not line up.
 """
 from __future__ import annotations
 
+import copy
 import os
 from typing import List, Sequence, Union
 
@@ -46,8 +47,6 @@ def average_models(models: Sequence[nn.Module]) -> nn.Module:
             averaged[key] = (torch.stack([v.double() for v in values]).mean(0)).to(values[0].dtype)
         else:
             averaged[key] = values[-1].clone()
-    import copy
-
     result = copy.deepcopy(first)
     result.load_state_dict(averaged, strict=True)
     return result.eval()
