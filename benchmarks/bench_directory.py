@@ -72,6 +72,12 @@ def _outputs(folder: str) -> Dict[str, bytes]:
     return out
 
 
+def _row_line(row: Dict) -> str:
+    return (f"{row['mode']:<9}{row['variant']:<11}{row['files']:>5} files {row['wall_s']:8.1f} s "
+            f"{row['files_per_hour']:10.0f} files/h {row['x_real_time']:8.1f}x real time "
+            f"CPU busy {100 * row['cpu_busy']:5.1f} %")
+
+
 def run_case(sep, paths: List[str], audio_s: float, out: str, mode: str, overlap: bool, batch_size: int) -> Dict:
     """Separate ``paths`` into ``out`` once; wall time, CPU time and the rates derived from them."""
     from fastsep.threads import available_cores
@@ -173,9 +179,7 @@ def measure(args: argparse.Namespace) -> Dict:
                 row = run_case(sep, subset, total, out, mode, overlap, args.batch_size)
                 outs[overlap] = _outputs(out)
                 cases.append(row)
-                print(f"{mode:<9}{row['variant']:<11}{row['files']:>5} files {row['wall_s']:8.1f} s "
-                      f"{row['files_per_hour']:10.0f} files/h {row['x_real_time']:8.1f}x real time "
-                      f"CPU busy {100 * row['cpu_busy']:5.1f} %", flush=True)
+                print(_row_line(row), flush=True)
             same = outs[True] == outs[False]
             for row in cases[-2:]:
                 row["identical_outputs"] = same
@@ -188,10 +192,8 @@ def measure(args: argparse.Namespace) -> Dict:
                 # other thread counts round differently: the same talkers, not the same bytes
                 row["identical_outputs"] = _outputs(out) == outs[False]
                 cases.append(row)
-                print(f"{mode:<9}{row['variant']:<11}{row['files']:>5} files {row['wall_s']:8.1f} s "
-                      f"{row['files_per_hour']:10.0f} files/h {row['x_real_time']:8.1f}x real time "
-                      f"CPU busy {100 * row['cpu_busy']:5.1f} %; {row['files_per_hour'] / seq['files_per_hour']:.2f}x "
-                      f"the single process", flush=True)
+                print(f"{_row_line(row)}; {row['files_per_hour'] / seq['files_per_hour']:.2f}x the single process",
+                      flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"model": "random" if args.random else (args.model or "default"), "threads": threads,

@@ -507,8 +507,7 @@ class _Trainer:
             if cfg.reset_monitor:
                 forgotten = self.scheduler.best
                 self.scheduler.forget_best()
-                self.state["best"] = None
-                self.state["scheduler"] = self.scheduler.state_dict()
+                self.state["best"] = None  # the scheduler's own record goes into the next checkpoint (_save)
                 self.log.write("monitor_reset", step=self.state["step"], forgotten_best=forgotten)
             if self.info.rank:  # ranks other than 0 must not replay rank 0's random streams
                 _seed_everything(cfg.seed + 1000003 * self.info.rank + self.state["step"])
