@@ -320,6 +320,13 @@ def test_prior_training_loss_falls_with_ema_and_export(tmp_path):
     torch.testing.assert_close(prior.epsilon(x, t), final.ema(x, t))
     # the run's best/ (the training wrapper) loads as its EMA network too
     assert isinstance(load_prior(str(tmp_path / "run" / "best")), NetworkPrior)
+    # a run still training has only last/: the run folder resolves to it
+    import shutil
+    shutil.rmtree(tmp_path / "run" / "prior")
+    shutil.rmtree(tmp_path / "run" / "best")
+    assert os.path.isdir(tmp_path / "run" / "last")
+    from_last = load_prior(str(tmp_path / "run"))
+    torch.testing.assert_close(from_last.epsilon(x, t), load_prior(str(tmp_path / "run" / "last")).epsilon(x, t))
 
 
 def test_prior_task_levels_and_builders():
@@ -401,5 +408,5 @@ def test_bad_input_errors(tmp_path):
     save_model(ConvTasNet.small(2), str(tmp_path / "tasnet"))
     with pytest.raises(ValueError, match="not a source prior"):
         load_prior(str(tmp_path / "tasnet"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="prior/, best/ or last/"):
         load_prior(str(tmp_path / "nothing"))

@@ -75,7 +75,7 @@ def as_prior(obj: Any) -> SourcePrior:
 def load_prior(path: Union[str, "os.PathLike[str]"], map_location: str = "cpu") -> SourcePrior:
     """Load a trained prior: a folder holding ``model.json`` + ``model.safetensors`` of a TFAttentionUNet or an
     unconditional DiffWave (what ``fastsep train prior`` writes to ``<run>/prior``), the training wrapper saved in a
-    run's ``best/`` or ``last/`` (its EMA weights are used), or a run folder (``<run>/prior``, else ``<run>/best``).
+    run's ``best/`` or ``last/`` (its EMA weights are used), or a run folder (``<run>/prior``, else ``<run>/best``, else ``<run>/last``).
     Weights are checked against their recorded SHA-256 and loaded strictly; the network is put in eval mode."""
     from safetensors.torch import load_file
 
@@ -84,10 +84,14 @@ def load_prior(path: Union[str, "os.PathLike[str]"], map_location: str = "cpu") 
 
     path = os.fspath(path)
     if not os.path.isfile(os.path.join(path, "model.json")):
-        for sub in ("prior", "best"):
+        # A run still training has only last/ (best/ comes with the first validation, prior/ at the end).
+        for sub in ("prior", "best", "last"):
             if os.path.isfile(os.path.join(path, sub, "model.json")):
                 path = os.path.join(path, sub)
                 break
+        else:
+            raise FileNotFoundError(f"no prior at {path}: expected model.json there, or a training run's prior/, "
+                                    f"best/ or last/ folder")
     info = read_model_info(path)
     weights = os.path.join(path, info.get("weights", "model.safetensors"))
     if not os.path.isfile(weights):
