@@ -79,6 +79,8 @@ def test_eval_writes_table_json_and_csv(bundle, speech_set, tmp_path, capsys):
             assert res[f"{col}_ci95"] == pytest.approx([low, high], abs=1e-3)
             assert res[f"{col}_n"] == N_MIX
         assert 1.0 <= res["pesq_nb"] <= 4.6 and 0.0 <= res["estoi"] <= 1.0
+        assert res["rtf"] > 0  # the row's separation time per second of audio
+    assert "separation time per second of audio" in text
     # the paired difference is the mean and t interval of the per-mixture differences
     for pair, (a, b) in (("full-backbone", ("full", "backbone")), ("xcorr-backbone", ("xcorr", "backbone"))):
         for col in data["metrics"]:
@@ -145,6 +147,12 @@ def test_paired_difference_and_table_from_known_scores():
     table = format_table(summary, paired)
     assert f"+{mean:.2f} ± {(high - low) / 2:.2f}*" in table
     assert "5 mixtures" in table
+    # no timing recorded: no real-time factor claimed
+    assert summary["full"]["rtf"] is None and "time per second" not in table
+    timed = Evaluation(["backbone"], ["si_sdri"], ids=["m0", "m1"], scores={"backbone": {"si_sdri": [1.0, 2.0]}},
+                       seconds={"backbone": 2.0}, audio_seconds=8.0)
+    assert timed.summary()["backbone"]["rtf"] == pytest.approx(0.25)
+    assert "B (backbone alone) 0.25" in format_table(timed.summary())
 
 
 def test_single_mixture_has_no_interval():

@@ -117,6 +117,10 @@ class Evaluation:
     level: float = CI_LEVEL
     rows_info: Dict[str, Dict[str, str]] = field(default_factory=dict)
     pairs: Optional[List[Tuple[str, str]]] = None
+    #: wall-clock seconds each row spent separating (scoring excluded), and the seconds of audio it separated: their
+    #: ratio is the row's real-time factor on this machine, under whatever else it was running
+    seconds: Dict[str, float] = field(default_factory=dict)
+    audio_seconds: float = 0.0
 
     @property
     def n(self) -> int:
@@ -152,6 +156,8 @@ class Evaluation:
                 row[f"{col}_ci95"] = None if low is None else [low, high]
                 row[f"{col}_n"] = 0 if values is None else int(sum(1 for v in values if not math.isnan(v)))
             row["n"] = self.n
+            row["rtf"] = self.seconds[mode] / self.audio_seconds if self.audio_seconds and mode in self.seconds \
+                else None
             if mode in self.rows_info:
                 row.update(self.info(mode))
             out[mode] = row
@@ -287,7 +293,9 @@ def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] 
                 raise ValueError(f"item {item.get('id', i)} has {ref.shape[0]} sources; the model separates "
                                  f"{separator.n_src}")
             for mode in modes:
+                start = time.perf_counter()
                 est = separator.separate(mix, mode=mode, seed=seed + i, sample_rate=rate).cpu()
+                run.seconds[key(name, mode)] = run.seconds.get(key(name, mode), 0.0) + time.perf_counter() - start
                 scores = separation_scores(est, ref, mix, rate, columns)
                 for col, per_source in scores.items():
                     if per_source is None:
@@ -295,6 +303,7 @@ def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] 
                     finite = per_source[~torch.isnan(per_source)]
                     # A source P.862 or ESTOI cannot score is left out of its mixture's mean, not counted as zero.
                     run.scores[key(name, mode)][col].append(float(finite.mean()) if finite.numel() else math.nan)
+        run.audio_seconds += mix.shape[-1] / rate
         bar.update()
     bar.close()
     return run
@@ -395,6 +404,9 @@ def format_table(results: Dict[str, dict], paired: Optional[Dict[str, dict]] = N
         lines.append("(per-mixture difference, mean ± 95% t interval; * the interval excludes 0)")
     for col, reason in (unavailable or {}).items():
         lines.append(f"{COLUMN_LABELS[col]} absent: {reason}")
+    rtf = [f"{labels[m]} {r['rtf']:.3g}" for m, r in results.items() if r.get("rtf") is not None]
+    if rtf:
+        lines.append("separation time per second of audio (this machine, as loaded while scoring): " + ", ".join(rtf))
     return "\n".join(lines)
 
 
