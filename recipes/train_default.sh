@@ -48,38 +48,8 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
 # (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
 B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
-PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k
-          festvox-itapc16k asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
-          asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
-          asterisk-prompt-fr-armelle asterisk-moh-opsound-wav fillets-ng-data-cs fillets-ng-data-nl
-          flight-of-the-amazon-queen libsox-fmt-mp3)
-fs() { python -m fastsep "$@"; }
-model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
-# Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
-# restore it into an empty work folder, and write it back atomically after training.
-restore_state() {
-  if [[ ! -d "$WORK/$1/last" && -d "$STATE/$1/last" ]]; then mkdir -p "$WORK/$1" && cp -r "$STATE/$1/." "$WORK/$1/"; fi
-}
-keep_state() {
-  rm -rf "$STATE/$1.tmp" && mkdir -p "$STATE/$1.tmp"
-  cp -r "$WORK/$1/last" "$WORK/$1/log.jsonl" "$STATE/$1.tmp/"
-  [[ -d "$WORK/$1/best" ]] && cp -r "$WORK/$1/best" "$STATE/$1.tmp/"
-  rm -rf "$STATE/$1" && mv "$STATE/$1.tmp" "$STATE/$1"
-}
-
-echo "== 0/5 system packages (voices, recordings, background music)"
-missing=(); for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if (( ${#missing[@]} )); then
-  if [[ "$(id -u)" == 0 ]]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else echo "install first: apt-get install -y ${missing[*]}" >&2; exit 1; fi
-fi
-
-echo "== 1/5 corpora -> $WORK/{synth,recorded,festival,game,adventure}"
-fs corpus synth "$WORK/synth" --talkers 300 --hours 4 --sample-rates 8000 --quiet
-fs corpus voices recorded "$WORK/recorded" --quiet
-fs corpus voices festival "$WORK/festival" --quiet
-fs corpus voices game "$WORK/game" --quiet
-fs corpus voices adventure "$WORK/adventure" --quiet
+source "$ROOT/recipes/common.sh"
+build_corpora
 
 echo "== 2/5 backbone B (to $B_STEPS steps in all)"
 restore_state backbone
