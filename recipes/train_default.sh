@@ -43,7 +43,7 @@ WORK="${WORK:-$ROOT/runs/default}"
 DEVICE="${DEVICE:-auto}"
 DEST="${DEST:-$ROOT/fastsep/assets/default}"
 STATE="$ROOT/recipes/state"
-B_STEPS="${B_STEPS:-17000}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
+B_STEPS="${B_STEPS:-19799}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
 # (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
@@ -92,7 +92,7 @@ echo "== 5/5 evaluate on unseen voices and sources, install into $DEST"
 for src in recorded festival synth; do
   extra=(); [[ "$src" == recorded ]] && extra=(--vocoder-quality)
   FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$src" --model "$WORK/bundle" --segment 4 --max-items "$EVAL_ITEMS" \
-     --metrics si_sdr "${extra[@]}" --json "$WORK/bundle/eval_$src.json" --no-progress
+     --metrics all "${extra[@]}" --json "$WORK/bundle/eval_$src.json" --no-progress
 done
 rm -f "$WORK/bundle/eval.json"
 rm -rf "$DEST.tmp" && cp -r "$WORK/bundle" "$DEST.tmp" && rm -rf "$DEST" && mv "$DEST.tmp" "$DEST"

@@ -120,7 +120,11 @@ def test_eval_command_on_wsj0mix_layout(bundle, tmp_path, capsys):
     again = tmp_path / "again.json"
     assert run_cli("eval", "--data", root, "--model", bundle, "--json", again) == 0
     captured = capsys.readouterr()
-    assert json.loads(again.read_text())["results"] == data["results"]
+    def scores(results):  # each row's scores; its separation time (rtf) is a measurement that varies run to run
+        return {mode: {k: v for k, v in row.items() if k != "rtf"} for mode, row in results.items()}
+
+    assert scores(json.loads(again.read_text())["results"]) == scores(data["results"])
+    assert all(r["rtf"] > 0 for r in data["results"].values())
     assert "eval: 2/2 mixtures" in captured.err
 
 
