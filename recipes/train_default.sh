@@ -24,15 +24,17 @@
 # recipes/state/{backbone,vocoder} so that training continues where the last machine stopped; the recipe copies them
 # into the work folder when the work folder has none, and back after training.
 #
-# What the current default took (2 CPU cores, shared between two or three jobs at a time): B 17000 steps (steps
-# 0-6000 on synth + recorded, 6000-8500 with the game's voices added, 8500-17000 with the adventure cast added too;
-# ~0.5 s per step alone, 0.9-1.3 s with two trainings side by side; the run resumed at 13800 with --reset-monitor,
-# because the plateau schedule compared every epoch with a best score measured at 8500 on a validation split without
-# the adventure cast and had halved the lr twice for it), GM 3700 steps from scratch (~2.2 s per step with one
-# thread), F 150 steps from scratch on the first B and GM (~25 min with 2 threads), then fine-tuned 60 steps on each
-# new B and GM (~9 min), evaluation ~20 min per test set. B and GM of this default trained side by side for ~70 min
-# (B 13800 -> 17000, GM 1900 -> 3700). The average of B's checkpoints 14000-17000 (`fastsep average`) scored below
-# the last one on the real talkers' valid splits (adventure 3.62 vs 3.66, game 5.91 vs 5.94 dB), so B is the last.
+# What the current default took (2 CPU cores, shared between two to four jobs at a time): B 19799 steps (steps
+# 0-6000 on synth + recorded, 6000-8500 with the game's voices added, 8500-19799 with the adventure cast added too;
+# ~0.5 s per step alone, 0.9-1.3 s with two trainings side by side, ~2.2 s beside three; the run resumed at 13800 with
+# --reset-monitor, because the plateau schedule compared every epoch with a best score measured at 8500 on a
+# validation split without the adventure cast and had halved the lr twice for it; 17000 -> 19799 ran ~90 min beside
+# the DiffSep and prior trainings), GM 3700 steps from scratch (~2.2 s per step with one thread), F 150 steps from
+# scratch on the first B and GM (~25 min with 2 threads), then fine-tuned 60 steps on each new B and GM (~9 min
+# alone, ~14 min shared), evaluation ~20 min per test set. The average of B's checkpoints 14000-17000
+# (`fastsep average`) scored below the last one on the real talkers' valid splits (adventure 3.62 vs 3.66, game 5.91
+# vs 5.94 dB), so B is the last checkpoint; 19799 scores above 17000 there (adventure +0.24 +- 0.13 dB paired, game
+# +0.10 +- 0.20 dB).
 #
 # Environment overrides: WORK (scratch folder), DEVICE (auto|cpu|cuda), B_STEPS, F_STEPS, GM_STEPS (0 reuses the
 # vocoder of the installed default bundle), EVAL_ITEMS.
