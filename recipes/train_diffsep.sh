@@ -7,8 +7,8 @@
 #   DS_STEPS=20000 EVAL_ITEMS=100 bash recipes/train_diffsep.sh
 #
 # What the current state took: 876 steps (batch 4 x 2 s), ~35 min of one core shared with two other trainings
-# (~2.5 s per step). Its bundle scores -19 dB SI-SDRi on the unseen sets (README): far too few steps; the paper
-# trains on GPUs for days.
+# (~2.5 s per step). Its bundle scores -19 dB SI-SDRi on the unseen sets (README): far too few steps, a tiny
+# fraction of the paper's training.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${WORK:-$ROOT/runs/default}"; STATE="$ROOT/recipes/state"; DEVICE="${DEVICE:-auto}"
