@@ -1,5 +1,11 @@
-# Shared by the recipes (sourced, not run): the Debian packages the corpora come from, the training-state helpers,
-# and the corpora themselves (steps 0-1 of every recipe). Expects ROOT, WORK and STATE to be set.
+# Shared by the recipes (sourced, not run): the work folders and the environment every recipe uses, the Debian
+# packages the corpora come from, the corpora themselves (steps 0-1 of every recipe), the training-state helpers and
+# the scoring of another method's bundle beside the default's backbone.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="${WORK:-$ROOT/runs/default}"
+DEVICE="${DEVICE:-auto}"
+STATE="$ROOT/recipes/state"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-italp16k
           festvox-itapc16k asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
           asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
@@ -33,4 +39,15 @@ build_corpora() {
   fs corpus voices festival "$WORK/festival" --quiet
   fs corpus voices game "$WORK/game" --quiet
   fs corpus voices adventure "$WORK/adventure" --quiet
+}
+
+# score_beside_default BUNDLE MODE: BUNDLE's MODE and the installed default's backbone on the first $EVAL_ITEMS
+# mixtures of each unseen test set, one table and paired differences per set (BUNDLE/eval_<set>.json)
+score_beside_default() {
+  local src
+  for src in recorded festival; do
+    FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$src" --model "$ROOT/fastsep/assets/default" "$1" \
+       --modes "backbone,$2" --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --json "$1/eval_$src.json" \
+       --no-progress
+  done
 }

@@ -40,17 +40,12 @@
 # vocoder of the installed default bundle), EVAL_ITEMS.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WORK="${WORK:-$ROOT/runs/default}"
-DEVICE="${DEVICE:-auto}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 DEST="${DEST:-$ROOT/fastsep/assets/default}"
-STATE="$ROOT/recipes/state"
 B_STEPS="${B_STEPS:-19799}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
 # (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
 B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
-source "$ROOT/recipes/common.sh"
 build_corpora
 
 echo "== 2/5 backbone B (to $B_STEPS steps in all)"

@@ -10,11 +10,8 @@
 # (~2.5 s per step). Its bundle scores -19 dB SI-SDRi on the unseen sets (README): far too few steps, a tiny
 # fraction of the paper's training.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WORK="${WORK:-$ROOT/runs/default}"; STATE="$ROOT/recipes/state"; DEVICE="${DEVICE:-auto}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DS_STEPS="${DS_STEPS:-876}"; EVAL_ITEMS="${EVAL_ITEMS:-20}"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-source "$ROOT/recipes/common.sh"
 build_corpora
 
 echo "== 2 DiffSep score network (to $DS_STEPS steps in all)"
@@ -26,8 +23,4 @@ keep_state diffsep
 
 echo "== 3 bundle and evaluate beside the default's backbone"
 fs bundle diffsep "$WORK/diffsep" -o "$WORK/diffsep_bundle"
-for src in recorded festival; do
-  FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$src" --model "$ROOT/fastsep/assets/default" "$WORK/diffsep_bundle" \
-     --modes backbone,diffsep --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr \
-     --json "$WORK/diffsep_bundle/eval_$src.json" --no-progress
-done
+score_beside_default "$WORK/diffsep_bundle" diffsep

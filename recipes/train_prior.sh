@@ -11,11 +11,8 @@
 # step). Separating one 4 s mixture takes 200 guided steps, each a forward and backward pass per source (~10 min per
 # mixture on a shared core), so the evaluation is on a few mixtures only (README).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WORK="${WORK:-$ROOT/runs/default}"; STATE="$ROOT/recipes/state"; DEVICE="${DEVICE:-auto}"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PRIOR_STEPS="${PRIOR_STEPS:-893}"; EVAL_ITEMS="${EVAL_ITEMS:-3}"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-source "$ROOT/recipes/common.sh"
 build_corpora
 
 echo "== 2 speech prior (to $PRIOR_STEPS steps in all)"
@@ -27,8 +24,4 @@ keep_state prior
 
 echo "== 3 bundle (two talkers of the one prior, the paper's hybrid step) and evaluate beside the default's backbone"
 fs bundle priors "$WORK/prior" -o "$WORK/prior_bundle"
-for src in recorded festival; do
-  FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$src" --model "$ROOT/fastsep/assets/default" "$WORK/prior_bundle" \
-     --modes backbone,prior --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr \
-     --json "$WORK/prior_bundle/eval_$src.json" --no-progress
-done
+score_beside_default "$WORK/prior_bundle" prior

@@ -3,6 +3,7 @@ sources, the per-source normalised step, the TF-attention U-Net, the DiffWave ad
 EMA, export, resume, CLI), determinism under a seed, the separation method and bad input."""
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -321,7 +322,6 @@ def test_prior_training_loss_falls_with_ema_and_export(tmp_path):
     # the run's best/ (the training wrapper) loads as its EMA network too
     assert isinstance(load_prior(str(tmp_path / "run" / "best")), NetworkPrior)
     # a run still training has only last/: the run folder resolves to it
-    import shutil
     shutil.rmtree(tmp_path / "run" / "prior")
     shutil.rmtree(tmp_path / "run" / "best")
     assert os.path.isdir(tmp_path / "run" / "last")

@@ -293,16 +293,17 @@ def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] 
                 raise ValueError(f"item {item.get('id', i)} has {ref.shape[0]} sources; the model separates "
                                  f"{separator.n_src}")
             for mode in modes:
+                row = key(name, mode)
                 start = time.perf_counter()
                 est = separator.separate(mix, mode=mode, seed=seed + i, sample_rate=rate).cpu()
-                run.seconds[key(name, mode)] = run.seconds.get(key(name, mode), 0.0) + time.perf_counter() - start
+                run.seconds[row] = run.seconds.get(row, 0.0) + time.perf_counter() - start
                 scores = separation_scores(est, ref, mix, rate, columns)
                 for col, per_source in scores.items():
                     if per_source is None:
                         continue
                     finite = per_source[~torch.isnan(per_source)]
                     # A source P.862 or ESTOI cannot score is left out of its mixture's mean, not counted as zero.
-                    run.scores[key(name, mode)][col].append(float(finite.mean()) if finite.numel() else math.nan)
+                    run.scores[row][col].append(float(finite.mean()) if finite.numel() else math.nan)
         run.audio_seconds += mix.shape[-1] / rate
         bar.update()
     bar.close()
