@@ -1,6 +1,8 @@
 """Input builders shared by the op tests and benchmarks."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 CPU = torch.device("cpu")
@@ -36,3 +38,17 @@ def diffwave_inputs(batch, channels, length, layers, conditioned=True, device=CP
     w_out = torch.randn(layers, 2 * channels, channels, **g) * channels ** -0.5
     b_out = torch.randn(layers, 2 * channels, **g) * 0.1
     return x, dstep, cond, w_dil, b_dil, w_out, b_out
+
+
+@contextlib.contextmanager
+def float32_convolutions():
+    """CUDA convolutions and matrix products in true float32 (TF32 off) inside the block.
+
+    cuDNN computes float32 convolutions in TF32 by default (10-bit mantissa, ~1e-3 relative error), so a reference
+    built on F.conv1d would be less exact than the fused float32 kernel it checks."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fastsep import _ext, ops, reference
 from conftest import require_compiled_kernels
-from op_cases import devices, diffwave_inputs, spectra, weights
+from op_cases import devices, diffwave_inputs, float32_convolutions, spectra, weights
 
 DEVICES = [pytest.param(d, marks=pytest.mark.cuda if d.type == "cuda" else ()) for d in devices()]
 FAST = settings(max_examples=25, deadline=None)
@@ -174,7 +174,7 @@ def test_diffwave_stack_matches_reference(device, batch, channels, length, layer
     g = torch.Generator(device=device).manual_seed(seed)
     args = diffwave_inputs(batch, channels, length, layers, conditioned, device=device, generator=g)
     dilations = [2 ** (i % 4) for i in range(layers)]
-    with torch.no_grad():
+    with torch.no_grad(), float32_convolutions():
         got = ops.diffwave_stack(*args, dilations)
         want = reference.diffwave_stack(*args, dilations)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -190,7 +190,7 @@ def test_diffwave_stack_block_edges(device, channels, length, conditioned):
     dilations = [1, 2, 512, 64, 7]
     g = torch.Generator(device=device).manual_seed(channels * 1000 + length)
     args = diffwave_inputs(2, channels, length, len(dilations), conditioned, device=device, generator=g)
-    with torch.no_grad():
+    with torch.no_grad(), float32_convolutions():
         got = ops.diffwave_stack(*args, dilations)
         want = reference.diffwave_stack(*args, dilations)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

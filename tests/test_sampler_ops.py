@@ -94,7 +94,9 @@ def test_guided_update_moves_each_source_by_the_radius(device):
     out = ops.guided_update(x0, x, grad, None, 0.3, 0.9, 0.5, 0.7, True)
     moved = (out - ancestral).norm(dim=-1)
     torch.testing.assert_close(moved[:, :2], torch.full((2, 2), 0.7, device=device), rtol=1e-4, atol=1e-5)
-    assert torch.all(moved[:, 2] == 0)
+    # The zero-gradient row is the ancestral sample itself, up to float32 rounding: CUDA contracts the kernel's
+    # multiply-adds into FMAs, which round once where the reference above rounds twice (~2e-6 over 5000 samples).
+    torch.testing.assert_close(out[:, 2], ancestral[:, 2], rtol=1e-6, atol=1e-6)
     dps = ops.guided_update(x0, x, grad, None, 0.3, 0.9, 0.5, 0.7, False)
     torch.testing.assert_close(dps, ancestral - 0.7 * grad, rtol=1e-5, atol=1e-2)
 
