@@ -57,7 +57,22 @@ def _extensions():
         )
     else:
         ext = CppExtension("fastsep._C", sources, include_dirs=include, extra_compile_args=cxx, extra_link_args=link)
-    return [ext], {"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)}
+    class CheckedBuild(BuildExtension):
+        def build_extension(self, extension):
+            super().build_extension(extension)
+            # fastsep/native_check.py, loaded by path: the package itself cannot be imported before it is built.
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("_fastsep_native_check",
+                                                          os.path.join(ROOT, "fastsep", "native_check.py"))
+            check = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(check)
+            compiler = " ".join(getattr(self.compiler, "linker_so", None) or [])[:80]
+            problem = check.static_cxx_runtime_problem(self.get_ext_fullpath(extension.name), compiler)
+            if problem:
+                raise SystemExit(problem)
+
+    return [ext], {"build_ext": CheckedBuild.with_options(no_python_abi_suffix=True)}
 
 
 ext_modules, cmdclass = _extensions()

@@ -91,3 +91,23 @@ def test_cuda_registration_checker_catches_a_library_without_cuda_kernels(monkey
         assert f"fastsep::{op} has no CUDA kernel" in err
     assert "diffwave_stack_bf16 has no CUDA kernel" not in err  # declared CPU-only
     assert "built_with_cuda() is False" in err
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("readelf") is None, reason="needs g++ and readelf")
+@pytest.mark.parametrize("static_runtime", [False, True])
+def test_a_library_with_a_private_cxx_runtime_is_refused(tmp_path, static_runtime):
+    # What setup.py runs after the build: a library that embeds libstdc++ (a toolchain linking it statically) would
+    # segfault on its first error message that formats a number, so the build must refuse it with the fix named.
+    from fastsep.native_check import static_cxx_runtime_problem
+
+    src = tmp_path / "lib.cpp"
+    src.write_text('#include <sstream>\nextern "C" int fmt(long n) { std::ostringstream s; s << n; '
+                   'return (int)s.str().size(); }\n')
+    lib = tmp_path / "lib.so"
+    flags = ["-static-libstdc++"] if static_runtime else []
+    subprocess.run(["g++", "-shared", "-fPIC", *flags, str(src), "-o", str(lib)], check=True, capture_output=True)
+    problem = static_cxx_runtime_problem(str(lib), "g++")
+    if static_runtime:
+        assert problem is not None and "CXX=g++" in problem and str(lib) in problem
+    else:
+        assert problem is None
