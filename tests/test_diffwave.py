@@ -1,5 +1,6 @@
 """DiffWave: compatibility with lmnt-com/diffwave's layout, sampling, fused == unfused, checkpoints, bad input."""
 import os
+import pickle
 import sys
 import types
 from math import sqrt
@@ -660,8 +661,12 @@ def test_sampler_settings_are_per_model_and_not_copied():
     a.generate(torch.rand(1, 10, 3), seed=0, precision="float32")
     import copy
 
-    c = copy.deepcopy(a)  # the sampler (caches, CUDA graphs) never travels with a copy or a pickle
+    c = copy.deepcopy(a)  # the sampler (caches, CUDA graphs) never travels with a copy or a pickle; its settings do
     assert "_sampler" not in c.__dict__ and c.sampler() is not a.sampler() and c.sampler().model is c
+    assert (c.sampling_precision, c.cuda_stack) == ("bfloat16", "kernel")
+    assert c.sampler()._packed is None and a.sampler()._packed is not None
+    d = pickle.loads(pickle.dumps(a))
+    assert (d.sampling_precision, d.cuda_stack) == ("bfloat16", "kernel") and d.sampler() is not a.sampler()
     torch.testing.assert_close(c.generate(torch.ones(1, 10, 3), seed=1), a.generate(torch.ones(1, 10, 3), seed=1))
 
 
@@ -691,9 +696,51 @@ def test_failed_capture_is_abandoned_and_warned():
     assert torch.cuda.current_stream() == caller and not torch.cuda.is_current_stream_capturing()
     x = torch.ones(4, device="cuda")
     assert (x + 1).sum().item() == 8.0
+    assert torch.rand(2, device="cuda").shape == (2,)  # the CUDA generator left the failed capture too
     s = model.sampler()
     with pytest.warns(RuntimeWarning, match="graph capture failed"):
         assert s._capture(network, (2, 16), torch.zeros(2, 8, device="cuda"), torch.device("cuda")) is None
+
+
+def test_graph_replay_copies_inputs_and_close_frees_the_graph():
+    # The replay object on a stand-in graph (CPU tensors): inputs land in the static buffers before each replay,
+    # close() resets the graph once and drops every buffer, and a closed replay refuses to run.
+    class Graph:
+        def __init__(self):
+            self.replays, self.resets = 0, 0
+
+        def replay(self):
+            self.replays += 1
+            out.copy_(audio_buf * 2 + dstep_buf.sum())
+
+        def reset(self):
+            self.resets += 1
+
+    graph, audio_buf, dstep_buf, out = Graph(), torch.zeros(2, 4), torch.zeros(2, 3), torch.zeros(2, 4)
+    replay = sampling.GraphReplay(graph, audio_buf, dstep_buf, out)
+    got = replay(torch.ones(2, 4), torch.ones(2, 3))
+    assert graph.replays == 1 and torch.equal(got, torch.full((2, 4), 8.0))
+    sampling.release(replay)
+    sampling.release(replay)  # a second close is harmless
+    assert graph.resets == 1 and replay._out is None
+    with pytest.raises(RuntimeError, match="closed"):
+        replay(torch.ones(2, 4), torch.ones(2, 3))
+    sampling.release(lambda audio, n: audio)  # eager step functions hold nothing to free
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("stack", ["kernel", "auto"])
+def test_repeated_cuda_sampling_does_not_hold_graph_memory(stack):
+    # Each call captures its graphs and must free them when it returns: memory after the 2nd and the 6th call match.
+    model = tiny(residual_channels=8).cuda()
+    model.cuda_stack = stack
+    mel = torch.rand(2, 10, 20, device="cuda")
+    held = []
+    for _ in range(6):
+        model.generate(mel, fast=True, seed=0, cuda_graph=True)
+        torch.cuda.synchronize()
+        held.append(torch.cuda.memory_allocated())
+    assert held[5] <= held[1], held
 
 
 def test_vocoder_training_pools_several_sources(tmp_path):

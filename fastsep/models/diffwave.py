@@ -394,14 +394,17 @@ class DiffWave(FolderPersistence, nn.Module):
         if sampler is None:
             from ..sampling.diffwave import DiffWaveSampler
 
-            sampler = DiffWaveSampler(self)
+            sampler = DiffWaveSampler(self, **self.__dict__.pop("_sampler_settings", {}))
             self.__dict__["_sampler"] = sampler
         return sampler
 
     def __getstate__(self):
-        # A sampler holds CUDA graphs and caches tied to this process and these tensors: never copied or pickled.
+        # A sampler holds CUDA graphs and caches tied to this process and these tensors: never copied or pickled. Its
+        # settings are the user's choices, not caches: they travel, and the copy's new sampler starts from them.
         state = super().__getstate__()
-        state.pop("_sampler", None)
+        sampler = state.pop("_sampler", None)
+        if sampler is not None:
+            state["_sampler_settings"] = sampler.settings()
         return state
 
     @property

@@ -72,6 +72,10 @@ class DiffWaveSampler:
         self._stack_choice: Dict[Tuple[Any, ...], str] = {}
         self._capture_warned = False
 
+    def settings(self) -> Dict[str, Any]:
+        """The user's choices (the constructor's arguments), without the caches: what a copy of the model keeps."""
+        return {"precision": self.precision, "cuda_stack": self.cuda_stack, "cond_memory_limit": self.cond_memory_limit}
+
     # ---------------------------------------------------------------------------------------------------- entry
     @torch.no_grad()
     def generate(
@@ -116,7 +120,10 @@ class DiffWaveSampler:
                 denoise = self._fused_denoiser(part, stop - start, length, sched["steps"], cuda_graph, precision)
             else:
                 denoise = self._module_denoiser(part, sched["steps"])
-            outputs.append(reverse_process(denoise, noise, sched, progress))
+            try:
+                outputs.append(reverse_process(denoise, noise, sched, progress))
+            finally:
+                release(denoise)
         audio = torch.cat(outputs, dim=0)
         if frames is not None:
             valid = torch.arange(length, device=audio.device).unsqueeze(0) < (
@@ -195,7 +202,12 @@ class DiffWaveSampler:
             warnings.warn("DiffWave.generate: precision='bfloat16' applies to the CPU kernel; on CUDA the stack runs "
                           "in float32 (TF32 where torch allows it)", stacklevel=4)
         runner = self._cuda_runner(network_with, (batch, length), dsteps[0], cuda_graph)
-        return lambda audio, n: runner(audio, dsteps[n])
+
+        def denoise(audio: Tensor, n: int) -> Tensor:
+            return runner(audio, dsteps[n])
+
+        denoise.close = lambda: release(runner)  # generate frees the graph as soon as this chunk is sampled
+        return denoise
 
     # --------------------------------------------------------------------------------------------------- CUDA
     def stack_choice_key(self, device, audio_shape, dstep_shape, cuda_graph: bool) -> Tuple[Any, ...]:
@@ -226,6 +238,9 @@ class DiffWaveSampler:
         probe = torch.zeros(audio_shape, device=device, dtype=dstep_example.dtype)
         best = fastest(runners, lambda fn: cuda_seconds(fn, probe, dstep_example))
         self._stack_choice[key] = best
+        for name, runner in runners.items():
+            if name != best:
+                release(runner)
         return runners[best]
 
     def _capture(self, network, audio_shape, dstep_example: Tensor, device):
@@ -403,13 +418,38 @@ def capture_cuda_graph(network: Callable[[Tensor, Tensor], Tensor], audio_shape,
             raise GraphCaptureError(str(exc)) from exc
     caller.wait_stream(capture_stream)
 
-    def replay(audio: Tensor, dstep: Tensor) -> Tensor:
-        static_audio.copy_(audio)
-        static_dstep.copy_(dstep)
-        graph.replay()
-        return static_out
+    return GraphReplay(graph, static_audio, static_dstep, static_out)
 
-    return replay
+
+class GraphReplay:
+    """``replay(audio, dstep)`` of a captured step network, and ``close()``, which frees the graph and its private
+    memory pool at once. Without it each sampling call's graph waited for Python's garbage collector, which GPU
+    memory does not prompt: a benchmark of repeated calls on an H100 held 58 GiB in graph pools and then failed
+    to capture for lack of memory."""
+
+    def __init__(self, graph, static_audio: Tensor, static_dstep: Tensor, static_out: Tensor):
+        self._graph, self._audio, self._dstep, self._out = graph, static_audio, static_dstep, static_out
+
+    def __call__(self, audio: Tensor, dstep: Tensor) -> Tensor:
+        if self._graph is None:
+            raise RuntimeError("DiffWave sampler: this captured graph was closed")
+        self._audio.copy_(audio)
+        self._dstep.copy_(dstep)
+        self._graph.replay()
+        return self._out
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.reset()
+        self._graph = self._audio = self._dstep = self._out = None
+
+
+def release(runner) -> None:
+    """Close ``runner`` when it holds a captured graph (a :class:`GraphReplay`, or a step function carrying one as
+    its ``close``); eager runners hold nothing to free."""
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()
 
 
 def _abandon_capture(graph, ended: bool = False) -> None:
@@ -424,3 +464,18 @@ def _abandon_capture(graph, ended: bool = False) -> None:
         graph.reset()
     except Exception:  # noqa: BLE001 - nothing was instantiated
         pass
+    _end_generator_capture()
+
+
+def _end_generator_capture() -> None:
+    """A capture_end that raised never ended the default CUDA generator's part of the capture, and every later random
+    draw on the device then fails ("Offset increment outside graph capture encountered unexpectedly"), the eager
+    fallback's noise included. An empty capture begins and ends it properly (seen on torch 2.11 on an H100: after
+    it, torch.rand on the device works again)."""
+    empty = torch.cuda.CUDAGraph()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "The CUDA Graph is empty"
+        with torch.cuda.stream(torch.cuda.Stream()):
+            empty.capture_begin()
+            empty.capture_end()
+    empty.reset()
