@@ -161,3 +161,18 @@ def test_single_mixture_has_no_interval():
     res = run.summary()["backbone"]
     assert res["si_sdri"] == 3.0 and res["si_sdri_ci95"] is None
     assert "3.00" in format_table(run.summary()) and "±" not in format_table(run.summary()).splitlines()[2]
+
+
+def test_cuda_evaluation_is_made_repeatable(monkeypatch):
+    # What `fastsep eval --device cuda` sets before scoring: cuDNN's deterministic algorithms and the vocoder's own
+    # kernel stack (on an H100 those made two runs agree bit for bit; the default "auto" differed by ~2e-4).
+    import torch
+
+    from fastsep import Separator
+    from fastsep.commands.evaluate import repeatable_on_cuda
+
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    sep = Separator.from_pretrained()
+    assert sep.method.vocoder.cuda_stack == "auto"
+    repeatable_on_cuda([sep])
+    assert torch.backends.cudnn.deterministic and sep.method.vocoder.cuda_stack == "kernel"
