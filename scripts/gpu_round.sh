@@ -20,24 +20,35 @@ status=0
 cat "$RES/device.txt"
 
 # The GPU machines have no network: the reference DiffWave package (for bench_diffwave's reference case) comes from
-# wheels/ when a session carried it there (pip download --no-deps diffwave==0.1.7 -d wheels/ beforehand).
+# wheels/ when a session carried it there (pip download --no-deps diffwave==0.1.7 -d wheels/ and pip wheel it there beforehand: an sdist would need a build backend).
 if ! "$PY" -c "import diffwave" 2>/dev/null; then
   ref=$(ls wheels/diffwave-* 2>/dev/null | head -1)
-  if [ -n "$ref" ]; then "$PY" -m pip install -q --no-deps --no-index "$ref" || echo "could not install $ref"
+  if [ -n "$ref" ]; then "$PY" -m pip install -q --no-deps --no-index --no-build-isolation "$ref" || echo "could not install $ref"
   else echo "note: diffwave (reference package) not installed and not in wheels/: bench_diffwave skips its reference case"; fi
 fi
 
-echo "== build (CUDA kernels for the visible GPU)"
+# The system compiler, whose libstdc++ is the one the Python process loads: a GPU image's CXX pointed at a separately
+# built GCC that linked its C++ runtime statically, and every extension error message then segfaulted (setup.py now
+# refuses such a build). FASTSEP_CC / FASTSEP_CXX override.
+export CC=${FASTSEP_CC:-gcc} CXX=${FASTSEP_CXX:-g++}
+echo "== build (CUDA kernels for the visible GPU) with $CXX"
 start=$(date +%s)
 FASTSEP_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py build_ext --inplace >"$RES/build.log" 2>&1 || {
   echo "build failed"; tail -40 "$RES/build.log"; exit 1; }
 echo "built in $(( $(date +%s) - start )) s"
 "$PY" -c "from fastsep import _ext; assert _ext.has_cuda_kernels(), 'CUDA kernels not registered'; print('CUDA kernels loaded')"
 
-echo "== CUDA and CPU op tests, DiffWave tests"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py tests/test_diffwave.py tests/test_combiner.py \
-  tests/test_separator.py --junitxml="$RES/tests.xml" 2>&1 | tee "$RES/tests.log" | tail -15
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+echo "== CUDA and CPU tests (one pytest per file, so that a crash in one file cannot hide the others' results)"
+for t in tests/test_ops.py tests/test_diffwave.py tests/test_combiner.py tests/test_separator.py tests/test_default_bundle.py \
+         tests/test_sampler_ops.py; do
+  [ -f "$t" ] || continue
+  name=$(basename "$t" .py)
+  "$PY" -X faulthandler -m pytest -q -rfE --tb=short -p no:cacheprovider "$t" --junitxml="$RES/$name.xml" \
+    >"$RES/$name.log" 2>&1
+  rc=$?
+  echo "$t: exit $rc; $(tail -1 "$RES/$name.log")"
+  if [ "$rc" != 0 ]; then status=1; grep -E "^(FAILED|ERROR)|Fatal Python error|File .*tests/" "$RES/$name.log" | head -20; fi
+done
 
 echo "== benchmarks: ops (full sweep)"
 FASTSEP_BENCH_FULL=1 FASTSEP_BENCH_JSON="$RES/bench_ops.json" "$PY" -m pytest -q -p no:cacheprovider \
@@ -52,4 +63,8 @@ for bench in benchmarks/bench_diffwave.py benchmarks/bench_pipeline.py; do
     >"$RES/$name.log" 2>&1 || status=1
   tail -40 "$RES/$name.log"
 done
+echo "== fastsep bench: the bundled default on the GPU (every mode, stage times, float32)"
+"$PY" -m fastsep bench --device cuda --lengths 4,60 --batch-sizes 1,8,32 --repeats 5 --no-roofline \
+  --json "$RES/bench_default_cuda.json" >"$RES/bench_default_cuda.log" 2>&1 || status=1
+tail -40 "$RES/bench_default_cuda.log"
 exit $status
