@@ -38,6 +38,13 @@ Who speaks (see :func:`attribute_lines`): the bytecode is scanned statically, ke
   split over several pseudo-talkers. Approximate.
 * a line attributed differently by different calls, or never spoken by a script (e.g. the intro), is left out.
 
+On the CD 0.0372 data all 3491 speech files unpack (checksums verified); 3369 lines are attributed (56 to no known
+runner, 42 to several speakers, 24 never spoken by a script), 3050 of them to the 28 talkers with at least 45 s
+(1.9 h of utterances; Foster 1620 lines, 0.8 h; Joey, one guard, 25 conversation groups). A crude autocorrelation
+F0 check: Foster's lines have a median of 124-128 Hz, but 5 % of 150 sampled lines sit above 180 Hz (raised voice,
+estimator octave errors, or lines of another speaker reached through a script the player does not in fact run);
+a few conversation groups have wide F0 spreads and may hold two voices.
+
 **These labels are approximate; this corpus is for TRAINING ONLY** (every talker is a training talker, 1/16 of each
 one's utterances in a ``valid`` split, like ``adventure``): a mixture of two lines of one actor under two labels is
 still a valid, harder separation example, but speaker labels must not be used for evaluation. Lines are trimmed,
