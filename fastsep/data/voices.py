@@ -18,6 +18,10 @@ package registry (no download at run time):
   ``recorded`` and ``festival`` stay unseen.
 * ``adventure``: the studio cast of the talkie game Flight of the Amazon Queen, read from its resource archive
   (:mod:`fastsep.data.adventure`): 27 characters, 3.4 h, training talkers with a ``valid`` split.
+* ``steelsky``: the studio cast of the talkie game Beneath a Steel Sky (CD), read from its ``sky.dsk`` with the
+  speaker of each line recovered from the game's scripts where that can be done statically
+  (:mod:`fastsep.data.steelsky`): Foster, Joey and named characters, plus one pseudo-talker per conversation script.
+  Labels are approximate: training talkers only, with a ``valid`` split.
 * ``festival``: festival's English diphone voices kal and ked, the HTS voice slt and the Italian diphone voices lp and
   pc reading fastsep's English sentences. Festival is never used for training: every talker is a test talker.
 
@@ -74,7 +78,7 @@ GAME_TALKERS: Dict[str, tuple] = {
     "game_nl_small": ("train", "nl", "m", "fillets-ng-data-nl"),
     "game_nl_big": ("train", "nl", "v", "fillets-ng-data-nl"),
 }
-SOURCES = ("recorded", "festival", "game", "adventure")
+SOURCES = ("recorded", "festival", "game", "adventure", "steelsky")
 PROMPT_EXTENSIONS = (".wav", ".gsm")
 
 
@@ -201,6 +205,10 @@ def missing_packages(source: str, sounds: Path = SOUNDS) -> List[str]:
         from .adventure import ARCHIVE, PACKAGES
 
         return [] if ARCHIVE.is_file() else list(PACKAGES)
+    if source == "steelsky":
+        from .steelsky import DATA_DIR, PACKAGES as SKY_PACKAGES
+
+        return [] if (DATA_DIR / "sky.dsk").is_file() else list(SKY_PACKAGES)
     raise ValueError(f"unknown voice source {source!r}; choose one of {SOURCES}")
 
 
@@ -343,12 +351,16 @@ def build_festival(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, se
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", choices=SOURCES,
                         help="recorded (telephone-prompt recordings), festival (an engine for testing only), game "
-                             "(a game's dubbed dialogue: four real training talkers) or adventure (the studio cast of "
-                             "Flight of the Amazon Queen: about thirty real training talkers)")
+                             "(a game's dubbed dialogue: four real training talkers), adventure (the studio cast of "
+                             "Flight of the Amazon Queen: about thirty real training talkers) or steelsky (the studio "
+                             "cast of Beneath a Steel Sky: approximate talker labels, for training only)")
     parser.add_argument("out", help="output folder (a partial build is completed)")
     parser.add_argument("--sample-rates", type=int, nargs="+", default=[8000], help="rates to write (default 8000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no per-talker lines")
+    parser.add_argument("--game-dir", default=None,
+                        help="steelsky only: the folder holding sky.dnr, sky.dsk and sky.cpt (default: where Debian's "
+                             "beneath-a-steel-sky installs them), e.g. a package unpacked with dpkg-deb -x")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -361,6 +373,11 @@ def main(args: argparse.Namespace) -> int:
             from .adventure import build_adventure
 
             manifest = build_adventure(args.out, args.sample_rates, args.seed, progress=not args.quiet)
+        elif args.source == "steelsky":
+            from .steelsky import DATA_DIR, build_steelsky
+
+            manifest = build_steelsky(args.out, args.sample_rates, args.seed, progress=not args.quiet,
+                                      data_dir=Path(args.game_dir) if args.game_dir else DATA_DIR)
         else:
             manifest = build_festival(args.out, args.sample_rates, args.seed, progress=not args.quiet)
     except (RuntimeError, ValueError) as exc:
