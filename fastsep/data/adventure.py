@@ -23,7 +23,6 @@ import re
 import shutil
 import struct
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -93,7 +92,7 @@ def build_adventure(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, u
                     progress: bool = False) -> Path:
     """The ``adventure`` source in ``out`` (see the module docstring); returns the manifest path."""
     from .corpus import trim_silence
-    from .voices import _finish, _joined_utterances, _write_utterances
+    from .voices import _finish, _write_cast_member
 
     if not Path(archive).is_file():
         raise RuntimeError(f"adventure voices need {' '.join(PACKAGES)} (apt-get install -y {' '.join(PACKAGES)})")
@@ -124,17 +123,9 @@ def build_adventure(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, u
                 continue
             if len(x) >= rate // 4:
                 lines.append(x)
-        seconds = sum(len(x) for x in lines) / rate
-        if seconds < min_seconds:
-            dropped[name] = round(seconds, 1)
-            continue
-        kept[name] = {"lines": len(lines), "seconds": round(seconds, 1), "undecodable": failed}
-        utterances = _joined_utterances(lines, rate, rng, utterance_s)
-        splits = ["valid" if valid_every and u % valid_every == valid_every - 1 else "train"
-                  for u in range(len(utterances))]
-        records += _write_utterances(out, name, utterances, rate, sample_rates, splits, "adventure")
-        if progress:
-            print(f"{name}: {len(lines)} lines, {seconds:.0f} s", file=sys.stderr)
+        records += _write_cast_member(out, name, lines, rate, rng, sample_rates=sample_rates, utterance_s=utterance_s,
+                                      valid_every=valid_every, min_seconds=min_seconds, source="adventure",
+                                      failed=failed, kept=kept, dropped=dropped, progress=progress)
     if len(kept) < 2:
         raise RuntimeError(f"{archive}: fewer than two characters with {min_seconds:.0f} s of speech")
     info = {"source": "adventure", "game": "Flight of the Amazon Queen (Debian flight-of-the-amazon-queen)",

@@ -54,7 +54,6 @@ talkers with under ``min_seconds`` of speech are left out.
 from __future__ import annotations
 
 import struct
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -382,7 +381,7 @@ def build_steelsky(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, ut
                    progress: bool = False) -> Path:
     """The ``steelsky`` source in ``out`` (see the module docstring); returns the manifest path."""
     from .corpus import trim_silence
-    from .voices import _finish, _joined_utterances, _resampled, _write_utterances
+    from .voices import _finish, _resampled, _write_cast_member
 
     disk, talkers, left_out = read_game(data_dir)
     out = Path(out)
@@ -404,17 +403,9 @@ def build_steelsky(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, ut
             x = trim_silence(_resampled(x - x.mean(), SPEECH_RATE, rate), rate)
             if len(x) >= rate // 4:
                 lines.append(x)
-        seconds = sum(len(x) for x in lines) / rate
-        if seconds < min_seconds:
-            dropped[name] = round(seconds, 1)
-            continue
-        kept[name] = {"lines": len(lines), "seconds": round(seconds, 1), "undecodable": failed}
-        utterances = _joined_utterances(lines, rate, rng, utterance_s)
-        splits = ["valid" if valid_every and u % valid_every == valid_every - 1 else "train"
-                  for u in range(len(utterances))]
-        records += _write_utterances(out, name, utterances, rate, sample_rates, splits, "steelsky")
-        if progress:
-            print(f"{name}: {len(lines)} lines, {seconds:.0f} s", file=sys.stderr)
+        records += _write_cast_member(out, name, lines, rate, rng, sample_rates=sample_rates, utterance_s=utterance_s,
+                                      valid_every=valid_every, min_seconds=min_seconds, source="steelsky",
+                                      failed=failed, kept=kept, dropped=dropped, progress=progress)
     if len(kept) < 2:
         raise RuntimeError(f"{data_dir}: fewer than two talkers with {min_seconds:.0f} s of speech")
     info = {"source": "steelsky", "game": "Beneath a Steel Sky, CD 0.0372 (Debian beneath-a-steel-sky)",

@@ -181,6 +181,27 @@ def _write_utterances(out: Path, name: str, utterances: List[np.ndarray], rate: 
     return records
 
 
+def _write_cast_member(out: Path, name: str, lines: List[np.ndarray], rate: int, rng: np.random.Generator, *,
+                       sample_rates: Sequence[int], utterance_s: float, valid_every: int, min_seconds: float,
+                       source: str, failed: int, kept: Dict[str, dict], dropped: Dict[str, float],
+                       progress: bool) -> List[dict]:
+    """One game character's trimmed lines (at ``rate``) as a training talker: joined into utterances, every
+    ``valid_every``-th into ``valid``, written at every rate and noted in ``kept``; with under ``min_seconds`` of
+    speech, noted in ``dropped`` and nothing written. Returns the manifest records."""
+    seconds = sum(len(x) for x in lines) / rate
+    if seconds < min_seconds:
+        dropped[name] = round(seconds, 1)
+        return []
+    kept[name] = {"lines": len(lines), "seconds": round(seconds, 1), "undecodable": failed}
+    utterances = _joined_utterances(lines, rate, rng, utterance_s)
+    splits = ["valid" if valid_every and u % valid_every == valid_every - 1 else "train"
+              for u in range(len(utterances))]
+    records = _write_utterances(out, name, utterances, rate, sample_rates, splits, source)
+    if progress:
+        print(f"{name}: {len(lines)} lines, {seconds:.0f} s", file=sys.stderr)
+    return records
+
+
 def _finish(out: Path, records: List[dict], info: dict) -> Path:
     manifest = out / "manifest.jsonl"
     atomic_write_bytes(manifest, "".join(json.dumps(r) + "\n" for r in records).encode())
