@@ -407,14 +407,14 @@ def capture_cuda_graph(network: Callable[[Tensor, Tensor], Tensor], audio_shape,
         try:
             static_out = network(static_audio, static_dstep)
         except BaseException as exc:
-            _abandon_capture(graph)
+            _abandon_capture(graph, device)
             if not isinstance(exc, Exception):  # KeyboardInterrupt and the like: cleaned up, not swallowed
                 raise
             raise GraphCaptureError(str(exc)) from exc
         try:
             graph.capture_end()
         except Exception as exc:  # noqa: BLE001 - e.g. an op that is not capturable invalidated the capture
-            _abandon_capture(graph, ended=True)
+            _abandon_capture(graph, device, ended=True)
             raise GraphCaptureError(str(exc)) from exc
     caller.wait_stream(capture_stream)
 
@@ -452,7 +452,7 @@ def release(runner) -> None:
         close()
 
 
-def _abandon_capture(graph, ended: bool = False) -> None:
+def _abandon_capture(graph, device, ended: bool = False) -> None:
     """End a capture that failed, and drop whatever was recorded. Ending an invalidated capture reports an error of
     its own, which says nothing new (the original error is being raised), so it is not propagated."""
     if not ended:
@@ -464,10 +464,10 @@ def _abandon_capture(graph, ended: bool = False) -> None:
         graph.reset()
     except Exception:  # noqa: BLE001 - nothing was instantiated
         pass
-    _end_generator_capture()
+    _end_generator_capture(device)
 
 
-def _end_generator_capture() -> None:
+def _end_generator_capture(device) -> None:
     """A capture_end that raised never ended the default CUDA generator's part of the capture, and every later random
     draw on the device then fails ("Offset increment outside graph capture encountered unexpectedly"), the eager
     fallback's noise included. An empty capture begins and ends it properly (seen on torch 2.11 on an H100: after
@@ -475,7 +475,7 @@ def _end_generator_capture() -> None:
     empty = torch.cuda.CUDAGraph()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "The CUDA Graph is empty"
-        with torch.cuda.stream(torch.cuda.Stream()):
+        with torch.cuda.stream(torch.cuda.Stream(device=device)):
             empty.capture_begin()
             empty.capture_end()
     empty.reset()
