@@ -128,6 +128,33 @@ def build_model(name: str, n_src: int, sample_rate: int, small: bool = False,
     return cls.small(n_src, sample_rate) if small else cls(n_src, sample_rate)
 
 
+def initial_model(folder: str, name: str, n_src: int, overrides: Optional[Dict[str, Any]], seed: int = 0) -> nn.Module:
+    """The backbone saved in ``folder`` (model folder or bundle) as a run's starting point, grown to ``overrides``.
+
+    Without ``overrides`` (or with ones equal to the saved config) the saved model is used as it is. A Conv-TasNet
+    whose ``overrides`` change only ``hid_chan``/``n_repeats`` is grown by :func:`fastsep.models.growth.grow_convtasnet`;
+    any other difference is an error rather than a silent fresh start.
+    """
+    from ..models.io import load_model
+
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--init-from {folder} does not exist")
+    file_name = "backbone" if os.path.isfile(os.path.join(folder, "backbone.json")) else "model"
+    model = load_model(folder, file_name).train()
+    if type(model).__name__ != BACKBONES[name]:
+        raise ValueError(f"--init-from {folder} holds a {type(model).__name__}, not the --model {name} backbone "
+                         f"({BACKBONES[name]})")
+    if getattr(model, "n_src", n_src) != n_src:
+        raise ValueError(f"--init-from {folder} separates {model.n_src} sources, --n-src asks for {n_src}")
+    if not overrides or all(model.config.get(k) == v for k, v in overrides.items()):
+        return model
+    if name != "convtasnet":
+        raise ValueError(f"--init-from with different --model-args can only grow a Conv-TasNet, not {name}")
+    from ..models.growth import grow_convtasnet
+
+    return grow_convtasnet(model, seed=seed, **{k: v for k, v in overrides.items() if model.config.get(k) != v})
+
+
 def augmentation_from_args(args: argparse.Namespace):
     """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
     from ..data.augment import Augmentation
@@ -159,6 +186,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--small", action="store_true", help="the CPU-sized preset of the backbone")
     parser.add_argument("--model-args", default=None,
                         help='JSON object of constructor arguments, e.g. \'{"kernel_size": 32, "n_repeats": 2}\'')
+    parser.add_argument("--init-from", default=None, metavar="FOLDER",
+                        help="start from a saved backbone (a model folder such as RUN/last or RUN/steps/N, or a "
+                             "bundle); with --model-args naming a larger hid_chan or n_repeats, a Conv-TasNet is "
+                             "grown into the larger size computing the same function (fastsep.models.growth). "
+                             "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
                         help="training augmentation: none (default), all, or a comma list of "
                              "speed,reverb,noise,overlap (see fastsep.data.augment)")
@@ -200,7 +232,10 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--model-args is not valid JSON: {exc}") from None
         if overrides is not None and not isinstance(overrides, dict):
             raise ValueError("--model-args must be a JSON object")
-        model = build_model(args.model, args.n_src, args.sample_rate, args.small, overrides)
+        if args.init_from:
+            model = initial_model(args.init_from, args.model, args.n_src, overrides, args.seed)
+        else:
+            model = build_model(args.model, args.n_src, args.sample_rate, args.small, overrides)
         train_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=args.segment,
                                          split="train", dynamic_mixing=True if args.dynamic_mixing else None,
                                          seed=args.seed, length=args.train_items,
