@@ -239,6 +239,11 @@ def test_manifest_layout_opens_dynamic_mixing(tmp_path):
     assert {t.split("-")[0] for t in test[0]["id"].split("_")} <= {"t3", "t4", "t5"}
     train = open_mixture_dataset(root, 2, SR, segment=0.25, split="train", length=4)
     assert not train.fixed and train[0]["mixture"].shape == (2000,)
+    # evaluation on the train split of a corpus no scored model trained on: a fixed list, the same in every opening
+    first = open_mixture_dataset(root, 2, SR, segment=0.25, split="train", length=4, fixed=True)
+    second = open_mixture_dataset(root, 2, SR, segment=0.25, split="train", length=4, fixed=True)
+    assert first.fixed and [first[i]["id"] for i in range(4)] == [second[i]["id"] for i in range(4)]
+    torch.testing.assert_close(first[1]["mixture"], second[1]["mixture"])
     speech = open_speech_dataset(root, SR, segment=0.25, split="train")
     assert len(speech) == 6 and speech[0]["audio"].shape == (2000,)
     with pytest.raises(ValueError, match="splits"):

@@ -497,7 +497,7 @@ def main(args: argparse.Namespace) -> int:
         if find_manifest(args.data) is None:
             segment = None  # LibriMix / wsj0-mix: the published mixtures, whole
         data = open_mixture_dataset(args.data, n_src=first.n_src, sample_rate=first.sample_rate, segment=segment,
-                                    split=args.split)
+                                    split=args.split, fixed=True)  # the same mixtures for every model and run
         if args.max_items < 0:
             raise ValueError(f"--max-items must be >= 0, got {args.max_items}")
         total = len(data)

@@ -83,7 +83,8 @@ def _pooled_speakers(roots: Sequence, split: str, sample_rate: int) -> Dict[str,
 def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[float] = None,
                          split: str = "train", dynamic_mixing: Optional[bool] = None, seed: int = 0,
                          length: Optional[int] = None, resample: bool = True,
-                         augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0)):
+                         augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0),
+                         fixed: Optional[bool] = None):
     """A mixture data set for ``root``, whatever its layout.
 
     ``root`` may also be a list of fastsep corpora (folders with ``manifest.jsonl``): their speakers in ``split`` are
@@ -93,6 +94,8 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
 
     - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
       mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
+      ``fixed`` overrides that choice (evaluation asks for a fixed list of the ``train`` split of a corpus no model
+      it scores trained on).
     - LibriMix / wsj0-mix: the pre-made mixtures; with ``dynamic_mixing=True`` the split's sources are regrouped by
       speaker (from the file names) and remixed on the fly instead.
 
@@ -100,7 +103,8 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
     """
     check_n_src(n_src)
     check_rate(sample_rate)
-    fixed = split != "train"
+    if fixed is None:
+        fixed = split != "train"
     if length is None:
         length = TRAIN_LENGTH if not fixed else EVAL_LENGTH
     mix_options = dict(length=length, seed=seed, fixed=fixed, resample=resample, augment=augment,
