@@ -11,9 +11,17 @@ before sleeping, burning the very core the late thread needs. fastsep therefore
   sets), rather than the machine's core count;
 * divides them among the workers that share them: threads per worker = cores // workers (torchrun's
   ``LOCAL_WORLD_SIZE`` processes count as workers);
-* asks OpenMP to sleep instead of spin at barriers (``OMP_WAIT_POLICY=PASSIVE``) when fastsep is imported before
-  torch and the variable is not set already (OpenMP reads it once, when torch loads it; :func:`wait_policy` says
-  what is in force).
+* bounds how long OpenMP threads spin at a barrier before they sleep (``GOMP_SPINCOUNT=1000``) when fastsep is
+  imported before torch and neither ``GOMP_SPINCOUNT`` nor ``OMP_WAIT_POLICY`` is set (OpenMP reads them once, when
+  torch loads it; :func:`wait_policy` says what is in force). Measured on this project's 2-core virtual machine
+  (``benchmarks/bench_contention.py``; bundled backbone on 4 s, batch 1 / one training step of it on 4 x 2 s):
+  not spinning at all (``OMP_WAIT_POLICY=PASSIVE``, fastsep's earlier choice) costs 0.12-0.19 s / 1.3-1.7 s on the
+  quiet machine, because a sleeping thread is woken through the hypervisor at every one of the thousands of small
+  parallel regions of a call; libgomp's own default (300000 spins) and 30000 spins run 0.06-0.08 s / 0.45-0.5 s
+  quiet, but collapse with a busy process on each core (1.1-4.5 s / up to 15 s: spinning threads hold the core the
+  late one needs); 1000 spins keep most of the quiet speed (0.09-0.10 s / 0.46-0.67 s) and do not collapse
+  (0.14 s / 1.4 s contended). On a machine shared with other busy work, ``FASTSEP_NUM_THREADS=1`` is still a safe
+  choice; for a machine given to one job, ``GOMP_SPINCOUNT=30000`` is a little faster.
 
 Overrides, strongest first: :func:`set_threads` (``fastsep --threads`` on the CLI), ``FASTSEP_NUM_THREADS``,
 ``OMP_NUM_THREADS`` (except the ``1`` torchrun writes for its workers by default, which would leave all but one core
@@ -31,10 +39,11 @@ __all__ = ["available_cores", "default_threads", "set_threads", "apply_default_t
 
 ENV_THREADS = "FASTSEP_NUM_THREADS"
 
-# Set before torch (and with it OpenMP) is loaded, or not at all: libgomp reads its wait policy once at start-up.
+# Set before torch (and with it OpenMP) is loaded, or not at all: libgomp reads its wait settings once at start-up.
+SPIN_COUNT = 1000
 _POLICY_SET_BY_FASTSEP = False
-if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ:
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+if "torch" not in sys.modules and "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     _POLICY_SET_BY_FASTSEP = True
 
 
@@ -140,6 +149,7 @@ def limited(threads: Optional[int]):
 
 
 def wait_policy() -> str:
-    """The OpenMP wait policy in force for this process, and who chose it (for logs and benchmark reports)."""
-    value = os.environ.get("OMP_WAIT_POLICY", "default (active spinning for a while)")
+    """The OpenMP wait settings in force for this process, and who chose them (for logs and benchmark reports)."""
+    parts = [f"{name}={os.environ[name]}" for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if name in os.environ]
+    value = ", ".join(parts) if parts else "OpenMP's default (spin 300000 times, then sleep)"
     return f"{value} (set by fastsep)" if _POLICY_SET_BY_FASTSEP else value

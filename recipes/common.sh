@@ -10,7 +10,7 @@ PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvo
           festvox-itapc16k asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
           asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
           asterisk-prompt-fr-armelle asterisk-moh-opsound-wav fillets-ng-data-cs fillets-ng-data-nl
-          flight-of-the-amazon-queen libsox-fmt-mp3)
+          flight-of-the-amazon-queen beneath-a-steel-sky libsox-fmt-mp3)
 fs() { python -m fastsep "$@"; }
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
@@ -33,12 +33,13 @@ build_corpora() {
     else echo "install first: apt-get install -y ${missing[*]}" >&2; exit 1; fi
   fi
 
-  echo "== 1 corpora -> $WORK/{synth,recorded,festival,game,adventure}"
+  echo "== 1 corpora -> $WORK/{synth,recorded,festival,game,adventure,steelsky}"
   fs corpus synth "$WORK/synth" --talkers 300 --hours 4 --sample-rates 8000 --quiet
   fs corpus voices recorded "$WORK/recorded" --quiet
   fs corpus voices festival "$WORK/festival" --quiet
   fs corpus voices game "$WORK/game" --quiet
   fs corpus voices adventure "$WORK/adventure" --quiet
+  fs corpus voices steelsky "$WORK/steelsky" --quiet  # a studio cast the default never trains on: a test source
 }
 
 # score_beside_default BUNDLE MODE: BUNDLE's MODE and the installed default's backbone on the first $EVAL_ITEMS
