@@ -268,6 +268,22 @@ def test_default_threads_divide_the_given_cores(monkeypatch):
         threads.default_threads()
 
 
+@pytest.mark.parametrize("env, torch_first, expected", [
+    ({}, False, ("1000", "GOMP_SPINCOUNT=1000 (set by fastsep)")),
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, False, (None, "OMP_WAIT_POLICY=PASSIVE")),  # the user's choice stands
+    ({"GOMP_SPINCOUNT": "50"}, False, ("50", "GOMP_SPINCOUNT=50")),
+    ({}, True, (None, "OpenMP's default (spin 300000 times, then sleep)")),  # too late: OpenMP already loaded
+])
+def test_openmp_spin_is_bounded_only_when_nobody_chose(env, torch_first, expected):
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = ("import os\n" + ("import torch\n" if torch_first else "") +
+            "import fastsep.threads as t\nprint(os.environ.get('GOMP_SPINCOUNT'), '|', t.wait_policy())")
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.strip().splitlines()[-1]
+    spin, policy = (part.strip() for part in out.split("|"))
+    assert (None if spin == "None" else spin, policy) == expected
+
+
 def test_cgroup_quota_parsing(tmp_path):
     (tmp_path / "a").write_text("max 100000\n")
     (tmp_path / "b").write_text("150000 100000\n")
