@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hop", type=int, default=64)
     args = parser.parse_args(argv)
     data = open_mixture_dataset(args.data, n_src=args.n_src, sample_rate=args.sample_rate, segment=args.segment,
-                                split=args.split)
+                                split=args.split, fixed=True)  # the mixtures fastsep eval scores
     scores = {"irm": [], "ibm": []}
     for i in range(min(len(data), args.max_items)):
         item = data[i]
