@@ -45,9 +45,12 @@ F0 check: Foster's lines have a median of 124-128 Hz, but 5 % of 150 sampled lin
 estimator octave errors, or lines of another speaker reached through a script the player does not in fact run);
 a few conversation groups have wide F0 spreads and may hold two voices.
 
-**These labels are approximate; this corpus is for TRAINING ONLY** (every talker is a training talker, 1/16 of each
-one's utterances in a ``valid`` split, like ``adventure``): a mixture of two lines of one actor under two labels is
-still a valid, harder separation example, but speaker labels must not be used for evaluation. Lines are trimmed,
+**These labels are approximate.** Every talker is written as a training talker (1/16 of each one's utterances in a
+``valid`` split, like ``adventure``): a mixture of two lines of one actor under two labels is still a valid, harder
+separation example. For a model that never trained on it (the bundled default), the whole corpus is a source of
+real voices it has never heard: ``fastsep eval --data STEELSKY --split train`` mixes lines of two labelled talkers
+(the labels only choose which lines meet; SI-SDR does not use them), and a few mixtures may hold one actor twice.
+Speaker labels must not be used for speaker-level claims (e.g. per-talker scores). Lines are trimmed,
 resampled to 8 kHz and joined into ~8 s utterances per talker with the helpers of :mod:`fastsep.data.voices`;
 talkers with under ``min_seconds`` of speech are left out.
 """
