@@ -15,7 +15,8 @@
 #   step 1000: recorded -0.23 +- 0.20, festival -0.17 +- 0.12, steelsky -0.04 +- 0.17 (the dip of a fresh Adam at 2e-4)
 #   step 1500: recorded -0.09 +- 0.18, festival +0.13 +- 0.24, steelsky -0.05 +- 0.18 (validation SI-SDRi 6.67, best)
 #   step 2000: recorded -0.18 +- 0.24, festival -0.14 +- 0.14, steelsky -0.15 +- 0.22
-# Not better than the default in 2000 steps, so the default is unchanged. The 2000 steps' state (15 MB with Adam's
+#   step 2500: recorded -0.13 +- 0.27, festival -0.29 +- 0.18, steelsky +0.12 +- 0.28
+# Not better than the default in 2500 steps, so the default is unchanged. The 2500 steps' state (15 MB with Adam's
 # moments) is not kept in the repo: growing is instant and the steps take ~35-50 min on 2 idle cores, so a new run
 # starts over from the default; recipes/state/backbone_wide is used when a later run keeps one.
 set -euo pipefail
