@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from torch import nn
 
-__all__ = ["save_bundle", "load_bundle", "read_manifest", "is_bundle", "bundle_method", "save_method",
+__all__ = ["save_bundle", "load_bundle", "read_manifest", "is_bundle", "component_stem", "bundle_method", "save_method",
            "load_method", "write_diffsep_bundle", "write_priors_bundle", "MANIFEST", "COMPONENTS", "METHODS"]
 
 MANIFEST = "bundle.json"
@@ -50,6 +50,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 def is_bundle(directory) -> bool:
     """Whether ``directory`` holds a bundle manifest."""
     return os.path.isfile(os.path.join(os.fspath(directory), MANIFEST))
+
+
+def component_stem(directory, component: str) -> Optional[str]:
+    """The file stem of one part in ``directory``: the stem a bundle's manifest names for ``component`` (None when
+    the bundle has no such part), or ``"model"`` for a model folder (a run's ``last/``, ``best/``, ``steps/N``)."""
+    return read_manifest(directory)["components"].get(component) if is_bundle(directory) else "model"
 
 
 def _write_manifest(directory: str, method: str, sample_rate: int, n_src: int, components: Dict[str, str],

@@ -15,13 +15,13 @@ before sleeping, burning the very core the late thread needs. fastsep therefore
   imported before torch and neither ``GOMP_SPINCOUNT`` nor ``OMP_WAIT_POLICY`` is set (OpenMP reads them once, when
   torch loads it; :func:`wait_policy` says what is in force). Measured on this project's 2-core virtual machine
   (``benchmarks/bench_contention.py``; bundled backbone on 4 s, batch 1 / one training step of it on 4 x 2 s):
-  not spinning at all (``OMP_WAIT_POLICY=PASSIVE``, fastsep's earlier choice) costs 0.12-0.19 s / 1.3-1.7 s on the
+  not spinning at all (``OMP_WAIT_POLICY=PASSIVE``, fastsep's earlier choice) costs 0.10-0.19 s / 1.2-1.7 s on the
   quiet machine, because a sleeping thread is woken through the hypervisor at every one of the thousands of small
-  parallel regions of a call; libgomp's own default (300000 spins) and 30000 spins run 0.06-0.08 s / 0.45-0.5 s
-  quiet, but collapse with a busy process on each core (1.1-4.5 s / up to 15 s: spinning threads hold the core the
-  late one needs); 1000 spins keep most of the quiet speed (0.09-0.10 s / 0.46-0.67 s) and do not collapse
-  (0.14 s / 1.4 s contended). On a machine shared with other busy work, ``FASTSEP_NUM_THREADS=1`` is still a safe
-  choice; for a machine given to one job, ``GOMP_SPINCOUNT=30000`` is a little faster.
+  parallel regions of a call; libgomp's own default (300000 spins) and 30000 spins run 0.05-0.09 s / 0.37-0.49 s
+  quiet, but collapse with a busy process on each core (1.1-4.7 s / up to 15 s: spinning threads hold the core the
+  late one needs); 1000 spins run 0.07-0.28 s / 0.45-0.83 s quiet (this VM is noisy) and do not collapse
+  (0.13-0.14 s / 0.56-1.4 s contended). On a machine shared with other busy work, ``FASTSEP_NUM_THREADS=1`` is
+  still a safe choice; for a machine given to one job, ``GOMP_SPINCOUNT=30000`` is a little faster.
 
 Overrides, strongest first: :func:`set_threads` (``fastsep --threads`` on the CLI), ``FASTSEP_NUM_THREADS``,
 ``OMP_NUM_THREADS`` (except the ``1`` torchrun writes for its workers by default, which would leave all but one core

@@ -102,3 +102,16 @@ def test_initial_model_loads_and_grows_a_saved_backbone(tmp_path):
         initial_model(str(tmp_path / "run_last"), "convtasnet", 3, None)
     with pytest.raises(FileNotFoundError):
         initial_model(str(tmp_path / "missing"), "convtasnet", 2, None)
+
+
+def test_initial_model_reads_the_backbone_a_bundle_names(tmp_path):
+    from helpers import save_tiny_bundle
+
+    from fastsep.bundle import load_bundle
+
+    bundle = save_tiny_bundle(tmp_path / "bundle")
+    shipped = load_bundle(bundle)["backbone"]
+    grown = initial_model(bundle, "convtasnet", 2, {"hid_chan": 2 * shipped.config["hid_chan"]})
+    mix = torch.randn(1, 640)
+    with torch.no_grad():
+        torch.testing.assert_close(grown.eval()(mix), shipped(mix), rtol=1e-4, atol=1e-4)

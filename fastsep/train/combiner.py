@@ -108,12 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_combiner(folder) -> "Combiner":
     """A trained F from a bundle folder (combiner.json) or a model folder (model.json), refusing other models."""
-    from ..bundle import is_bundle, read_manifest
+    from ..bundle import component_stem
     from ..models.combiner import Combiner
     from ..models.io import load_model
 
-    # a bundle names its parts' file stems in its manifest; a model folder is always model.json
-    stem = read_manifest(folder)["components"].get("combiner") if is_bundle(folder) else "model"
+    stem = component_stem(folder, "combiner")
     if stem is None:
         raise ValueError(f"--init-from {folder}: the bundle has no combiner F")
     model = load_model(folder, stem)

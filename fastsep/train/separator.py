@@ -132,15 +132,18 @@ def initial_model(folder: str, name: str, n_src: int, overrides: Optional[Dict[s
     """The backbone saved in ``folder`` (model folder or bundle) as a run's starting point, grown to ``overrides``.
 
     Without ``overrides`` (or with ones equal to the saved config) the saved model is used as it is. A Conv-TasNet
-    whose ``overrides`` change only ``hid_chan``/``n_repeats`` is grown by :func:`fastsep.models.growth.grow_convtasnet`;
-    any other difference is an error rather than a silent fresh start.
+    whose ``overrides`` change only ``hid_chan``/``n_repeats`` is grown by
+    :func:`fastsep.models.growth.grow_convtasnet`; any other difference is an error rather than a silent fresh start.
     """
+    from ..bundle import component_stem
     from ..models.io import load_model
 
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"--init-from {folder} does not exist")
-    file_name = "backbone" if os.path.isfile(os.path.join(folder, "backbone.json")) else "model"
-    model = load_model(folder, file_name).train()
+    stem = component_stem(folder, "backbone")
+    if stem is None:
+        raise ValueError(f"--init-from {folder}: the bundle has no backbone B")
+    model = load_model(folder, stem).train()
     if type(model).__name__ != BACKBONES[name]:
         raise ValueError(f"--init-from {folder} holds a {type(model).__name__}, not the --model {name} backbone "
                          f"({BACKBONES[name]})")
