@@ -31,7 +31,10 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
         "diffsep": ("fastsep.methods.diffsep", "write a DiffSep bundle from a `fastsep train diffsep` run"),
         "priors": ("fastsep.methods.priors", "write a priors bundle from `fastsep train prior` runs"),
     },
-    "plot": {"bounds": ("fastsep.commands.plot", "PNG of the paper's analysis: rho(sigma^2) and the SDR bounds")},
+    "plot": {
+        "bounds": ("fastsep.commands.plot", "PNG of the paper's analysis: rho(sigma^2) and the SDR bounds"),
+        "curves": ("fastsep.commands.plot_curves", "PNG of training runs' learning curves (loss, validation, lr)"),
+    },
     "corpus": {
         "synth": ("fastsep.data.corpus", "build a synthetic multi-talker speech corpus with espeak-ng and flite"),
         "voices": ("fastsep.data.voices", "build a corpus of recorded (telephone-prompt) or festival voices"),

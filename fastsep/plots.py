@@ -14,7 +14,7 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Measured", "bounds_figure", "spectrogram_figure", "demo_panels", "save_figure", "require_matplotlib",
-           "MatplotlibMissing", "roofline_figure", "throughput_figure"]
+           "MatplotlibMissing", "roofline_figure", "throughput_figure", "learning_curves_figure"]
 
 
 class MatplotlibMissing(ImportError):
@@ -260,4 +260,68 @@ def throughput_figure(results: Sequence[dict], title: str = "directory separatio
     for ax in (ax_r, ax_b):
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=11)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------------ learning curves
+def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
+    """Trailing mean over up to ``width`` points (the first points average what exists so far)."""
+    if width <= 1 or len(values) == 0:
+        return values
+    csum = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(0, idx - width)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+def learning_curves_figure(logs: Sequence, smooth: int = 10, title: Optional[str] = None):
+    """Three panels sharing the step axis, one colour per run (:class:`fastsep.train.logs.TrainingLog`): the training
+    loss (raw records faint, a trailing mean over ``smooth`` records bold), the monitored validation metric with the
+    best point ringed, and the learning rate (log scale). Restarts are marked as dotted lines on the loss panel,
+    since a resumed run's data, schedule or monitor may have changed there."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    logs = list(logs)
+    if not logs:
+        raise ValueError("learning_curves_figure: no runs")
+    if not any(log.train or log.valid for log in logs):
+        raise ValueError("learning_curves_figure: the logs hold no training or validation records")
+    fig = Figure(figsize=(10, 8.5), layout="constrained")
+    ax_loss, ax_valid, ax_lr = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.3]})
+    colours = [f"C{i % 10}" for i in range(len(logs))]
+    monitors = sorted({log.monitor for log in logs if log.monitor})
+    for log, colour in zip(logs, colours):
+        if log.train:
+            steps, loss = (np.asarray(v, dtype=np.float64) for v in zip(*log.train))
+            ax_loss.plot(steps, loss, color=colour, alpha=0.25, lw=0.8)
+            ax_loss.plot(steps, _moving_average(loss, smooth), color=colour, lw=1.8, label=log.name)
+            for step in log.restarts[1:]:
+                ax_loss.axvline(step, color=colour, ls=":", lw=0.8, alpha=0.7)
+        if log.valid:
+            steps, value = zip(*log.valid)
+            ax_valid.plot(steps, value, "o-", color=colour, ms=3, lw=1.2, label=log.name)
+            best = log.best_valid()
+            ax_valid.plot([best[0]], [best[1]], "o", ms=9, mfc="none", mec=colour, mew=1.5)
+            ax_valid.annotate(f"{best[1]:.3g}", best, textcoords="offset points", xytext=(4, 6), fontsize=8,
+                              color=colour)
+        if log.lr:
+            steps, lr = zip(*log.lr)
+            ax_lr.step(steps, lr, where="post", color=colour, lw=1.2)
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title(f"training loss (faint: each log record; bold: trailing mean of {smooth})", fontsize=10,
+                      loc="left")
+    ax_valid.set_ylabel(", ".join(monitors) if monitors else "validation")
+    ax_valid.set_title("validation (ringed: best)", fontsize=10, loc="left")
+    if any(log.lr for log in logs):
+        ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("step")
+    for ax in (ax_loss, ax_valid, ax_lr):
+        ax.grid(True, alpha=0.3)
+    for ax in (ax_loss, ax_valid):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=11)
     return fig

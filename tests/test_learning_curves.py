@@ -1,0 +1,88 @@
+"""Reading training logs back (fastsep.train.logs) and `fastsep plot curves`."""
+import json
+
+import numpy as np
+import pytest
+
+from fastsep import cli
+from fastsep.plots import _moving_average
+from fastsep.train.logs import read_training_log
+
+
+def write_log(path, records, broken_after=None):
+    lines = [json.dumps(r) for r in records]
+    if broken_after is not None:
+        lines.insert(broken_after, '{"event": "train", "step": 9')  # a line cut by a kill
+    path.write_text("\n".join(lines) + "\n")
+
+
+def start(monitor="si_sdri", mode="max"):
+    return {"event": "start", "config": {"monitor": monitor, "monitor_mode": mode}}
+
+
+def test_reads_curves_resume_and_broken_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_log(run / "log.jsonl", [
+        start(),
+        {"event": "train", "step": 50, "loss": -1.0, "lr": 1e-3},
+        {"event": "train", "step": 100, "loss": -2.0, "lr": 1e-3},
+        {"event": "epoch", "step": 100, "si_sdri": 3.0, "train_loss": -1.5},
+        {"event": "train", "step": 150, "loss": -2.5, "lr": 1e-3},
+        # killed at 150 after the checkpoint of step 100: the resumed run logs step 150 again
+        start(),
+        {"event": "train", "step": 150, "loss": -2.2, "lr": 5e-4},
+        {"event": "epoch", "step": 200, "si_sdri": 2.5},
+        {"event": "stop", "reason": "max_steps"},
+    ], broken_after=5)
+    log = read_training_log(str(run))
+    assert log.name == "run" and log.monitor == "si_sdri"
+    assert log.train == [(50, -1.0), (100, -2.0), (150, -2.2)]  # the resumed record replaces the repeated step
+    assert log.lr == [(50, 1e-3), (100, 1e-3), (150, 5e-4)]
+    assert log.valid == [(100, 3.0), (200, 2.5)]
+    assert log.restarts == [0, 150]
+    assert log.skipped_lines == 1
+    assert log.best_valid() == (100, 3.0)
+
+
+def test_best_follows_monitor_mode(tmp_path):
+    path = tmp_path / "log.jsonl"
+    write_log(path, [start("mel_l1", "min"), {"event": "epoch", "step": 10, "mel_l1": 0.9},
+                     {"event": "epoch", "step": 20, "mel_l1": 0.4}, {"event": "epoch", "step": 30, "mel_l1": 0.6}])
+    log = read_training_log(str(path), name="gm")
+    assert log.name == "gm" and log.best_valid() == (20, 0.4) and log.train == []
+
+
+def test_missing_log_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        read_training_log(str(tmp_path))
+
+
+def test_moving_average_is_trailing_mean():
+    x = np.array([1.0, 3.0, 5.0, 7.0])
+    np.testing.assert_allclose(_moving_average(x, 2), [1.0, 2.0, 4.0, 6.0])
+    np.testing.assert_allclose(_moving_average(x, 1), x)
+
+
+def test_plot_curves_command(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (optional)")
+    from matplotlib import image as mpimg
+
+    runs = []
+    for i, name in enumerate(("a", "b")):
+        run = tmp_path / name
+        run.mkdir()
+        write_log(run / "log.jsonl", [start()] + [
+            {"event": "train", "step": s, "loss": -s / 100 - i, "lr": 1e-3} for s in range(50, 550, 50)] + [
+            {"event": "epoch", "step": 500, "si_sdri": 4.0 + i}])
+        runs.append(run)
+    out = tmp_path / "curves.png"
+    assert cli.main(["plot", "curves", str(runs[0]), str(runs[1]), "-o", str(out), "--labels", "x,y"]) == 0
+    image = mpimg.imread(str(out))
+    assert image.shape[0] > 400 and image.shape[1] > 400 and image[..., :3].std() > 0.05
+    text = capsys.readouterr().out
+    assert "x: last step 500, best si_sdri 4 at step 500" in text and "y: last step 500, best si_sdri 5" in text
+
+    assert cli.main(["plot", "curves", str(runs[0]), "-o", str(out), "--labels", "x,y"]) == 2
+    assert cli.main(["plot", "curves", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+    assert "no training log" in capsys.readouterr().err
