@@ -91,6 +91,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     if module_name is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    from .threads import apply_default_threads
+
+    try:
+        # FASTSEP_NUM_THREADS / OMP_NUM_THREADS / the cores given, split between torchrun's local workers; commands
+        # with a --threads option override it.
+        apply_default_threads()
+    except ValueError as exc:
+        print(f"fastsep: {exc}", file=sys.stderr)
+        return 2
     module = importlib.import_module(module_name)
     return int(module.main(args) or 0)
 

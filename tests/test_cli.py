@@ -215,3 +215,18 @@ def test_demo_mixture_is_sum_of_distinct_talkers():
     assert src[0].norm() == pytest.approx(float(src[1].norm()), rel=1e-4)  # 0 dB
     corr = float((src[0] @ src[1]) / (src[0].norm() * src[1].norm()))
     assert abs(corr) < 0.2
+
+
+def test_commands_apply_the_thread_setting(monkeypatch, tmp_path, capsys):
+    # FASTSEP_NUM_THREADS reaches every command (training and eval included), not only those with --threads
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("FASTSEP_NUM_THREADS", "1")
+        torch.set_num_threads(2)
+        assert run_cli("compare", tmp_path / "missing_a.csv", tmp_path / "missing_b.csv") == 2
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("FASTSEP_NUM_THREADS", "zero")
+        assert run_cli("compare", tmp_path / "missing_a.csv", tmp_path / "missing_b.csv") == 2
+        assert "FASTSEP_NUM_THREADS must be a positive integer" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
