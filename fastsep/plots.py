@@ -206,7 +206,9 @@ def roofline_figure(report: dict):
     ax_t.set_xlabel("time (ms)")
     ax_t.set_xlim(0, max(times) * 1.45 if max(times) > 0 else 1)
     ax_t.set_title(f"time per stage: {report['seconds_audio']:g} s of audio x batch {report['batch']} "
-                   f"(total {report['total_s']:.3g} s, RTF {report['rtf']:.3g})", fontsize=10, loc="left")
+                   f"(total {report['total_s']:.3g} s, RTF {report['rtf']:.3g}"
+                   + (f"; at the roof RTF {report['floor_rtf']:.3g}" if report.get("floor_rtf") is not None else "")
+                   + ")", fontsize=10, loc="left")
 
     # A logarithmic axis: stages span from a fraction of a percent to near the roof.
     known = [100 * r["fraction"] for r in rows if r.get("fraction")]

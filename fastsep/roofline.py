@@ -349,6 +349,18 @@ def _stage(name: str, seconds: float, kind: str, work: Optional[int], ceiling: O
     return row
 
 
+def roof_floor(rows: Sequence[Dict]) -> float:
+    """Seconds the stages would take if each counted stage ran at its yardstick (its ``work / ceiling``: the GEMM rate
+    for FLOP stages, a copy of the same bytes for byte stages) and the others as measured: the best these models
+    can do on this machine without changing their arithmetic. Sets each row's ``floor_s``."""
+    total = 0.0
+    for r in rows:
+        counted = r.get("work") is not None and r.get("ceiling")
+        r["floor_s"] = min(r["seconds"], r["work"] / r["ceiling"]) if counted else r["seconds"]
+        total += r["floor_s"]
+    return total
+
+
 @torch.no_grad()
 def roofline(separator, seconds: float = 4.0, batch: int = 1, repeats: int = 3, ceilings: Optional[Dict] = None,
              seed: int = 0, overlap_add_seconds: float = 60.0, workdir: Optional[str] = None) -> Dict:
@@ -549,8 +561,10 @@ def roofline(separator, seconds: float = 4.0, batch: int = 1, repeats: int = 3, 
                 r["fraction_of_float32_gemm"] = r["rate"] / peak32
     order = {name: i for i, name in enumerate(STAGES)}
     rows.sort(key=lambda r: order.get(r["stage"], len(order)))
+    floor = roof_floor(rows)
     return {"machine": ceilings, "seconds_audio": seconds, "batch": batch, "sample_rate": rate, "n_src": n_src,
             "mode": mode, "stages": rows, "total_s": total, "rtf": total / (seconds * batch),
+            "floor_s": floor, "floor_rtf": floor / (seconds * batch),
             "end_to_end_s": end_to_end, "repeats": repeats,
             "notes": "flops: 2 per multiply-add of conv/linear/recurrent/attention products, vs the float32 GEMM "
                      "(bfloat16 for a bfloat16 vocoder where measured); bytes: inputs read once + outputs written "
@@ -589,4 +603,7 @@ def format_roofline(report: Dict) -> str:
     e2e = report.get("end_to_end_s")
     lines.append(f"{'total':<13}{report['total_s']:>10.4f}   RTF {report['rtf']:.3f}"
                  + (f"; mode {report['mode']} in one call {e2e:.4f} s" if e2e is not None else ""))
+    if report.get("floor_s") is not None:
+        lines.append(f"{'at the roof':<13}{report['floor_s']:>10.4f}   RTF {report['floor_rtf']:.3f} (every counted "
+                     f"stage at its yardstick: the floor for these models on this machine)")
     return "\n".join(lines)

@@ -111,7 +111,20 @@ def test_roofline_report_has_every_stage_with_fractions_in_range(report):
     assert machine["gemm_float32"]["flops_per_s"] > 0 and machine["copy"]["bytes_per_s"] > 0
     assert (machine["gemm_bfloat16"] is None) == (not rl.cpu_bf16_support()[0])
     assert report["end_to_end_s"] > 0 and report["mode"] == "full"
+    for r in report["stages"]:  # every stage of this separator is counted: its floor is work at the yardstick
+        assert r["floor_s"] == pytest.approx(r["work"] / r["ceiling"])
+    assert report["floor_s"] == pytest.approx(sum(r["floor_s"] for r in report["stages"]))
+    assert 0 < report["floor_s"] <= report["total_s"]
+    assert report["floor_rtf"] == pytest.approx(report["floor_s"] / (0.5 * 2))
     json.dumps(report)  # JSON-able as it is
+
+
+def test_roof_floor_keeps_uncounted_stages_and_never_exceeds_the_measured_time():
+    rows = [{"seconds": 2.0, "work": 100, "ceiling": 200.0},    # half a second at the roof
+            {"seconds": 0.3, "work": None, "ceiling": None},     # not counted: as measured
+            {"seconds": 0.1, "work": 100, "ceiling": 500.0}]     # measured faster than its yardstick: measured
+    assert rl.roof_floor(rows) == pytest.approx(0.5 + 0.3 + 0.1)
+    assert [r["floor_s"] for r in rows] == pytest.approx([0.5, 0.3, 0.1])
 
 
 def test_roofline_chart_is_written(report, tmp_path):
