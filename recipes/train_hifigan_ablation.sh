@@ -24,7 +24,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 DEFAULT="$ROOT/fastsep/assets/default"
 RESULTS="$ROOT/recipes/results/hifigan_ablation"
-HG_STEPS="${HG_STEPS:-1400}"; F_STEPS="${F_STEPS:-60}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
+HG_STEPS="${HG_STEPS:-1891}"; F_STEPS="${F_STEPS:-60}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 build_corpora
 
 echo "== 2 HiFi-GAN (to $HG_STEPS steps in this work folder)"
