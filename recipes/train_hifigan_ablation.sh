@@ -27,20 +27,27 @@ RESULTS="$ROOT/recipes/results/hifigan_ablation"
 HG_STEPS="${HG_STEPS:-1891}"; F_STEPS="${F_STEPS:-60}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 build_corpora
 
-echo "== 2 HiFi-GAN (to $HG_STEPS steps in this work folder)"
-init=(); [[ ! -d "$WORK/hifigan/last" && -f "$STATE/hifigan/generator/model.json" ]] && \
-  init=(--init "$STATE/hifigan/generator")
-fs train hifigan --small --data "$WORK/recorded" "$WORK/game" "$WORK/synth" --out "$WORK/hifigan" \
-   --sample-rate 8000 --hop-length 128 --n-mels 40 --batch-size 8 --max-steps "$HG_STEPS" --checkpoint-every 200 \
-   --valid-items 4 --valid-seconds 1 --num-workers 1 --device "$DEVICE" --no-progress "${init[@]}"
-rm -rf "$STATE/hifigan.tmp" && mkdir -p "$STATE/hifigan.tmp/generator"
-cp "$WORK/hifigan/last/model.json" "$WORK/hifigan/last/model.safetensors" "$STATE/hifigan.tmp/generator/"
-cp "$WORK/hifigan/log.jsonl" "$STATE/hifigan.tmp/"
-rm -rf "$STATE/hifigan" && mv "$STATE/hifigan.tmp" "$STATE/hifigan"
+echo "== 2 HiFi-GAN (to $HG_STEPS steps in this work folder; 0 uses the generator as it is)"
+if (( HG_STEPS > 0 )); then
+  init=(); [[ ! -d "$WORK/hifigan/last" && -f "$STATE/hifigan/generator/model.json" ]] && \
+    init=(--init "$STATE/hifigan/generator")
+  fs train hifigan --small --data "$WORK/recorded" "$WORK/game" "$WORK/synth" --out "$WORK/hifigan" \
+     --sample-rate 8000 --hop-length 128 --n-mels 40 --batch-size 8 --max-steps "$HG_STEPS" --checkpoint-every 200 \
+     --valid-items 4 --valid-seconds 1 --num-workers 1 --device "$DEVICE" --no-progress "${init[@]}"
+fi
+if [[ -f "$WORK/hifigan/last/model.json" ]]; then
+  GEN="$WORK/hifigan/last"
+  rm -rf "$STATE/hifigan.tmp" && mkdir -p "$STATE/hifigan.tmp/generator"
+  cp "$GEN/model.json" "$GEN/model.safetensors" "$STATE/hifigan.tmp/generator/"
+  cp "$WORK/hifigan/log.jsonl" "$STATE/hifigan.tmp/"
+  rm -rf "$STATE/hifigan" && mv "$STATE/hifigan.tmp" "$STATE/hifigan"
+else
+  GEN="$STATE/hifigan/generator"
+fi
 
 echo "== 3 F on the default's B and the HiFi-GAN"
 fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" \
-   --backbone "$STATE/backbone/last" --vocoder "$WORK/hifigan/last" --out "$WORK/combiner_hifigan" \
+   --backbone "$STATE/backbone/last" --vocoder "$GEN" --out "$WORK/combiner_hifigan" \
    --bundle-out "$WORK/bundle_hifigan" --max-steps "$F_STEPS" --valid-items 8 --init-from "$DEFAULT" \
    --device "$DEVICE" --no-progress
 
