@@ -2,8 +2,9 @@
 # The paper's deterministic-vocoder ablation: the default's GM (DiffWave) replaced by a HiFi-GAN, F fine-tuned on it,
 # scored on the unseen test sets beside the default. One command; each step resumes after an interruption.
 #
-#   bash recipes/train_hifigan_ablation.sh              # continue from the generator kept in recipes/state/hifigan
-#   HG_STEPS=8000 bash recipes/train_hifigan_ablation.sh  # train the HiFi-GAN further (total steps of this work folder)
+#   bash recipes/train_hifigan_ablation.sh              # the generator kept in recipes/state/hifigan (1891 steps) as is
+#   HG_STEPS=8000 bash recipes/train_hifigan_ablation.sh  # train the HiFi-GAN (further) to 8000 steps in this work
+#                                                         # folder, starting from the kept generator if it has none
 #
 # 1) HiFi-GAN.small (0.9 M generator, small multi-period + multi-scale discriminators; LS-GAN + 2 x feature matching
 #    + 45 x mel L1) on the data the default's GM trained on (recorded + game + synth, 8 kHz, hop 128, 40 mels).
@@ -24,7 +25,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 DEFAULT="$ROOT/fastsep/assets/default"
 RESULTS="$ROOT/recipes/results/hifigan_ablation"
-HG_STEPS="${HG_STEPS:-1891}"; F_STEPS="${F_STEPS:-60}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
+HG_STEPS="${HG_STEPS:-0}"; F_STEPS="${F_STEPS:-60}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 build_corpora
 
 echo "== 2 HiFi-GAN (to $HG_STEPS steps in this work folder; 0 uses the generator as it is)"
