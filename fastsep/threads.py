@@ -128,8 +128,15 @@ def set_threads(threads: Optional[int] = None, workers: Optional[int] = None) ->
 
 
 def apply_default_threads(workers: Optional[int] = None) -> int:
-    """What the CLI commands call first: :func:`set_threads` with the defaults."""
-    return set_threads(None, workers)
+    """What the CLI commands call first: :func:`set_threads` with the defaults. Unless ``FASTSEP_NUM_THREADS`` asks
+    for a number, never more than torch's own default (its physical-core count): the given CPUs may be hyperthreads,
+    and a second thread per core slows these kernels rather than helping."""
+    import torch
+
+    threads = default_threads(workers)
+    if _env_int(ENV_THREADS) is None:
+        threads = min(threads, torch.get_num_threads())
+    return set_threads(threads)
 
 
 @contextlib.contextmanager

@@ -297,3 +297,23 @@ def test_limited_restores_the_thread_count():
     with threads.limited(1) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_cli_default_never_exceeds_torchs_own_count_unless_asked(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(threads.ENV_THREADS, raising=False)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(threads, "available_cores", lambda: 8)  # e.g. 4 cores with 2 hyperthreads each
+        torch.set_num_threads(1)  # stands for torch's physical-core default
+        assert threads.apply_default_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv(threads.ENV_THREADS, "3")  # an explicit request wins
+        assert threads.apply_default_threads() == 3 and torch.get_num_threads() == 3
+        monkeypatch.delenv(threads.ENV_THREADS)
+        monkeypatch.setattr(threads, "available_cores", lambda: 2)  # fewer cores given than torch would use
+        torch.set_num_threads(3)
+        assert threads.apply_default_threads() == 2
+    finally:
+        torch.set_num_threads(before)
