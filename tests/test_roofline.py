@@ -105,14 +105,16 @@ def test_roofline_report_has_every_stage_with_fractions_in_range(report):
     assert {s for s, k in kinds.items() if k == "flops"} == {"backbone", "vocoder", "F"}
     for r in report["stages"]:
         assert r["seconds"] > 0 and r["work"] > 0 and r["rate"] == pytest.approx(r["work"] / r["seconds"])
-        assert 0 < r["fraction"] <= 1, r
+        # no upper bound: the yardstick is itself a timing, and a small GEMM timed on a loaded machine can come out
+        # slower than a stage (a timing assertion would make this test flaky)
+        assert r["fraction"] > 0, r
         assert r["fraction"] == pytest.approx(r["rate"] / r["ceiling"])
     machine = report["machine"]
     assert machine["gemm_float32"]["flops_per_s"] > 0 and machine["copy"]["bytes_per_s"] > 0
     assert (machine["gemm_bfloat16"] is None) == (not rl.cpu_bf16_support()[0])
     assert report["end_to_end_s"] > 0 and report["mode"] == "full"
     for r in report["stages"]:  # every stage of this separator is counted: its floor is work at the yardstick
-        assert r["floor_s"] == pytest.approx(r["work"] / r["ceiling"])
+        assert r["floor_s"] == pytest.approx(min(r["seconds"], r["work"] / r["ceiling"]))
     assert report["floor_s"] == pytest.approx(sum(r["floor_s"] for r in report["stages"]))
     assert 0 < report["floor_s"] <= report["total_s"]
     assert report["floor_rtf"] == pytest.approx(report["floor_s"] / (0.5 * 2))
