@@ -34,8 +34,8 @@ import os
 import sys
 from typing import Optional
 
-__all__ = ["available_cores", "default_threads", "set_threads", "apply_default_threads", "wait_policy",
-           "local_workers", "limited"]
+__all__ = ["available_cores", "physical_cores", "default_threads", "set_threads", "apply_default_threads",
+           "wait_policy", "local_workers", "limited"]
 
 ENV_THREADS = "FASTSEP_NUM_THREADS"
 
@@ -74,6 +74,27 @@ def available_cores() -> int:
     return max(1, cores)
 
 
+def _thread_siblings(cpu: int) -> Optional[str]:
+    """The hardware threads sharing ``cpu``'s core (sysfs' thread_siblings_list), or None where it cannot be read."""
+    try:
+        with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list", "r", encoding="ascii") as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on: hyperthreads of one core count once (all CPUs count
+    when the topology cannot be read), capped like :func:`available_cores`."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return available_cores()
+    siblings = [_thread_siblings(cpu) for cpu in cpus]
+    cores = len(cpus) if any(s is None for s in siblings) else len(set(siblings))
+    return max(1, min(cores, available_cores()))
+
+
 def local_workers() -> int:
     """Processes sharing this machine's cores in one job: torchrun's ``LOCAL_WORLD_SIZE`` (else 1)."""
     try:
@@ -99,7 +120,7 @@ def default_threads(workers: Optional[int] = None) -> int:
     """Intra-op threads for one of ``workers`` workers (default: :func:`local_workers`) sharing the cores.
 
     ``FASTSEP_NUM_THREADS`` wins, then ``OMP_NUM_THREADS`` (unless it is torchrun's automatic ``1``), then
-    ``available_cores() // workers`` (at least 1)."""
+    ``physical_cores() // workers`` (at least 1): a second thread per core slows these kernels rather than helping."""
     explicit = _env_int(ENV_THREADS)
     if explicit is not None:
         return explicit
@@ -111,7 +132,7 @@ def default_threads(workers: Optional[int] = None) -> int:
             return max(1, int(omp.split(",")[0]))
         except ValueError:
             pass
-    return max(1, available_cores() // workers)
+    return max(1, physical_cores() // workers)
 
 
 def set_threads(threads: Optional[int] = None, workers: Optional[int] = None) -> int:
@@ -128,15 +149,8 @@ def set_threads(threads: Optional[int] = None, workers: Optional[int] = None) ->
 
 
 def apply_default_threads(workers: Optional[int] = None) -> int:
-    """What the CLI commands call first: :func:`set_threads` with the defaults. Unless ``FASTSEP_NUM_THREADS`` asks
-    for a number, never more than torch's own default (its physical-core count): the given CPUs may be hyperthreads,
-    and a second thread per core slows these kernels rather than helping."""
-    import torch
-
-    threads = default_threads(workers)
-    if _env_int(ENV_THREADS) is None:
-        threads = min(threads, torch.get_num_threads())
-    return set_threads(threads)
+    """What the CLI commands call first: :func:`set_threads` with the defaults."""
+    return set_threads(None, workers)
 
 
 @contextlib.contextmanager

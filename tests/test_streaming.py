@@ -299,21 +299,25 @@ def test_limited_restores_the_thread_count():
     assert torch.get_num_threads() == before
 
 
-def test_cli_default_never_exceeds_torchs_own_count_unless_asked(monkeypatch):
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        monkeypatch.delenv(threads.ENV_THREADS, raising=False)
-        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        monkeypatch.setattr(threads, "available_cores", lambda: 8)  # e.g. 4 cores with 2 hyperthreads each
-        torch.set_num_threads(1)  # stands for torch's physical-core default
-        assert threads.apply_default_threads() == 1 and torch.get_num_threads() == 1
-        monkeypatch.setenv(threads.ENV_THREADS, "3")  # an explicit request wins
-        assert threads.apply_default_threads() == 3 and torch.get_num_threads() == 3
-        monkeypatch.delenv(threads.ENV_THREADS)
-        monkeypatch.setattr(threads, "available_cores", lambda: 2)  # fewer cores given than torch would use
-        torch.set_num_threads(3)
-        assert threads.apply_default_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+def test_default_threads_count_hyperthreads_of_a_core_once(monkeypatch):
+    monkeypatch.delenv(threads.ENV_THREADS, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(threads, "_cgroup_quota_cores", lambda: None)
+    # 4 cores with 2 hyperthreads each (siblings 0,4 / 1,5 / 2,6 / 3,7)
+    monkeypatch.setattr(threads, "_thread_siblings", lambda cpu: f"{cpu % 4},{cpu % 4 + 4}")
+    assert threads.available_cores() == 8 and threads.physical_cores() == 4
+    assert threads.default_threads() == 4
+    monkeypatch.setenv(threads.ENV_THREADS, "6")  # an explicit request wins
+    assert threads.default_threads() == 6
+    monkeypatch.delenv(threads.ENV_THREADS)
+    # torchrun's automatic OMP_NUM_THREADS=1 is not a choice: the physical cores are split between its workers
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads.default_threads() == 2
+    monkeypatch.setattr(threads, "_thread_siblings", lambda cpu: None)  # topology unreadable: every CPU counts
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert threads.physical_cores() == 8
