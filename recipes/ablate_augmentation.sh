@@ -15,12 +15,11 @@ set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 ARM_STEPS="${ARM_STEPS:-4000}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
-B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
 build_corpora
 restore_state backbone_clean
 
 arm() {  # arm NAME AUGMENT
-  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$B_ARGS" \
+  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" \
      --init-from "$ROOT/fastsep/assets/default" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" \
      --out "$WORK/backbone_$1" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment "$2" \
      --level-range 0 8 --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 \

@@ -11,6 +11,9 @@ PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvo
           asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
           asterisk-prompt-fr-armelle asterisk-moh-opsound-wav fillets-ng-data-cs fillets-ng-data-nl
           flight-of-the-amazon-queen beneath-a-steel-sky libsox-fmt-mp3)
+# The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
+# (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
+DEFAULT_B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
 fs() { python -m fastsep "$@"; }
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):

@@ -46,14 +46,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 DEST="${DEST:-$ROOT/fastsep/assets/default}"
 B_STEPS="${B_STEPS:-19799}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
-# The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
-# (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
-B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
 build_corpora
 
 echo "== 2/5 backbone B (to $B_STEPS steps in all)"
 restore_state backbone
-fs train separator --model convtasnet --model-args "$B_ARGS" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" \
+fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" \
    "$WORK/adventure" --out "$WORK/backbone" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment all \
    --level-range 0 8 --patience 4 --early-stop 0 --checkpoint-every 200 --keep-every 2000 --num-workers 1 \
    --max-steps "$B_STEPS" \
