@@ -196,6 +196,32 @@ def test_diffwave_stack_block_edges(device, channels, length, conditioned):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("tile", ["48", "96", "200", "0"])  # 0: tiling off (the whole signal, layer by layer)
+@pytest.mark.parametrize("channels", [8, 64])
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_diffwave_stack_time_tiles(monkeypatch, tile, channels, conditioned):
+    # The CPU kernel takes long signals through all layers a time tile at a time, each layer's outputs computed on the
+    # tile widened by the later layers' dilations. FASTSEP_DIFFWAVE_TILE forces the tile length: tiles shorter than
+    # the widening (sum of dilations 1+2+4+8+16+33 = 64 each side) and than the kernel's 48-sample block, a signal
+    # that does not divide into tiles, taps past both ends of the signal. The tiles must join without a seam.
+    require_compiled_kernels("cpu", "the time tiles are the compiled CPU kernel's")
+    monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", tile)
+    dilations = [1, 2, 4, 8, 16, 33]
+    g = torch.Generator().manual_seed(channels + 7 * int(tile))
+    args = diffwave_inputs(2, channels, 531, len(dilations), conditioned, generator=g)
+    with torch.no_grad():
+        got = ops.diffwave_stack(*args, dilations)
+        want = reference.diffwave_stack(*args, dilations)
+        layer_args = (args[0], args[1][0], args[2][0] if conditioned else None, args[3][0], args[4][0], args[5][0],
+                      args[6][0], 5)
+        got_layer = ops.diffwave_layer(*layer_args)
+        want_layer = reference.diffwave_layer(*layer_args)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_layer, want_layer):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def _needs_bf16():
     if not _ext.diffwave_bf16_available():
         pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")
@@ -233,6 +259,7 @@ def test_diffwave_stack_bf16_falls_back_to_float32_with_a_warning(monkeypatch):
 
 
 _VARIANT_CHECK = """
+import os
 import torch
 from fastsep import _ext, ops, reference
 from op_cases import diffwave_inputs
@@ -246,6 +273,12 @@ for channels in (3, 8, 64):
             with torch.no_grad():
                 torch.testing.assert_close(ops.diffwave_stack(*args, dilations),
                                            reference.diffwave_stack(*args, dilations), rtol=1e-4, atol=1e-4)
+os.environ["FASTSEP_DIFFWAVE_TILE"] = "40"  # time tiles, with this variant's block width
+for conditioned in (True, False):
+    args = diffwave_inputs(2, 8, 301, 4, conditioned)
+    with torch.no_grad():
+        torch.testing.assert_close(ops.diffwave_stack(*args, [1, 2, 4, 9]),
+                                   reference.diffwave_stack(*args, [1, 2, 4, 9]), rtol=1e-4, atol=1e-4)
 print("ok")
 """
 

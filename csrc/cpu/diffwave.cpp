@@ -170,11 +170,137 @@ void pack_weights(const at::Tensor& w_dil, const at::Tensor& w_out, int64_t R, s
       }
 }
 
+// ------------------------------------------------------------------------------------------------- time tiles
+// run_blocked streams every layer's [B, C, T] activations and [B, 2C, T] conditioner through memory: at 4 s of
+// 8 kHz audio a 12 x 32 stack's working set (~40 MB per layer) is far past L2, and the kernel that reaches ~55 % of
+// the GEMM rate on a few thousand samples falls to ~25 % (the blocks wait on memory). run_tiled instead takes a
+// tile of samples through all L layers while its activations stay in L2. Layer l's outputs are computed on the tile
+// widened by the dilations of the layers after it (their receptive field), so the tile's own samples come out
+// exact; the widening is recomputed by both neighbours (2·sum(dilations) samples per tile), the price of the cache.
+struct Tiling {
+  int64_t tile = 0;  // samples per tile; 0: don't tile
+};
+
+// Tile length for C channels and receptive field `halo` (sum of the dilations). FASTSEP_DIFFWAVE_TILE=N forces N
+// samples (0 switches tiling off), for tests and tuning. Tiling is skipped when the recomputed halo would cost more
+// than a quarter of the work or when there are fewer tiles than threads (the untiled path splits one item's blocks).
+Tiling choose_tiling(int64_t B, int64_t C, int64_t T, int64_t halo, int64_t pad, int64_t N) {
+  Tiling t;
+  const char* forced = std::getenv("FASTSEP_DIFFWAVE_TILE");
+  if (forced && *forced) {
+    t.tile = std::max<int64_t>(0, std::atoll(forced));
+    if (t.tile >= T) t.tile = 0;
+    return t;
+  }
+  // Four [C, width] float buffers per thread (x, skip and two ping-pong step-offset inputs) in ~1 MiB of L2.
+  constexpr int64_t kBudget = int64_t(1) << 20;
+  const int64_t width = kBudget / (4 * C * int64_t(sizeof(float)));
+  const int64_t tile = (width - 2 * halo - 2 * pad - N) / N * N;
+  if (tile <= 0 || 2 * halo * 4 > tile || tile >= T) return t;
+  const int64_t tiles = (T + tile - 1) / tile;
+  if (B * tiles < at::get_num_threads()) return t;
+  t.tile = tile;
+  return t;
+}
+
+at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
+                     const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
+                     at::IntArrayRef dilations, at::Tensor* x_last, int64_t tile) {
+  const BlockKernel& kernel = block_kernel();
+  const int64_t L = static_cast<int64_t>(dilations.size());
+  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
+  std::vector<int64_t> reach(L + 1, 0);  // reach[l]: sum of the dilations of layers l.. (layer l reads that far)
+  int64_t max_d = 1;
+  for (int64_t l = L - 1; l >= 0; --l) {
+    reach[l] = reach[l + 1] + dilations[l];
+    max_d = std::max<int64_t>(max_d, dilations[l]);
+  }
+  const int64_t pad = (max_d + 15) / 16 * 16;
+  // Buffer column k holds sample origin + k, origin = tile start - reach[0] - pad; blocks read up to N - 1 past
+  // their range's end, plus the dilation.
+  const int64_t width = tile + 2 * reach[0] + 2 * pad + N;
+  const int64_t tiles = (T + tile - 1) / tile;
+  std::vector<float> wp_dil, wp_out;
+  pack_weights(w_dil, w_out, R, wp_dil, wp_out);
+  at::Tensor skip = at::empty_like(x);
+  if (x_last) *x_last = at::empty_like(x);
+  const float* xs = x.data_ptr<float>();
+  const float* steps = dstep.data_ptr<float>();
+  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
+  float* skip_out = skip.data_ptr<float>();
+  float* x_out = x_last ? x_last->data_ptr<float>() : nullptr;
+  at::parallel_for(0, B * tiles, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> buf(4 * C * width + (R + C) * N);
+    float* xb = buf.data();              // layer input, updated in place
+    float* sb = xb + C * width;          // skip sum
+    float* yb[2] = {sb + C * width, sb + 2 * C * width};  // x + step offset, zero outside [0, T)
+    float* scratch = sb + 3 * C * width;
+    for (int64_t k = lo; k < hi; ++k) {
+      const int64_t b = k / tiles, t0 = (k % tiles) * tile, t1 = std::min(T, t0 + tile);
+      const int64_t origin = t0 - reach[0] - pad;
+      std::fill(yb[0], yb[0] + 2 * C * width, 0.0f);
+      {  // the first layer's input over everything the tile's outputs reach
+        const int64_t s = std::max<int64_t>(0, t0 - reach[0]), e = std::min(T, t1 + reach[0]);
+        for (int64_t c = 0; c < C; ++c) {
+          const float* src = xs + (b * C + c) * T;
+          const float st = steps[b * C + c];
+          float* xd = xb + c * width - origin;
+          float* yd = yb[0] + c * width - origin;
+#pragma omp simd
+          for (int64_t t = s; t < e; ++t) {
+            xd[t] = src[t];
+            yd[t] = src[t] + st;
+          }
+        }
+      }
+      for (int64_t l = 0; l < L; ++l) {
+        // Layer l's outputs are needed on the tile widened by what the later layers read.
+        const int64_t s = std::max<int64_t>(0, t0 - reach[l + 1]), e = std::min(T, t1 + reach[l + 1]);
+        const int64_t off = s - origin;  // buffer column of sample s
+        dwblock::LayerArgs a;
+        a.C = C;
+        a.T = e - s;
+        a.y = yb[l % 2] + off - pad;
+        a.y_stride = width;
+        a.pad = pad;
+        a.dilation = dilations[l];
+        a.x = xb + off;
+        a.x_stride = width;
+        a.cond = conds ? conds + (l * B + b) * 2 * C * T + s : nullptr;
+        a.cond_stride = T;
+        a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
+        a.wp_dil = wp_dil.data() + l * 2 * C * 3 * C;
+        a.wp_out = wp_out.data() + l * 2 * C * C;
+        a.b_out = b_out.data_ptr<float>() + l * 2 * C;
+        a.x_next = xb + off;
+        a.skip = sb + off;
+        a.accumulate = l > 0;
+        a.y_next = l + 1 < L ? yb[(l + 1) % 2] + off - pad : nullptr;
+        a.next_step = l + 1 < L ? steps + ((l + 1) * B + b) * C : nullptr;
+        kernel.run(a, 0, (a.T + N - 1) / N, scratch);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        std::copy(sb + c * width + (t0 - origin), sb + c * width + (t1 - origin), skip_out + (b * C + c) * T + t0);
+        if (x_out)
+          std::copy(xb + c * width + (t0 - origin), xb + c * width + (t1 - origin), x_out + (b * C + c) * T + t0);
+      }
+    }
+  });
+  return skip;
+}
+
 // Runs the L layers with the blocked kernels; returns the skip sum and, when x_last is given, the last layer's x_next.
 at::Tensor run_blocked(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
                        const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
                        at::IntArrayRef dilations, at::Tensor* x_last) {
   const BlockKernel& kernel = block_kernel();
+  {
+    int64_t halo = 0, max_d = 1;
+    for (auto d : dilations) halo += d, max_d = std::max<int64_t>(max_d, d);
+    const Tiling tiling = choose_tiling(x.size(0), x.size(1), x.size(2), halo, (max_d + 15) / 16 * 16, kernel.width);
+    if (tiling.tile > 0)
+      return run_tiled(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, x_last, tiling.tile);
+  }
   const int64_t L = static_cast<int64_t>(dilations.size());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
   const int64_t blocks = (T + N - 1) / N;
@@ -219,6 +345,7 @@ at::Tensor run_blocked(const at::Tensor& x, const at::Tensor& dstep, const at::T
         a.x = x_cur + b * C * T;
         a.x_stride = T;
         a.cond = conds ? conds + (l * B + b) * 2 * C * T : nullptr;
+        a.cond_stride = T;
         a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
         a.wp_dil = wp_dil.data() + l * 2 * C * 3 * C;
         a.wp_out = wp_out.data() + l * 2 * C * C;
