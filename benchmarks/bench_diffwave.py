@@ -138,8 +138,14 @@ def summary() -> str:
                          f"{ref / seconds:.2f}x the reference, RTF {seconds / (batch * SECONDS):.5f}")
         if mode == "stack-kernel" and (name, batch, "stack-reference") in _RESULTS:
             ref = _RESULTS[(name, batch, "stack-reference")]
+            flops = 2 * batch * mel_batch(1).shape[-1] * HOP * CONFIGS[name]["residual_layers"] * 8 * \
+                CONFIGS[name]["residual_channels"] ** 2  # dilated (2C x 3C) and output (2C x C) products
             lines.append(f"one step's residual stack {name} batch {batch}: reference.diffwave_stack {ref * 1e3:.1f} ms,"
-                         f" ops.diffwave_stack {seconds * 1e3:.1f} ms, {ref / seconds:.2f}x")
+                         f" ops.diffwave_stack {seconds * 1e3:.1f} ms ({flops / seconds / 1e9:.0f} GFLOP/s), "
+                         f"{ref / seconds:.2f}x")
+            untiled = _RESULTS.get((name, batch, "stack-kernel-untiled"))
+            if untiled:
+                lines.append(f"  the kernel without time tiles: {untiled * 1e3:.1f} ms; tiles {untiled / seconds:.2f}x")
     return "\n".join(lines)
 
 
@@ -185,12 +191,16 @@ def stack_inputs(name: str, batch: int):
             r(L, 2 * C), dilations)
 
 
-@pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel"])
+@pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel", "stack-kernel-untiled"])
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_stack(benchmark, name, batch, impl):
+def test_stack(benchmark, monkeypatch, name, batch, impl):
     args = stack_inputs(name, batch)
     fn = reference.diffwave_stack if impl == "stack-reference" else ops.diffwave_stack
+    if impl == "stack-kernel-untiled":  # the CPU kernel layer by layer over the whole signal (no time tiles)
+        if DEVICE.type != "cpu":
+            pytest.skip("time tiles are the CPU kernel's")
+        monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", "0")
 
     def run():
         out = fn(*args)
