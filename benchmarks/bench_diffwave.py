@@ -22,6 +22,7 @@ for that import, so that ``predict`` itself runs unchanged.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import types
@@ -146,6 +147,9 @@ def summary() -> str:
             untiled = _RESULTS.get((name, batch, "stack-kernel-untiled"))
             if untiled:
                 lines.append(f"  the kernel without time tiles: {untiled * 1e3:.1f} ms; tiles {untiled / seconds:.2f}x")
+            bf16 = _RESULTS.get((name, batch, "stack-kernel-bf16"))
+            if bf16:
+                lines.append(f"  the kernel with bfloat16 products: {bf16 * 1e3:.1f} ms ({flops / bf16 / 1e9:.0f} GFLOP/s)")
     return "\n".join(lines)
 
 
@@ -191,7 +195,7 @@ def stack_inputs(name: str, batch: int):
             r(L, 2 * C), dilations)
 
 
-@pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel", "stack-kernel-untiled"])
+@pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel", "stack-kernel-untiled", "stack-kernel-bf16"])
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_stack(benchmark, monkeypatch, name, batch, impl):
@@ -201,6 +205,10 @@ def test_stack(benchmark, monkeypatch, name, batch, impl):
         if DEVICE.type != "cpu":
             pytest.skip("time tiles are the CPU kernel's")
         monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", "0")
+    if impl == "stack-kernel-bf16":  # bfloat16 products (AVX512-BF16)
+        if DEVICE.type != "cpu" or not _ext.diffwave_bf16_available():
+            pytest.skip("needs the CPU bfloat16 kernel (AVX512-BF16)")
+        fn = functools.partial(ops.diffwave_stack, precision="bfloat16")
 
     def run():
         out = fn(*args)
