@@ -16,11 +16,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 ARM_STEPS="${ARM_STEPS:-4000}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 build_corpora
+restore_state backbone   # the arms start from B's kept state (step 19799), not from the installed default
 restore_state backbone_clean
 
 arm() {  # arm NAME AUGMENT
   FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" \
-     --init-from "$ROOT/fastsep/assets/default" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" \
+     --init-from "$WORK/backbone/last" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" \
      --out "$WORK/backbone_$1" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment "$2" \
      --level-range 0 8 --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 \
      --num-workers 1 --max-steps "$ARM_STEPS" --device "$DEVICE" --no-progress
