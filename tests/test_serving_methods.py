@@ -428,14 +428,20 @@ def test_bundle_commands_write_servable_bundles(tmp_path, capsys):
 
     save_model(tiny_prior_net(), str(tmp_path / "speech" / "prior"))
     rc = cli.main(["bundle", "priors", str(tmp_path / "speech"), "-o", str(tmp_path / "enh"), "--noise-variance",
-                   "0.01", "--step", "dsg", "--init-step", "5", "--start-step", "5"])
+                   "0.01", "--step", "dsg", "--init-step", "5", "--start-step", "5", "--dsg-scale", "0.09"])
     assert rc == 0, capsys.readouterr().err
     options = read_manifest(tmp_path / "enh")["options"]
     # speech + white noise: enhancement, one track each
     assert options["tracks"] == [0, 1] and options["priors"][1] == {"gaussian": pytest.approx(0.01)}
-    assert options["step"] == "dsg" and options["solver"] == {"init_step": 5, "start_step": 5}
+    assert options["step"] == "dsg"
+    assert options["solver"] == {"init_step": 5, "start_step": 5, "dsg_scale": pytest.approx(0.09)}
     sep = Separator.from_pretrained(tmp_path / "enh")
     assert sep.n_src == 2 and sep.method.step_of("prior") == "dsg"
+    # the option reaches the solver: DSG's radius is linear in its scale
+    solver = sep.method.solver
+    unscaled = type(solver)(sep.method.priors, step="dsg", init_step=5, start_step=5)
+    torch.testing.assert_close(torch.as_tensor(solver.radius_per_sample),
+                               0.09 * torch.as_tensor(unscaled.radius_per_sample))
 
     rc = cli.main(["bundle", "diffsep", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")])
     assert rc == 2 and "holds no trained model" in capsys.readouterr().err

@@ -268,6 +268,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--init-step", type=int, default=None, help="noise level the solve starts from")
     parser.add_argument("--start-step", type=int, default=None, help="first reverse step run")
     parser.add_argument("--peak", type=float, default=0.95, help="peak each mixture is scaled to before solving")
+    parser.add_argument("--dsg-scale", type=float, default=None,
+                        help="radius factor of the DSG step (default 1.0, DSG's own; the paper's authors compared "
+                             "with 0.09)")
 
 
 def main(args) -> int:
@@ -284,8 +287,8 @@ def main(args) -> int:
             priors.append(GaussianPrior(args.noise_variance, priors[0].schedule))
             if tracks is None:  # one track per trained prior (one speech prior: enhancement), then the noise
                 tracks = list(range(len(args.priors))) + [len(priors) - 1]
-        options = {k: v for k, v in (("init_step", args.init_step), ("start_step", args.start_step))
-                   if v is not None}
+        options = {k: v for k, v in (("init_step", args.init_step), ("start_step", args.start_step),
+                                     ("dsg_scale", args.dsg_scale)) if v is not None}
         path = write_priors_bundle(args.out, priors, tracks=tracks, step=args.step, peak=args.peak, **options)
     except (FileNotFoundError, ValueError, TypeError) as exc:
         print(f"fastsep bundle priors: {exc}", file=sys.stderr)
