@@ -127,9 +127,18 @@ def test_result_does_not_depend_on_input_level(full_sep, mode):
     # mixture must give the same estimates, scaled (a vocoder adding noise at a fixed level fails this at 0.001).
     mix, _ = speechlike(6000, 4)
     ref = full_sep.separate(mix, mode=mode, seed=1)
+    # Scaled by a power of two, the input RMS normalisation hands the models bit-identical input: the estimates must
+    # be exact scaled copies.
+    for scale in (2.0 ** -7, 2.0 ** -10):
+        est = full_sep.separate(mix * scale, mode=mode, seed=1)
+        torch.testing.assert_close(est, ref * scale, rtol=1e-6, atol=0.0)
+    # Any other scale changes the models' input by float rounding (~1e-7). xcorr's per-frame lag is an argmax, and on
+    # these random stand-in models some frames hold near-ties that such rounding flips (on the AVX-512 Xeon of
+    # 2026-11-23 one talker lands at 26 dB; fixed-level noise would put it below 10 dB at 0.001).
+    floor = 20.0 if mode == "xcorr" else 30.0
     for scale in (0.01, 0.001):
         est = full_sep.separate(mix * scale, mode=mode, seed=1)
-        assert float(si_sdr(est, ref).min()) > 30.0
+        assert float(si_sdr(est, ref).min()) > floor
         assert float(est.norm() / (scale * ref.norm())) == pytest.approx(1.0, abs=0.02)
 
 
