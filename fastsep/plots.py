@@ -205,10 +205,11 @@ def roofline_figure(report: dict):
     ax_t.set_yticks(y, names)
     ax_t.set_xlabel("time (ms)")
     ax_t.set_xlim(0, max(times) * 1.45 if max(times) > 0 else 1)
-    ax_t.set_title(f"time per stage: {report['seconds_audio']:g} s of audio x batch {report['batch']} "
-                   f"(total {report['total_s']:.3g} s, RTF {report['rtf']:.3g}"
-                   + (f"; at the roof RTF {report['floor_rtf']:.3g}" if report.get("floor_rtf") is not None else "")
-                   + ")", fontsize=10, loc="left")
+    # Two lines: on one, the floor ran into the other panel's title.
+    ax_t.set_title(f"time per stage: {report['seconds_audio']:g} s of audio x batch {report['batch']}\n"
+                   f"total {report['total_s']:.3g} s, RTF {report['rtf']:.3g}"
+                   + (f"; at the roof RTF {report['floor_rtf']:.3g}" if report.get("floor_rtf") is not None else ""),
+                   fontsize=10, loc="left")
 
     # A logarithmic axis: stages span from a fraction of a percent to near the roof.
     known = [100 * r["fraction"] for r in rows if r.get("fraction")]
@@ -226,7 +227,7 @@ def roofline_figure(report: dict):
     g16 = m.get("gemm_bfloat16")
     ax_f.set_title(f"float32 GEMM {m['gemm_float32']['flops_per_s'] / 1e9:.1f} GFLOP/s"
                    + (f", bf16 {g16['flops_per_s'] / 1e9:.1f}" if g16 else "")
-                   + f"; copy {m['copy']['bytes_per_s'] / 1e9:.1f} GB/s ({m['threads']} threads)",
+                   + f"\ncopy {m['copy']['bytes_per_s'] / 1e9:.1f} GB/s ({m['threads']} threads)",
                    fontsize=10, loc="left")
     # below the fraction panel, where no bar or label can be hidden by it
     ax_f.legend(handles=[Patch(color=colours["flops"], label="FLOP/s vs the GEMM yardstick"),
