@@ -25,8 +25,11 @@ keep_state() {
   rm -rf "$STATE/$1.tmp" && mkdir -p "$STATE/$1.tmp"
   cp -r "$WORK/$1/last" "$WORK/$1/log.jsonl" "$STATE/$1.tmp/"
   [[ -d "$WORK/$1/best" ]] && cp -r "$WORK/$1/best" "$STATE/$1.tmp/"
-  rm -rf "$STATE/$1" && mv "$STATE/$1.tmp" "$STATE/$1"
+  swap_state "$1"
 }
+# swap_state NAME: recipes/state/NAME.tmp, filled by the caller, replaces recipes/state/NAME (a half-written copy
+# never stands in for the state).
+swap_state() { rm -rf "$STATE/$1" && mv "$STATE/$1.tmp" "$STATE/$1"; }
 
 build_corpora() {
   echo "== 0 system packages (voices, recordings, background music)"

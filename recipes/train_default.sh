@@ -80,7 +80,7 @@ else  # a new machine: the checkpoints are not kept (10 MB), their average is (r
 fi
 keep_state backbone_clean
 rm -rf "$STATE/backbone_average.tmp" && cp -r "$WORK/backbone_average" "$STATE/backbone_average.tmp" \
-  && rm -rf "$STATE/backbone_average" && mv "$STATE/backbone_average.tmp" "$STATE/backbone_average"
+  && swap_state backbone_average
 B_DIR="$WORK/backbone_average"
 
 echo "== 3/5 vocoder GM (to $GM_STEPS steps in all)"

@@ -41,7 +41,7 @@ if [[ -f "$WORK/hifigan/last/model.json" ]]; then
   rm -rf "$STATE/hifigan.tmp" && mkdir -p "$STATE/hifigan.tmp/generator"
   cp "$GEN/model.json" "$GEN/model.safetensors" "$STATE/hifigan.tmp/generator/"
   cp "$WORK/hifigan/log.jsonl" "$STATE/hifigan.tmp/"
-  rm -rf "$STATE/hifigan" && mv "$STATE/hifigan.tmp" "$STATE/hifigan"
+  swap_state hifigan
 else
   GEN="$STATE/hifigan/generator"
 fi
