@@ -149,7 +149,12 @@ def summary() -> str:
                 lines.append(f"  the kernel without time tiles: {untiled * 1e3:.1f} ms; tiles {untiled / seconds:.2f}x")
             bf16 = _RESULTS.get((name, batch, "stack-kernel-bf16"))
             if bf16:
-                lines.append(f"  the kernel with bfloat16 products: {bf16 * 1e3:.1f} ms ({flops / bf16 / 1e9:.0f} GFLOP/s)")
+                lines.append(f"  the kernel with bfloat16 products ({_ext.diffwave_bf16_variant()}): {bf16 * 1e3:.1f} ms "
+                             f"({flops / bf16 / 1e9:.0f} GFLOP/s), {seconds / bf16:.2f}x float32")
+            dp = _RESULTS.get((name, batch, "stack-kernel-bf16-dp"))
+            if dp:
+                lines.append(f"  the kernel with bfloat16 products (avx512bf16): {dp * 1e3:.1f} ms "
+                             f"({flops / dp / 1e9:.0f} GFLOP/s)")
     return "\n".join(lines)
 
 
@@ -195,7 +200,8 @@ def stack_inputs(name: str, batch: int):
             r(L, 2 * C), dilations)
 
 
-@pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel", "stack-kernel-untiled", "stack-kernel-bf16"])
+@pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel", "stack-kernel-untiled", "stack-kernel-bf16",
+                                  "stack-kernel-bf16-dp"])
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_stack(benchmark, monkeypatch, name, batch, impl):
@@ -205,9 +211,13 @@ def test_stack(benchmark, monkeypatch, name, batch, impl):
         if DEVICE.type != "cpu":
             pytest.skip("time tiles are the CPU kernel's")
         monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", "0")
-    if impl == "stack-kernel-bf16":  # bfloat16 products (AVX512-BF16)
+    if impl.startswith("stack-kernel-bf16"):  # bfloat16 products: AMX tiles where the CPU has them, else vdpbf16ps
         if DEVICE.type != "cpu" or not _ext.diffwave_bf16_available():
             pytest.skip("needs the CPU bfloat16 kernel (AVX512-BF16)")
+        if impl == "stack-kernel-bf16-dp":  # the vdpbf16ps path, kept off the tile unit
+            if _ext.diffwave_bf16_variant() != "amx":
+                pytest.skip("stack-kernel-bf16 is already the vdpbf16ps path on this CPU")
+            monkeypatch.setenv("FASTSEP_CPU_ISA", "avx512bf16")
         fn = functools.partial(ops.diffwave_stack, precision="bfloat16")
 
     def run():

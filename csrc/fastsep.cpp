@@ -8,6 +8,7 @@ namespace fastsep {
 
 std::string diffwave_cpu_variant();  // csrc/cpu/diffwave.cpp
 bool diffwave_bf16_available();      // csrc/cpu/diffwave_bf16.cpp
+std::string diffwave_bf16_variant();  // csrc/cpu/diffwave_bf16.cpp
 
 bool built_with_cuda() {
 #ifdef FASTSEP_WITH_CUDA
@@ -68,4 +69,6 @@ TORCH_LIBRARY(fastsep, m) {
   m.def("diffwave_bf16_available() -> bool", &fastsep::diffwave_bf16_available);
   // The instruction-set variant of the CPU DiffWave kernel picked for this machine: avx512, avx2 or baseline.
   m.def("diffwave_cpu_variant() -> str", &fastsep::diffwave_cpu_variant);
+  // The bfloat16 kernel's products: amx (tile unit, channels in multiples of 32), avx512bf16, or none.
+  m.def("diffwave_bf16_variant() -> str", &fastsep::diffwave_bf16_variant);
 }

@@ -66,8 +66,18 @@ def diffwave_cpu_variant() -> Optional[str]:
 
 @functools.lru_cache(maxsize=None)
 def diffwave_bf16_available() -> bool:
-    """True when the CPU DiffWave stack can multiply in bfloat16 here (the extension, and a CPU with AVX512-BF16)."""
+    """True when the CPU DiffWave stack can multiply in bfloat16 here (the extension, and a CPU with AVX512-BF16;
+    AMX is used on top where present, see :func:`diffwave_bf16_variant`)."""
     return available() and bool(torch.ops.fastsep.diffwave_bf16_available())
+
+
+def diffwave_bf16_variant() -> Optional[str]:
+    """How the bfloat16 CPU DiffWave stack multiplies here: "amx" (the tile unit; used for channel counts that are
+    multiples of 32, the vdpbf16ps path otherwise), "avx512bf16", "none" (no such CPU), or None without the extension.
+    FASTSEP_CPU_ISA=avx512bf16 keeps it off the tile unit."""
+    if not available():
+        return None
+    return str(torch.ops.fastsep.diffwave_bf16_variant())
 
 
 def has_cuda_kernels() -> bool:

@@ -254,8 +254,10 @@ def diffwave_stack(
     CUDA: one fused kernel per layer for C <= 96 (``fastsep._ext.cuda_limits()``), the reference above that.
 
     ``precision="bfloat16"``: both convolutions multiply bfloat16-rounded inputs and weights (float32 sums, gate,
-    residual and skip), ~1.5-2x faster on CPUs with AVX512-BF16 (:func:`fastsep._ext.diffwave_bf16_available`); its
-    reference is :func:`fastsep.reference.diffwave_stack_bf16`. Elsewhere (no such CPU, C not a multiple of 4, CUDA)
+    residual and skip) on CPUs with AVX512-BF16 (:func:`fastsep._ext.diffwave_bf16_available`): with AMX's tiles
+    when C is a multiple of 32 (~2x the float32 kernel at 4 s, ~2.7x in cache), else with vdpbf16ps (slower than
+    the float32 kernel on an AMX machine; :func:`fastsep._ext.diffwave_bf16_variant` says which); its reference is
+    :func:`fastsep.reference.diffwave_stack_bf16`. Elsewhere (no such CPU, C not a multiple of 4, CUDA)
     it computes in float32 and warns once.
     """
     op = "diffwave_stack"

@@ -14,7 +14,7 @@ share of the stages' total, and achieved rate as a fraction of the attainable fi
 * stages whose work is multiply-adds (backbone, vocoder, F) count FLOPs analytically from the models' shapes
   (:func:`model_flops`: only convolution, linear, recurrent and attention products, 2 per multiply-add; norms,
   activations and FFTs are not counted, so the fraction is a lower bound of how busy the units are) against the
-  GEMM yardstick (the bfloat16 one for a vocoder sampling in bfloat16 where that was measured);
+  GEMM yardstick (the bfloat16 one for a vocoder or F computing in bfloat16 where that was measured);
 * the others (mel, STFT, combine, iSTFT, overlap-add, decode, encode) count the bytes they must move at least
   (inputs read once, outputs written once) against the copy bandwidth *of a copy of the same number of bytes*,
   measured in the same run: a small stage whose data sits in cache is compared with a copy that also sits in cache,
@@ -26,6 +26,7 @@ stage, the best of all its measurements being the attainable rate; stages report
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -83,15 +84,16 @@ def time_call(fn: Callable[[], object], repeats: int, device: torch.device) -> f
 
 
 # ------------------------------------------------------------------------------------------------------ yardsticks
-def _cpu_flags() -> set:
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset:
     try:
         with open("/proc/cpuinfo", "r", encoding="ascii", errors="replace") as fh:
             for line in fh:
                 if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return set()
+    return frozenset()
 
 
 def cpu_bf16_support(flags: Optional[set] = None) -> Tuple[bool, str]:
@@ -481,17 +483,21 @@ def roofline(separator, seconds: float = 4.0, batch: int = 1, repeats: int = 3, 
             cfg = combiner.stft_cfg
             spec_d, spec_g = stft(vd, cfg), stft(vg, cfg)
             bytes_stage("stft", lambda: (stft(vd, cfg), stft(vg, cfg)), _nbytes(vd, vg, spec_d, spec_g))
+            f_precision = getattr(separator, "combiner_precision", "float32")
+            coefficients = functools.partial(combiner.coefficients, precision=f_precision)
             if cpu_items:
-                coeffs = [combiner.coefficients(spec_d[b:b + 1], spec_g[b:b + 1]) for b in range(batch)]
+                coeffs = [coefficients(spec_d[b:b + 1], spec_g[b:b + 1]) for b in range(batch)]
                 d1 = torch.cat([c[0] for c in coeffs]).contiguous()
                 d2 = torch.cat([c[1] for c in coeffs]).contiguous()
-                run_f = lambda: [combiner.coefficients(spec_d[b:b + 1], spec_g[b:b + 1]) for b in range(batch)]
+                run_f = lambda: [coefficients(spec_d[b:b + 1], spec_g[b:b + 1]) for b in range(batch)]
             else:
-                d1, d2 = (t.contiguous() for t in combiner.coefficients(spec_d, spec_g))
-                run_f = lambda: combiner.coefficients(spec_d, spec_g)
+                d1, d2 = (t.contiguous() for t in coefficients(spec_d, spec_g))
+                run_f = lambda: coefficients(spec_d, spec_g)
             sec = timed(run_f)
+            yardstick = "gemm_bfloat16" if f_precision == "bfloat16" and "gemm_bfloat16" in gemm_runs \
+                else "gemm_float32"
             rows.append(_stage("F", sec, "flops", model_flops(combiner, "combiner", batch * n_src, length), None,
-                               model=type(combiner).__name__))
+                               model=type(combiner).__name__, precision=f_precision, yardstick=yardstick))
             remeasure_gemm()
             combined = ops.complex_combine(spec_d, spec_g, d1, d2)
             bytes_stage("combine", lambda: ops.complex_combine(spec_d, spec_g, d1, d2),
@@ -567,10 +573,10 @@ def roofline(separator, seconds: float = 4.0, batch: int = 1, repeats: int = 3, 
             "floor_s": floor, "floor_rtf": floor / (seconds * batch),
             "end_to_end_s": end_to_end, "repeats": repeats,
             "notes": "flops: 2 per multiply-add of conv/linear/recurrent/attention products, vs the float32 GEMM "
-                     "(bfloat16 for a bfloat16 vocoder where measured); bytes: inputs read once + outputs written "
-                     "once, vs a copy of the same bytes in this run; overlap-add measured on measured_on_seconds "
-                     "and scaled to seconds_audio; end_to_end_s: the mode's models in one call (no file I/O, "
-                     "no chunking)"}
+                     "(bfloat16 for a vocoder or F computing in bfloat16 where measured); bytes: inputs read once + "
+                     "outputs written once, vs a copy of the same bytes in this run; overlap-add measured on "
+                     "measured_on_seconds and scaled to seconds_audio; end_to_end_s: the mode's models in one "
+                     "call (no file I/O, no chunking)"}
 
 
 def _si(value: Optional[float], unit: str) -> str:

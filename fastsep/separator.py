@@ -91,9 +91,11 @@ class Separator:
             ``overlap_seconds`` (default: a quarter of a chunk, at most 1 s).
         match_levels: rescale each chunk's talkers onto the previous chunk's gain and sign on their overlap, for
             backbones whose output level is not tied to the mixture (see :mod:`fastsep.chunking`).
-        vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel (~1.4-1.6x faster sampling
-            on CPUs with AVX512-BF16, waveform differences of a few 1e-3; see ``DiffWave.generate``). Passed to each
+        vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel (~2x faster sampling on
+            CPUs with AMX, waveform differences of a few 1e-3; see ``DiffWave.generate``). Passed to each
             ``vocode`` call; the vocoder object itself is left as it was given. Separate-And-Diffuse only.
+        combiner_precision: "float32", or "bfloat16" for the convolutions of F's two heads (~5x faster F on a CPU
+            with AMX; see ``Combiner.coefficients``). Separate-And-Diffuse only. The CLI's ``--precision`` sets both.
         device: where the models run (default: where the method's networks are).
         input_rms: RMS each mixture (chunk) is scaled to before the models, undone after (None: no scaling).
         mixture_consistent: scale the talkers by the one least-squares gain that makes their sum closest to the
@@ -113,6 +115,7 @@ class Separator:
         device: Optional[Union[str, torch.device]] = None,
         match_levels: bool = False,
         vocoder_precision: str = "float32",
+        combiner_precision: str = "float32",
         input_rms: Optional[float] = INPUT_RMS,
         mixture_consistent: bool = True,
         method=None,
@@ -128,11 +131,13 @@ class Separator:
             if not is_method(method):
                 raise TypeError(f"Separator: method must offer the methods' interface (run, modes, modules; see "
                                 f"fastsep.methods.base), got {type(method).__name__}")
-            if vocoder_precision != "float32":
-                if getattr(method, "name", None) != "separate_and_diffuse":
-                    raise ValueError(f"Separator: vocoder_precision applies to Separate-And-Diffuse, not to "
-                                     f"{method.name}")
-                method.vocoder_precision = vocoder_precision
+            for what, value in (("vocoder_precision", vocoder_precision), ("combiner_precision", combiner_precision)):
+                if value != "float32":
+                    if getattr(method, "name", None) != "separate_and_diffuse":
+                        raise ValueError(f"Separator: {what} applies to Separate-And-Diffuse, not to {method.name}")
+                    if value != "bfloat16":
+                        raise ValueError(f"Separator: {what} must be 'float32' or 'bfloat16', got {value!r}")
+                    setattr(method, what, value)
             rate = getattr(method, "sample_rate", None)
             if sample_rate is not None and rate is not None and int(sample_rate) != int(rate):
                 raise ValueError(f"Separator: sample_rate {sample_rate} differs from the method's {rate} Hz")
@@ -143,7 +148,7 @@ class Separator:
             if backbone is None:
                 raise TypeError("Separator: give a backbone (Separate-And-Diffuse) or a method")
             method = SeparateAndDiffuse(backbone, vocoder, combiner, 8000 if sample_rate is None else sample_rate,
-                                        n_src, vocoder_precision)
+                                        n_src, vocoder_precision, combiner_precision)
             sample_rate = method.sample_rate
         if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
             raise ValueError(f"Separator: sample_rate must be a positive int, got {sample_rate!r}")
@@ -228,6 +233,10 @@ class Separator:
         return getattr(self.method, "vocoder_precision", "float32")
 
     @property
+    def combiner_precision(self) -> str:
+        return getattr(self.method, "combiner_precision", "float32")
+
+    @property
     def stft_cfg(self) -> StftConfig:
         cfg = self._sad("stft_cfg")
         return cfg if cfg is not None else StftConfig()
@@ -237,7 +246,7 @@ class Separator:
     def from_pretrained(cls, path=None, device="cpu", **kwargs) -> "Separator":
         """Load a bundle folder of any method (Separate-And-Diffuse, DiffSep, priors; see :mod:`fastsep.bundle`);
         no ``path`` loads the default shipped inside the package (``fastsep/assets/default``). Never downloads
-        anything. ``vocoder_precision`` applies to Separate-And-Diffuse bundles only."""
+        anything. ``vocoder_precision`` and ``combiner_precision`` apply to Separate-And-Diffuse bundles only."""
         from . import bundle
 
         directory = DEFAULT_BUNDLE if path is None else os.fspath(path)
@@ -255,13 +264,14 @@ class Separator:
                                     f"written by Separator.save_pretrained, fastsep.bundle.save_bundle, "
                                     f"write_diffsep_bundle or write_priors_bundle")
         options = {}
-        if bundle.bundle_method(directory) == "separate_and_diffuse":
-            options["vocoder_precision"] = kwargs.pop("vocoder_precision", "float32")
-        elif kwargs.get("vocoder_precision", "float32") != "float32":
-            raise ValueError(f"vocoder_precision applies to Separate-And-Diffuse bundles; {directory} holds "
-                             f"{bundle.bundle_method(directory)}")
-        else:
-            kwargs.pop("vocoder_precision", None)
+        for what in ("vocoder_precision", "combiner_precision"):
+            if bundle.bundle_method(directory) == "separate_and_diffuse":
+                options[what] = kwargs.pop(what, "float32")
+            elif kwargs.get(what, "float32") != "float32":
+                raise ValueError(f"{what} applies to Separate-And-Diffuse bundles; {directory} holds "
+                                 f"{bundle.bundle_method(directory)}")
+            else:
+                kwargs.pop(what, None)
         method = bundle.load_method(directory, map_location=device, **options)
         sep = cls(method=method, device=device, **kwargs)
         sep._bundle_dir = directory
@@ -276,8 +286,9 @@ class Separator:
         from .models.io import load_model
 
         directory = os.fspath(path)
-        if kwargs.pop("vocoder_precision", "float32") != "float32":
-            raise ValueError(f"vocoder_precision needs a vocoder; {directory} is a backbone checkpoint")
+        for what, part in (("vocoder_precision", "a vocoder"), ("combiner_precision", "a combiner")):
+            if kwargs.pop(what, "float32") != "float32":
+                raise ValueError(f"{what} needs {part}; {directory} is a backbone checkpoint")
         model = load_model(directory, map_location=device)
         config = getattr(model, "config", None) or {}
         if "n_src" not in config or "sample_rate" not in config:
@@ -317,6 +328,8 @@ class Separator:
                     h.update(type(model).__qualname__.encode())
             settings = (self.sample_rate, self.n_src, self.chunk, self.overlap, self.match_levels,
                         self.vocoder_precision, self.input_rms, self.mixture_consistent)
+            if self.combiner_precision != "float32":  # appended only when set, so that earlier records still match
+                settings += (("combiner_precision", self.combiner_precision),)
             h.update(repr(settings).encode())
             if not sad:
                 h.update(json.dumps(self.method.settings(), sort_keys=True).encode())

@@ -142,7 +142,8 @@ def test_bench_command(bundle, tmp_path, capsys):
 
 
 def test_precision_option_reaches_the_vocoder(bundle, monkeypatch):
-    # --precision sets the vocoder's sampling precision through Separator(vocoder_precision=...)
+    # --precision sets the vocoder's sampling precision and F's through Separator(vocoder_precision=...,
+    # combiner_precision=...)
     from fastsep import Separator
 
     seen = []
@@ -150,15 +151,17 @@ def test_precision_option_reaches_the_vocoder(bundle, monkeypatch):
 
     def spy(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
-        seen.append(self.vocoder_precision)
+        seen.append((self.vocoder_precision, self.combiner_precision))
         assert self.vocoder.sampling_precision == "float32"  # passed per call, the vocoder left as it was
 
     monkeypatch.setattr(Separator, "__init__", spy)
     assert run_cli("bench", "--model", bundle, "--lengths", "0.25", "--batch-sizes", "1", "--repeats", "1",
                    "--precision", "bfloat16") == 0
-    assert seen == ["bfloat16"]
+    assert seen == [("bfloat16", "bfloat16")]
     with pytest.raises(ValueError, match="vocoder_precision"):
         Separator.from_pretrained(bundle, vocoder_precision="half")
+    with pytest.raises(ValueError, match="combiner_precision"):
+        Separator.from_pretrained(bundle, combiner_precision="half")
 
 
 def test_demo_command(bundle, tmp_path, capsys):

@@ -115,6 +115,34 @@ def test_bad_inputs():
         Combiner(n_fft=64, hop_length=128)
 
 
+def test_bfloat16_heads_stay_close_to_float32():
+    # precision="bfloat16" rounds the heads' conv inputs and weights: the output moves by bfloat16's relative step
+    # (~0.4 %), not more; with no native bfloat16 products it warns and computes in float32 (the same output).
+    from fastsep.roofline import cpu_bf16_support
+
+    torch.manual_seed(0)
+    comb = Combiner(n_fft=128, hop_length=32, hidden=TINY)
+    with torch.no_grad():
+        for p in comb.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # away from the identity start, so the heads matter
+        vd, vg = torch.randn(2, 2, 4000), torch.randn(2, 2, 4000)
+        want = comb(vd, vg)
+        d1, d2 = comb.coefficients(stft(vd, comb.stft_cfg), stft(vg, comb.stft_cfg))
+        if cpu_bf16_support()[0]:
+            got = comb(vd, vg, precision="bfloat16")
+            b1, b2 = comb.coefficients(stft(vd, comb.stft_cfg), stft(vg, comb.stft_cfg), precision="bfloat16")
+            assert b1.dtype == b2.dtype == torch.float32
+            rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
+            assert 1e-5 < rel(b1, d1) < 2e-2 and 1e-5 < rel(b2, d2) < 2e-2  # rounded, and only by bfloat16's step
+            assert rel(got, want) < 2e-2
+        else:
+            with pytest.warns(UserWarning, match="float32"):
+                got = comb(vd, vg, precision="bfloat16")
+            assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="precision"):
+        comb(vd, vg, precision="float16")
+
+
 def test_save_load_roundtrip(tmp_path):
     from fastsep.models.io import load_model, save_model
 

@@ -227,16 +227,11 @@ def _needs_bf16():
         pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")
 
 
-@pytest.mark.kernel_vs_reference
-@pytest.mark.parametrize("channels", [4, 8, 64])
-@pytest.mark.parametrize("length", [1, 47, 48, 49, 301])
-@pytest.mark.parametrize("conditioned", [True, False])
-def test_diffwave_stack_bf16_matches_its_reference(channels, length, conditioned):
+def _check_bf16_stack(channels, length, conditioned, dilations=(1, 2, 512, 64, 7)):
     # The kernel rounds exactly what reference.diffwave_stack_bf16 rounds, so nearly every output matches it to
     # float32 summation order; where a sum lands next to a bfloat16 rounding boundary the two round apart and the
     # difference carries through the later layers (a few such outputs per case, ~1e-3).
-    _needs_bf16()
-    dilations = [1, 2, 512, 64, 7]
+    dilations = list(dilations)
     g = torch.Generator().manual_seed(channels * 1000 + length)
     args = diffwave_inputs(2, channels, length, len(dilations), conditioned, generator=g)
     with torch.no_grad():
@@ -246,6 +241,41 @@ def test_diffwave_stack_bf16_matches_its_reference(channels, length, conditioned
     err = (got - want).abs()
     assert err.median() <= 1e-5 and err.max() <= 1e-2
     assert (want - exact).abs().max() > 1e-4  # the rounding is real: float32 results would fail the median check
+
+
+# 32 and 64 channels take the AMX tiles where the CPU has them (multiples of 32), 4 and 8 the vdpbf16ps path.
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("channels", [4, 8, 32, 64])
+@pytest.mark.parametrize("length", [1, 47, 48, 49, 301])
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_diffwave_stack_bf16_matches_its_reference(channels, length, conditioned):
+    _needs_bf16()
+    _check_bf16_stack(channels, length, conditioned)
+
+
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("isa", ["", "avx512bf16"])
+@pytest.mark.parametrize("tile", ["40", "96", "0"])
+@pytest.mark.parametrize("channels", [8, 32])
+def test_diffwave_stack_bf16_time_tiles_and_variants(monkeypatch, isa, tile, channels):
+    # Time tiles shorter than the receptive field (sum of dilations 80), than the 48-sample block, and none; with the
+    # widest products (AMX where present) and with vdpbf16ps forced (the bfloat16 variant is read per call).
+    _needs_bf16()
+    monkeypatch.setenv("FASTSEP_CPU_ISA", isa)
+    monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", tile)
+    if isa:
+        assert _ext.diffwave_bf16_variant() == "avx512bf16"
+    for conditioned in (True, False):
+        _check_bf16_stack(channels, 301, conditioned, dilations=(1, 2, 4, 64, 9))
+
+
+def test_diffwave_bf16_variant_is_reported():
+    _needs_bf16()
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    variant = _ext.diffwave_bf16_variant()
+    assert variant in ("amx", "avx512bf16")
+    if "amx_bf16" not in flags:
+        assert variant == "avx512bf16"
 
 
 def test_diffwave_stack_bf16_falls_back_to_float32_with_a_warning(monkeypatch):

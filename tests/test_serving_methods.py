@@ -182,6 +182,8 @@ def test_bad_bundles_are_refused_with_clear_errors(diffsep_bundle, priors_bundle
         bundlemod.load_bundle(diffsep_bundle)
     with pytest.raises(ValueError, match="vocoder_precision applies to Separate-And-Diffuse"):
         Separator.from_pretrained(diffsep_bundle, vocoder_precision="bfloat16")
+    with pytest.raises(ValueError, match="combiner_precision applies to Separate-And-Diffuse"):
+        Separator.from_pretrained(diffsep_bundle, combiner_precision="bfloat16")
 
 
 # ---------------------------------------------------------------------------------------------------- arrays

@@ -12,6 +12,7 @@
 #include "cpu/common.h"
 #include "cpu/diffwave_blocks.h"
 #include "cpu/diffwave_checks.h"
+#include "cpu/diffwave_tiles.h"
 
 namespace fastsep {
 namespace {
@@ -171,49 +172,14 @@ void pack_weights(const at::Tensor& w_dil, const at::Tensor& w_out, int64_t R, s
 }
 
 // ------------------------------------------------------------------------------------------------- time tiles
-// run_blocked streams every layer's [B, C, T] activations and [B, 2C, T] conditioner through memory: at 4 s of
-// 8 kHz audio a 12 x 32 stack's working set (~40 MB per layer) is far past L2, and the kernel that reaches ~55 % of
-// the GEMM rate on a few thousand samples falls to ~25 % (the blocks wait on memory). run_tiled instead takes a
-// tile of samples through all L layers while its activations stay in L2. Layer l's outputs are computed on the tile
-// widened by the dilations of the layers after it (their receptive field), so the tile's own samples come out
-// exact; the widening is recomputed by both neighbours (2·sum(dilations) samples per tile), the price of the cache.
-// Zero padding each side of a layer input: the widest dilation, rounded up to 16 samples.
-int64_t dilation_pad(at::IntArrayRef dilations) {
-  int64_t max_d = 1;
-  for (auto d : dilations) max_d = std::max<int64_t>(max_d, d);
-  return (max_d + 15) / 16 * 16;
-}
-
-// Samples per tile for C channels and receptive field `halo` (sum of the dilations); 0: don't tile.
-// FASTSEP_DIFFWAVE_TILE=N forces N samples (0 switches tiling off), for tests and tuning. Tiling is skipped for short
-// signals, when the recomputed halo would cost more than a quarter of the work, or when there are fewer tiles than
-// threads (the untiled path splits one item's blocks between threads).
-int64_t choose_tile(int64_t B, int64_t C, int64_t T, int64_t halo, int64_t pad, int64_t N) {
-  const char* forced = std::getenv("FASTSEP_DIFFWAVE_TILE");
-  if (forced && *forced) {
-    const int64_t tile = std::max<int64_t>(0, std::atoll(forced));
-    return tile >= T ? 0 : tile;
-  }
-  // Four [C, width] float buffers per thread (x, skip and two ping-pong step-offset inputs) in ~1 MiB of L2.
-  constexpr int64_t kBudget = int64_t(1) << 20;
-  const int64_t width = kBudget / (4 * C * int64_t(sizeof(float)));
-  const int64_t longest = (width - 2 * halo - 2 * pad - N) / N * N;
-  // Below ~4 tiles the layer-by-layer working set is a few MB and the halo costs more than the cache saves
-  // (measured: 2 x 32 x 8000 gains, 1 x 32 x 4096 loses).
-  if (longest <= 0 || 2 * halo * 4 > longest || T < 4 * longest) return 0;
-  const int64_t tiles = (T + longest - 1) / longest;
-  if (B * tiles < at::get_num_threads()) return 0;
-  return ((T + tiles - 1) / tiles + N - 1) / N * N;  // equal tiles: no short last one paying a whole halo
-}
-
+// (diffwave_tiles.h says why.)
 at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
                      const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
                      at::IntArrayRef dilations, at::Tensor* x_last, int64_t tile, int64_t pad) {
   const BlockKernel& kernel = block_kernel();
   const int64_t L = static_cast<int64_t>(dilations.size());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
-  std::vector<int64_t> reach(L + 1, 0);  // reach[l]: sum of the dilations of layers l.. (layer l reads that far)
-  for (int64_t l = L - 1; l >= 0; --l) reach[l] = reach[l + 1] + dilations[l];
+  const std::vector<int64_t> reach = dwtile::reach(dilations);
   // Buffer column k holds sample origin + k, origin = tile start - reach[0] - pad; blocks read up to N - 1 past
   // their range's end, plus the dilation.
   const int64_t width = tile + 2 * reach[0] + 2 * pad + N;
@@ -294,10 +260,9 @@ at::Tensor run_blocked(const at::Tensor& x, const at::Tensor& dstep, const at::T
   const BlockKernel& kernel = block_kernel();
   const int64_t L = static_cast<int64_t>(dilations.size());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
-  const int64_t pad = dilation_pad(dilations);
-  int64_t halo = 0;
-  for (auto d : dilations) halo += d;
-  if (const int64_t tile = choose_tile(B, C, T, halo, pad, N))
+  const int64_t pad = dwtile::dilation_pad(dilations);
+  // Four [C, width] float buffers per thread: x, skip and two ping-pong step-offset inputs.
+  if (const int64_t tile = dwtile::choose_tile(B, T, dwtile::reach(dilations)[0], pad, N, 4 * C * sizeof(float)))
     return run_tiled(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, x_last, tile, pad);
   const int64_t blocks = (T + N - 1) / N;
   const int64_t y_stride = pad + blocks * N + pad;  // blocks read up to N - 1 samples past T: zeros

@@ -5,19 +5,31 @@
 // inputs and weights are rounded to bfloat16: accumulation, gate, residual, skip and conditioner stay float32. The
 // convolution inputs (x + step, and the gated activations) are stored as pairs of neighbouring channels per sample,
 // one 32-bit word each, which is the operand layout vdpbf16ps multiplies.
+//
+// On CPUs with AMX (Sapphire Rapids and later) the two convolutions go to the tile unit instead: tdpbf16ps multiplies a
+// 16 x 32 bfloat16 weight tile by a 16-pair x 16-sample tile of the same channel-pair layout (a tile row is one
+// channel pair's 16 samples, 64 bytes, read with the buffer's row stride, so the dilated taps are plain offsets) into
+// 16 x 16 float32 sums, 16x the work of one vdpbf16ps. Same rounding, another summation order. It needs channels in
+// multiples of 32 (one tile of K); other channel counts, or FASTSEP_CPU_ISA=avx512bf16, take the vdpbf16ps path.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #if defined(__GNUC__) && defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #define FASTSEP_HAVE_BF16_KERNEL 1
 #endif
 
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cpu/diffwave_blocks.h"
 #include "cpu/diffwave_checks.h"
+#include "cpu/diffwave_tiles.h"
 
 namespace fastsep {
 namespace {
@@ -31,77 +43,160 @@ inline uint32_t bf16_bits(float f) {
 
 inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
 
-constexpr int kRows = 8;        // 4 gate (residual) channels and their 4 filter (skip) partners
-constexpr int kVecs = 3;        // vectors of 16 samples per block
+constexpr int kVecs = 3;  // vectors (tiles) of 16 samples per block
 constexpr int kBlock = 16 * kVecs;
 
 struct Bf16Layer {
-  int64_t C, T;
-  const uint32_t* y;  // [C/2][y_stride] channel pairs of x + step, zero-padded like the float32 path
+  int64_t C, T;       // T: valid samples
+  const uint32_t* y;  // [C/2][y_stride] channel pairs of x + step, zero-padded: sample t at y[c2·y_stride + pad + t]
   int64_t y_stride, pad, dilation;
-  const float* x;     // [C][T]
-  const float* cond;  // [2C][T] or null
+  const float* x;     // [C][x_stride]
+  int64_t x_stride;
+  const float* cond;  // [2C][cond_stride] or null
+  int64_t cond_stride;
   const float* b_dil;
-  const uint32_t* wp_dil;  // [2C/R][3][C/2][R] weight pairs
-  const uint32_t* wp_out;  // [2C/R][C/2][R]
+  const uint32_t* w_dil;  // weights packed for the GEMM (Dp or Amx below), per row block of R rows
+  const uint32_t* w_out;
   const float* b_out;
-  float* x_next;
-  float* skip;
+  float* x_next;  // [C][x_stride]; may be x itself (a block reads only its own samples of x)
+  float* skip;    // [C][x_stride]
   bool accumulate;
-  uint32_t* y_next;  // or null after the last layer
+  uint32_t* y_next;  // same layout as y, or null after the last layer
   const float* next_step;
 };
 
 #ifdef FASTSEP_HAVE_BF16_KERNEL
-#define FASTSEP_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
+// One target for both GEMMs: enabling AMX in the compiler emits no tile instruction unless the Amx intrinsics are
+// used, so the vdpbf16ps instantiation still runs on CPUs without AMX.
+#define FASTSEP_BF16_TARGET \
+  __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 
-// out[r][0:48] = sum over taps and channel pairs of the pair products (vdpbf16ps).
-template <int NT>
-FASTSEP_BF16_TARGET inline __attribute__((always_inline)) void gemm_block_bf16(const uint32_t* __restrict wp,
-                                                                              const uint32_t* const* src,
-                                                                              int64_t stride, int64_t C2,
-                                                                              float* __restrict out) {
-  __m512 acc[kRows][kVecs];
-#pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
-#pragma GCC unroll 3
-    for (int v = 0; v < kVecs; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int j = 0; j < NT; ++j) {
-    const uint32_t* base = src[j];
-    const uint32_t* w = wp + j * C2 * kRows;
-    for (int64_t c = 0; c < C2; ++c) {
-      __m512i s[kVecs];
-#pragma GCC unroll 3
-      for (int v = 0; v < kVecs; ++v) s[v] = _mm512_loadu_si512(base + c * stride + v * 16);
-#pragma GCC unroll 8
-      for (int r = 0; r < kRows; ++r) {
-        const __m512i b = _mm512_set1_epi32(static_cast<int>(w[c * kRows + r]));
-#pragma GCC unroll 3
-        for (int v = 0; v < kVecs; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)s[v], (__m512bh)b);
-      }
+// vdpbf16ps: 8 rows (4 gate or residual channels and their 4 filter or skip partners) x 48 samples in registers.
+// Weights [2C/8][NT][C/2][8] words (the 8 rows' pairs of one input pair contiguous).
+struct Dp {
+  static constexpr int kRows = 8;
+  static int64_t weight_words(int64_t C, int taps) { return 2 * C * taps * (C / 2); }
+  static void pack(const float* w, int64_t C, int taps, int64_t ob, uint32_t* dst) {  // w [2C][C][taps]
+    constexpr int H = kRows / 2;
+    const int64_t C2 = C / 2;
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
+      for (int j = 0; j < taps; ++j)
+        for (int64_t c2 = 0; c2 < C2; ++c2) {
+          const float* p = w + (row * C + 2 * c2) * taps + j;
+          dst[(j * C2 + c2) * kRows + r] = bf16_pair(p[0], p[taps]);
+        }
     }
   }
+  static void begin() {}
+  static void end() {}
+  // out[r][0:48] = sum over taps and channel pairs of the pair products.
+  template <int NT>
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void gemm(const uint32_t* __restrict wp,
+                                                                            const uint32_t* const* src,
+                                                                            int64_t stride, int64_t C2,
+                                                                            float* __restrict out) {
+    __m512 acc[kRows][kVecs];
 #pragma GCC unroll 8
-  for (int r = 0; r < kRows; ++r)
+    for (int r = 0; r < kRows; ++r)
 #pragma GCC unroll 3
-    for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(out + r * kBlock + v * 16, acc[r][v]);
-}
+      for (int v = 0; v < kVecs; ++v) acc[r][v] = _mm512_setzero_ps();
+    for (int j = 0; j < NT; ++j) {
+      const uint32_t* base = src[j];
+      const uint32_t* w = wp + j * C2 * kRows;
+      for (int64_t c = 0; c < C2; ++c) {
+        __m512i s[kVecs];
+#pragma GCC unroll 3
+        for (int v = 0; v < kVecs; ++v) s[v] = _mm512_loadu_si512(base + c * stride + v * 16);
+#pragma GCC unroll 8
+        for (int r = 0; r < kRows; ++r) {
+          const __m512i b = _mm512_set1_epi32(static_cast<int>(w[c * kRows + r]));
+#pragma GCC unroll 3
+          for (int v = 0; v < kVecs; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)s[v], (__m512bh)b);
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < kRows; ++r)
+#pragma GCC unroll 3
+      for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(out + r * kBlock + v * 16, acc[r][v]);
+  }
+};
 
-// One block of 48 samples at t0 through the whole layer. scratch: R·48 floats + (C/2)·48 words + 4·48 floats.
+// AMX: 16 rows (8 + 8 partners) x 48 samples in three accumulator tiles (tmm0-2), the weight tile in tmm3, the
+// sample tiles in tmm4-6. Weights [2C/16][NT][C/32][16 rows][16 pairs] words: one 1 KiB A tile per tap and K chunk.
+// Palette 1; colsb[0..7] = 64 (uint16 at bytes 16..31), rows[0..7] = 16 (bytes 48..55).
+alignas(64) const unsigned char kTileConfig[64] = {
+    1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,            //
+    64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0, 64, 0,    //
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,            //
+    16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0};
+
+struct Amx {
+  static constexpr int kRows = 16;
+  static int64_t weight_words(int64_t C, int taps) { return 2 * C * taps * (C / 2); }
+  static void pack(const float* w, int64_t C, int taps, int64_t ob, uint32_t* dst) {
+    constexpr int H = kRows / 2;
+    const int64_t K = C / 32;
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
+      for (int j = 0; j < taps; ++j)
+        for (int64_t kc = 0; kc < K; ++kc)
+          for (int k = 0; k < 16; ++k) {
+            const float* p = w + (row * C + kc * 32 + 2 * k) * taps + j;
+            dst[((j * K + kc) * kRows + r) * 16 + k] = bf16_pair(p[0], p[taps]);
+          }
+    }
+  }
+  // Every tile 16 rows x 64 bytes; a thread loads the configuration before its first tile instruction. A constant
+  // in memory: GCC 12 drops stores into a local configuration as dead (it does not see ldtilecfg read them).
+  FASTSEP_BF16_TARGET static void begin() { _tile_loadconfig(kTileConfig); }
+  FASTSEP_BF16_TARGET static void end() { _tile_release(); }
+  template <int NT>
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void gemm(const uint32_t* __restrict wp,
+                                                                            const uint32_t* const* src,
+                                                                            int64_t stride, int64_t C2,
+                                                                            float* __restrict out) {
+    const int64_t K = C2 / 16;
+    const int64_t bytes = stride * int64_t(sizeof(uint32_t));
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    for (int j = 0; j < NT; ++j)
+      for (int64_t kc = 0; kc < K; ++kc) {
+        const uint32_t* b = src[j] + kc * 16 * stride;
+        _tile_loadd(3, wp + (j * K + kc) * kRows * 16, 64);
+        _tile_loadd(4, b, bytes);
+        _tile_loadd(5, b + 16, bytes);
+        _tile_loadd(6, b + 32, bytes);
+        _tile_dpbf16ps(0, 3, 4);
+        _tile_dpbf16ps(1, 3, 5);
+        _tile_dpbf16ps(2, 3, 6);
+      }
+    _tile_stored(0, out, kBlock * sizeof(float));
+    _tile_stored(1, out + 16, kBlock * sizeof(float));
+    _tile_stored(2, out + 32, kBlock * sizeof(float));
+  }
+};
+
+// One block of 48 samples at t0 through the whole layer. scratch: G::kRows·48 floats + (R/2)·48 floats + (C/2)·48
+// words.
+template <class G>
 FASTSEP_BF16_TARGET void layer_block_bf16(const Bf16Layer& a, int64_t t0, float* scratch) {
-  constexpr int N = kBlock, H = kRows / 2;
+  constexpr int N = kBlock, R = G::kRows, H = R / 2;
   const int64_t C = a.C, C2 = C / 2;
   const int64_t n = a.T - t0 < N ? a.T - t0 : N;
   float* z = scratch;                                               // [R][N]
-  float* gf = z + kRows * N;                                        // [H][N] gated rows of one row block
+  float* gf = z + R * N;                                            // [H][N] gated rows of one row block
   uint32_t* g = reinterpret_cast<uint32_t*>(gf + H * N);            // [C/2][N] gated channel pairs
   const uint32_t* taps[3] = {a.y + a.pad + t0 - a.dilation, a.y + a.pad + t0, a.y + a.pad + t0 + a.dilation};
-  for (int64_t ob = 0; ob < 2 * C / kRows; ++ob) {
-    gemm_block_bf16<3>(a.wp_dil + ob * 3 * C2 * kRows, taps, a.y_stride, C2, z);
+  if (a.cond) dwblock::prefetch_next_block(a.cond, a.cond_stride, 2 * C, t0, N, a.T);
+  for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
+    G::template gemm<3>(a.w_dil + ob * 3 * C2 * R, taps, a.y_stride, C2, z);
     for (int h = 0; h < H; ++h) {
       const int64_t cg = ob * H + h, cf = C + cg;
-      const float* qg = a.cond ? a.cond + cg * a.T + t0 : nullptr;
-      const float* qf = a.cond ? a.cond + cf * a.T + t0 : nullptr;
+      const float* qg = a.cond ? a.cond + cg * a.cond_stride + t0 : nullptr;
+      const float* qf = a.cond ? a.cond + cf * a.cond_stride + t0 : nullptr;
       dwblock::gate_rows(z + h * N, z + (H + h) * N, a.b_dil[cg], a.b_dil[cf], qg, qf, gf + h * N, n, N);
     }
     for (int p = 0; p < H / 2; ++p) {  // gated channels ob·H + 2p and ob·H + 2p + 1 form pair ob·H/2 + p
@@ -113,19 +208,19 @@ FASTSEP_BF16_TARGET void layer_block_bf16(const Bf16Layer& a, int64_t t0, float*
     }
   }
   const uint32_t* gsrc[1] = {g};
-  for (int64_t ob = 0; ob < 2 * C / kRows; ++ob) {
-    gemm_block_bf16<1>(a.wp_out + ob * C2 * kRows, gsrc, N, C2, z);
+  for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
+    G::template gemm<1>(a.w_out + ob * C2 * R, gsrc, N, C2, z);
     for (int h = 0; h < H; ++h) {
       const int64_t c = ob * H + h;
-      dwblock::residual_rows(a.x + c * a.T + t0, z + h * N, z + (H + h) * N, a.b_out[c], a.b_out[C + c],
-                             a.x_next + c * a.T + t0, a.skip + c * a.T + t0, a.accumulate, n);
+      dwblock::residual_rows(a.x + c * a.x_stride + t0, z + h * N, z + (H + h) * N, a.b_out[c], a.b_out[C + c],
+                             a.x_next + c * a.x_stride + t0, a.skip + c * a.x_stride + t0, a.accumulate, n);
     }
     if (a.y_next) {
       for (int p = 0; p < H / 2; ++p) {
         const int64_t c = ob * H + 2 * p;
         const float s0 = a.next_step[c], s1 = a.next_step[c + 1];
-        const float* x0 = a.x_next + c * a.T + t0;
-        const float* x1 = x0 + a.T;
+        const float* x0 = a.x_next + c * a.x_stride + t0;
+        const float* x1 = x0 + a.x_stride;
         uint32_t* yn = a.y_next + (c / 2) * a.y_stride + a.pad + t0;
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) yn[i] = bf16_pair(x0[i] + s0, x1[i] + s1);
@@ -140,56 +235,79 @@ bool cpu_has_bf16() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
          __builtin_cpu_supports("avx512bf16");
 }
+
+// AMX needs the CPU flags and the kernel's permission for this process to use the tile registers (Linux >= 5.16).
+bool amx_usable() {
+  unsigned eax, ebx, ecx, edx;
+  if (!cpu_has_bf16() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool tile = (edx >> 24) & 1, bf16 = (edx >> 22) & 1;
+  if (!tile || !bf16) return false;
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+}
 #else
-void layer_block_bf16(const Bf16Layer&, int64_t, float*) {}
 bool cpu_has_bf16() { return false; }
+bool amx_usable() { return false; }
 #endif
 
-// [L][2C][C][3] -> word pairs [L][2C/R][3][C/2][R]; [L][2C][C] -> [L][2C/R][C/2][R] (row order as the float32 path).
-void pack_bf16_weights(const at::Tensor& w_dil, const at::Tensor& w_out, std::vector<uint32_t>& wp_dil,
-                       std::vector<uint32_t>& wp_out) {
-  const int64_t L = w_dil.size(0), C = w_dil.size(2), C2 = C / 2, H = kRows / 2, OB = 2 * C / kRows;
-  const float* wd = w_dil.data_ptr<float>();
-  const float* wo = w_out.data_ptr<float>();
-  wp_dil.resize(L * OB * 3 * C2 * kRows);
-  wp_out.resize(L * OB * C2 * kRows);
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t ob = 0; ob < OB; ++ob)
-      for (int64_t r = 0; r < kRows; ++r) {
-        const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
-        for (int64_t c2 = 0; c2 < C2; ++c2) {
-          for (int64_t j = 0; j < 3; ++j) {
-            const float* w = wd + ((l * 2 * C + row) * C + 2 * c2) * 3 + j;
-            wp_dil[(((l * OB + ob) * 3 + j) * C2 + c2) * kRows + r] = bf16_pair(w[0], w[3]);
-          }
-          const float* w = wo + (l * 2 * C + row) * C + 2 * c2;
-          wp_out[((l * OB + ob) * C2 + c2) * kRows + r] = bf16_pair(w[0], w[1]);
-        }
-      }
+// "amx" or "avx512bf16", "none" without AVX512-BF16. FASTSEP_CPU_ISA=avx512bf16 (or any cap but "amx") keeps the
+// tile unit off; read per call, unlike the float32 kernel's variant, so that one benchmark process can compare both.
+std::string bf16_variant() {
+  static const bool bf16 = cpu_has_bf16();
+  static const bool amx = bf16 && amx_usable();
+  if (!bf16) return "none";
+  const char* cap = std::getenv("FASTSEP_CPU_ISA");
+  const bool capped = cap && *cap && std::string(cap) != "amx";
+  return amx && !capped ? "amx" : "avx512bf16";
 }
 
-at::Tensor diffwave_stack_bf16_cpu(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond,
-                                   const at::Tensor& w_dil, const at::Tensor& b_dil, const at::Tensor& w_out,
-                                   const at::Tensor& b_out, at::IntArrayRef dilations) {
+// Per-layer weights packed for G: [L][words] each.
+template <class G>
+void pack_layers(const at::Tensor& w_dil, const at::Tensor& w_out, std::vector<uint32_t>& wp_dil,
+                 std::vector<uint32_t>& wp_out) {
+  const int64_t L = w_dil.size(0), C = w_dil.size(2), C2 = C / 2, R = G::kRows;
+  const int64_t wd = G::weight_words(C, 3), wo = G::weight_words(C, 1);
+  wp_dil.assign(L * wd, 0);
+  wp_out.assign(L * wo, 0);
+  for (int64_t l = 0; l < L; ++l)
+    for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
+      G::pack(w_dil.data_ptr<float>() + l * 2 * C * C * 3, C, 3, ob, wp_dil.data() + l * wd + ob * 3 * C2 * R);
+      G::pack(w_out.data_ptr<float>() + l * 2 * C * C, C, 1, ob, wp_out.data() + l * wo + ob * C2 * R);
+    }
+}
+
+// What every layer of item b shares; the driver fills in the buffers and the sample window.
+template <class G>
+Bf16Layer layer_args(int64_t l, int64_t b, const at::Tensor& dstep, const float* conds, const at::Tensor& b_dil,
+                     const at::Tensor& b_out, const std::vector<uint32_t>& wp_dil,
+                     const std::vector<uint32_t>& wp_out, int64_t B, int64_t C, int64_t T, int64_t L) {
+  Bf16Layer a{};
+  a.C = C;
+  a.cond = conds ? conds + (l * B + b) * 2 * C * T : nullptr;
+  a.cond_stride = T;
+  a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
+  a.w_dil = wp_dil.data() + l * G::weight_words(C, 3);
+  a.w_out = wp_out.data() + l * G::weight_words(C, 1);
+  a.b_out = b_out.data_ptr<float>() + l * 2 * C;
+  a.accumulate = l > 0;
+  a.next_step = l + 1 < L ? dstep.data_ptr<float>() + ((l + 1) * B + b) * C : nullptr;
+  return a;
+}
+
+// Layer by layer over whole signals (short signals, or fewer tiles than threads).
+template <class G>
+void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
+                     const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
+                     at::IntArrayRef dilations, int64_t pad, at::Tensor& skip) {
+#ifdef FASTSEP_HAVE_BF16_KERNEL
   const int64_t L = static_cast<int64_t>(dilations.size());
-  TORCH_CHECK(L >= 1, "diffwave_stack_bf16: needs at least one layer");
-  check_diffwave_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, L, "diffwave_stack_bf16");
-  for (auto d : dilations) TORCH_CHECK(d >= 1, "diffwave_stack_bf16: dilations must be >= 1, got ", d);
-  TORCH_CHECK(cpu_has_bf16(), "diffwave_stack_bf16: this CPU lacks AVX512-BF16 (use diffwave_stack)");
-  TORCH_CHECK(x.size(1) % 4 == 0, "diffwave_stack_bf16: channels must be a multiple of 4, got ", x.size(1));
-  at::NoGradGuard no_grad;
-  if (x.numel() == 0) return at::zeros_like(x);
-  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), C2 = C / 2, N = kBlock;
+  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), C2 = C / 2, N = kBlock, R = G::kRows;
   const int64_t blocks = (T + N - 1) / N;
-  int64_t max_d = 1;
-  for (auto d : dilations) max_d = std::max<int64_t>(max_d, d);
-  const int64_t pad = (max_d + 15) / 16 * 16;
   const int64_t y_stride = pad + blocks * N + pad;
   std::vector<uint32_t> wp_dil, wp_out;
-  pack_bf16_weights(w_dil, w_out, wp_dil, wp_out);
+  pack_layers<G>(w_dil, w_out, wp_dil, wp_out);
   at::Tensor ys = at::zeros({2, B, C2, y_stride}, x.options().dtype(at::kInt));  // raw 32-bit words
   at::Tensor xs = at::empty({2, B, C, T}, x.options());
-  at::Tensor skip = at::empty_like(x);
   const float* steps = dstep.data_ptr<float>();
   const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
   auto words = [](const at::Tensor& t) { return reinterpret_cast<uint32_t*>(t.data_ptr<int32_t>()); };
@@ -213,25 +331,142 @@ at::Tensor diffwave_stack_bf16_cpu(const at::Tensor& x, const at::Tensor& dstep,
     const uint32_t* y_cur = words(ys[l % 2]);
     uint32_t* y_nxt = l + 1 < L ? words(ys[(l + 1) % 2]) : nullptr;
     at::parallel_for(0, B * blocks, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<float> scratch(kRows * N + (kRows / 2) * N + C2 * N);
+      std::vector<float> scratch(R * N + (R / 2) * N + C2 * N);
+      G::begin();
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t b = k / blocks;
-        Bf16Layer a{C, T, y_cur + b * C2 * y_stride, y_stride, pad, dilations[l], x_cur + b * C * T,
-                    conds ? conds + (l * B + b) * 2 * C * T : nullptr, b_dil.data_ptr<float>() + l * 2 * C,
-                    wp_dil.data() + l * 2 * C * 3 * C2, wp_out.data() + l * 2 * C * C2,
-                    b_out.data_ptr<float>() + l * 2 * C, x_nxt + b * C * T, skip.data_ptr<float>() + b * C * T,
-                    l > 0, y_nxt ? y_nxt + b * C2 * y_stride : nullptr,
-                    y_nxt ? steps + ((l + 1) * B + b) * C : nullptr};
-        layer_block_bf16(a, (k % blocks) * N, scratch.data());
+        Bf16Layer a = layer_args<G>(l, b, dstep, conds, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
+        a.T = T;
+        a.y = y_cur + b * C2 * y_stride;
+        a.y_stride = y_stride;
+        a.pad = pad;
+        a.dilation = dilations[l];
+        a.x = x_cur + b * C * T;
+        a.x_stride = T;
+        a.x_next = x_nxt + b * C * T;
+        a.skip = skip.data_ptr<float>() + b * C * T;
+        a.y_next = y_nxt ? y_nxt + b * C2 * y_stride : nullptr;
+        layer_block_bf16<G>(a, (k % blocks) * N, scratch.data());
       }
+      G::end();
     });
   }
+#endif
+}
+
+// A tile of samples through all layers while it stays in L2 (diffwave_tiles.h; the float32 driver's scheme).
+template <class G>
+void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
+                    const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
+                    at::IntArrayRef dilations, int64_t pad, int64_t tile, at::Tensor& skip) {
+#ifdef FASTSEP_HAVE_BF16_KERNEL
+  const int64_t L = static_cast<int64_t>(dilations.size());
+  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), C2 = C / 2, N = kBlock, R = G::kRows;
+  const std::vector<int64_t> reach = dwtile::reach(dilations);
+  const int64_t width = tile + 2 * reach[0] + 2 * pad + N;  // column k: sample t0 - reach[0] - pad + k
+  const int64_t tiles = (T + tile - 1) / tile;
+  std::vector<uint32_t> wp_dil, wp_out;
+  pack_layers<G>(w_dil, w_out, wp_dil, wp_out);
+  const float* xs = x.data_ptr<float>();
+  const float* steps = dstep.data_ptr<float>();
+  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
+  float* skip_out = skip.data_ptr<float>();
+  at::parallel_for(0, B * tiles, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> buf(2 * C * width + R * N + (R / 2) * N + C2 * N);
+    std::vector<uint32_t> ybuf(2 * C2 * width);
+    float* xb = buf.data();      // layer input, updated in place
+    float* sb = xb + C * width;  // skip sum
+    float* scratch = sb + C * width;
+    uint32_t* yb[2] = {ybuf.data(), ybuf.data() + C2 * width};  // pairs of x + step offset, zero outside [0, T)
+    G::begin();
+    for (int64_t k = lo; k < hi; ++k) {
+      const int64_t b = k / tiles, t0 = (k % tiles) * tile, t1 = std::min(T, t0 + tile);
+      const int64_t origin = t0 - reach[0] - pad;
+      std::fill(ybuf.begin(), ybuf.end(), 0u);
+      {  // the first layer's input over everything the tile's outputs reach
+        const int64_t s = std::max<int64_t>(0, t0 - reach[0]), e = std::min(T, t1 + reach[0]);
+        for (int64_t c2 = 0; c2 < C2; ++c2) {
+          const int64_t c = 2 * c2;
+          const float* x0 = xs + (b * C + c) * T;
+          const float* x1 = x0 + T;
+          const float s0 = steps[b * C + c], s1 = steps[b * C + c + 1];
+          float* xd0 = xb + c * width - origin;
+          float* xd1 = xd0 + width;
+          uint32_t* yd = yb[0] + c2 * width - origin;
+#pragma omp simd
+          for (int64_t t = s; t < e; ++t) {
+            xd0[t] = x0[t];
+            xd1[t] = x1[t];
+            yd[t] = bf16_pair(x0[t] + s0, x1[t] + s1);
+          }
+        }
+      }
+      for (int64_t l = 0; l < L; ++l) {
+        // Layer l's outputs are needed on the tile widened by what the later layers read.
+        const int64_t s = std::max<int64_t>(0, t0 - reach[l + 1]), e = std::min(T, t1 + reach[l + 1]);
+        const int64_t off = s - origin;
+        Bf16Layer a = layer_args<G>(l, b, dstep, conds, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
+        a.T = e - s;
+        a.y = yb[l % 2] + off - pad;
+        a.y_stride = width;
+        a.pad = pad;
+        a.dilation = dilations[l];
+        a.x = xb + off;
+        a.x_stride = width;
+        if (a.cond) a.cond += s;
+        a.x_next = xb + off;
+        a.skip = sb + off;
+        a.y_next = l + 1 < L ? yb[(l + 1) % 2] + off - pad : nullptr;
+        for (int64_t t = 0; t < a.T; t += N) layer_block_bf16<G>(a, t, scratch);
+      }
+      for (int64_t c = 0; c < C; ++c)
+        std::copy(sb + c * width + (t0 - origin), sb + c * width + (t1 - origin), skip_out + (b * C + c) * T + t0);
+    }
+    G::end();
+  });
+#endif
+}
+
+template <class G>
+void run_bf16(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
+              const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out, at::IntArrayRef dilations,
+              at::Tensor& skip) {
+  const int64_t C = x.size(1);
+  const int64_t pad = dwtile::dilation_pad(dilations);
+  // Per thread: x and skip (float32), two ping-pong pair buffers (C/2 words each) per sample.
+  const int64_t tile = dwtile::choose_tile(x.size(0), x.size(2), dwtile::reach(dilations)[0], pad, kBlock,
+                                           (2 * C + C) * int64_t(sizeof(float)));
+  if (tile)
+    run_bf16_tiled<G>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, pad, tile, skip);
+  else
+    run_bf16_layers<G>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, pad, skip);
+}
+
+at::Tensor diffwave_stack_bf16_cpu(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond,
+                                   const at::Tensor& w_dil, const at::Tensor& b_dil, const at::Tensor& w_out,
+                                   const at::Tensor& b_out, at::IntArrayRef dilations) {
+  const int64_t L = static_cast<int64_t>(dilations.size());
+  TORCH_CHECK(L >= 1, "diffwave_stack_bf16: needs at least one layer");
+  check_diffwave_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, L, "diffwave_stack_bf16");
+  for (auto d : dilations) TORCH_CHECK(d >= 1, "diffwave_stack_bf16: dilations must be >= 1, got ", d);
+  TORCH_CHECK(cpu_has_bf16(), "diffwave_stack_bf16: this CPU lacks AVX512-BF16 (use diffwave_stack)");
+  TORCH_CHECK(x.size(1) % 4 == 0, "diffwave_stack_bf16: channels must be a multiple of 4, got ", x.size(1));
+  at::NoGradGuard no_grad;
+  if (x.numel() == 0) return at::zeros_like(x);
+  at::Tensor skip = at::empty_like(x);
+#ifdef FASTSEP_HAVE_BF16_KERNEL
+  if (bf16_variant() == "amx" && x.size(1) % 32 == 0)
+    run_bf16<Amx>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, skip);
+  else
+    run_bf16<Dp>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, skip);
+#endif
   return skip;
 }
 
 }  // namespace
 
 bool diffwave_bf16_available() { return cpu_has_bf16(); }
+std::string diffwave_bf16_variant() { return bf16_variant(); }
 
 }  // namespace fastsep
 

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (the median is reported)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
+                        help="arithmetic of the vocoder's residual stack and F's convolutions (Separate-And-"
+                             "Diffuse): bfloat16 products are faster on CPUs with AVX512-BF16 or AMX")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: see fastsep.threads: the cores this process may use)")
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", default=None, help="write the roofline as a PNG bar chart here (needs matplotlib)")
 
 
-def small_random_separator(sample_rate: int = 8000, n_src: int = 2, device="cpu", vocoder_precision="float32"):
+def small_random_separator(sample_rate: int = 8000, n_src: int = 2, device="cpu", precision="float32"):
     """Untrained small presets of B, GM and F in a Separator (for timing and tests, never for separating)."""
     from ..models.combiner import Combiner
     from ..models.convtasnet import ConvTasNet
@@ -51,7 +52,7 @@ def small_random_separator(sample_rate: int = 8000, n_src: int = 2, device="cpu"
     vocoder = DiffWave(residual_layers=6, residual_channels=16, dilation_cycle_length=3, n_mels=40,
                        sample_rate=sample_rate, hop_length=128)
     return Separator(backbone, vocoder, Combiner(), sample_rate=sample_rate, n_src=n_src, device=device,
-                     chunk_seconds=3600.0, vocoder_precision=vocoder_precision)
+                     chunk_seconds=3600.0, vocoder_precision=precision, combiner_precision=precision)
 
 
 def available_modes(separator) -> List[str]:
@@ -134,10 +135,10 @@ def main(args: argparse.Namespace) -> int:
         if not lengths or min(lengths) <= 0 or not batches or min(batches) < 1:
             raise ValueError("--lengths must be positive seconds and --batch-sizes positive ints")
         if args.random:
-            sep = small_random_separator(device=args.device, vocoder_precision=args.precision)
+            sep = small_random_separator(device=args.device, precision=args.precision)
         else:
             sep = Separator.from_pretrained(args.model, device=args.device, chunk_seconds=3600.0,
-                                             vocoder_precision=args.precision)
+                                             vocoder_precision=args.precision, combiner_precision=args.precision)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastsep bench: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0, help="vocoder noise seed (xcorr and full modes; default 0)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
+                        help="arithmetic of the vocoder's residual stack and F's convolutions (Separate-And-"
+                             "Diffuse): bfloat16 products are faster on CPUs with AVX512-BF16 or AMX")
 
 
 # ------------------------------------------------------------------------------------------------------------ main
@@ -53,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
     from ..separator import MODES, Separator
 
     try:
-        sep = Separator.from_pretrained(args.model, device=args.device, vocoder_precision=args.precision)
+        sep = Separator.from_pretrained(args.model, device=args.device, vocoder_precision=args.precision,
+                                        combiner_precision=args.precision)
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastsep demo: {exc}", file=sys.stderr)
         return 2

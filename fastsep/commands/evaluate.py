@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", default=None, help="also write one row per mixture and mode here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="vocoder sampling precision; bfloat16 is faster on CPUs with AVX512-BF16")
+                        help="arithmetic of the vocoder's residual stack and F's convolutions (Separate-And-"
+                             "Diffuse): bfloat16 products are faster on CPUs with AVX512-BF16 or AMX")
     parser.add_argument("--vocoder-quality", action="store_true",
                         help="also score GM's re-synthesis of the clean sources (SI-SDR, log-spectral distance)")
     parser.add_argument("--no-progress", action="store_true",
@@ -484,8 +485,8 @@ def main(args: argparse.Namespace) -> int:
         entries = []
         for name, path in zip(names, paths):
             sad = path is None or not is_bundle(path) or bundle_method(path) == "separate_and_diffuse"
-            # --precision is the vocoder's: it applies to Separate-And-Diffuse bundles only
-            precision = {"vocoder_precision": args.precision} if sad else {}
+            # --precision is the vocoder's and F's: it applies to Separate-And-Diffuse bundles only
+            precision = {"vocoder_precision": args.precision, "combiner_precision": args.precision} if sad else {}
             entries.append((name, Separator.from_pretrained(path, device=args.device, **precision)))
         if torch.device(args.device).type == "cuda":
             repeatable_on_cuda(sep for _, sep in entries)

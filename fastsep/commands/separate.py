@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a separator training checkpoint (OUT/last, OUT/best: backbone mode only)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda uses LOCAL_RANK)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="vocoder sampling precision (Separate-And-Diffuse); bfloat16 is faster on CPUs with "
-                             "AVX512-BF16")
+                        help="arithmetic of the vocoder's residual stack and F's convolutions (Separate-And-"
+                             "Diffuse): bfloat16 products are faster on CPUs with AVX512-BF16 or AMX")
     parser.add_argument("--batch-size", type=int, default=4, help="files of similar length separated together")
     parser.add_argument("--chunk", type=float, default=8.0, help="chunk length in seconds for long files")
     parser.add_argument("--match-levels", action="store_true",
@@ -169,7 +169,8 @@ def main(args: argparse.Namespace) -> int:
         return fail(str(exc))
     try:
         sep = Separator.from_pretrained(args.model, device=device, chunk_seconds=args.chunk,
-                                        vocoder_precision=args.precision, match_levels=args.match_levels)
+                                        vocoder_precision=args.precision, combiner_precision=args.precision,
+                                        match_levels=args.match_levels)
         mode = sep.default_mode if args.mode is None else args.mode
         sep._check_mode(mode)  # a mode this bundle lacks: one line naming those it has, before any work
     except (FileNotFoundError, ValueError, TypeError, OSError) as exc:

@@ -47,7 +47,7 @@ def run_stream(args, fail: Callable[[str], int]) -> int:
         output_rate = parse_output_rate(str(args.output_rate))
         device = check_device(_device(args.device))
         sep = Separator.from_pretrained(args.model, device=device, vocoder_precision=args.precision,
-                                        match_levels=args.match_levels)
+                                        combiner_precision=args.precision, match_levels=args.match_levels)
         stream = sep.stream(args.mode, args.window, args.hop, seed=args.seed)
     except (FileNotFoundError, ValueError, TypeError, OSError) as exc:
         return fail(str(exc))

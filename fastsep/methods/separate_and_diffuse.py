@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .. import ops
 from ..dsp import StftConfig, istft, stft
+from ..models.combiner import Combiner
 from .base import SeparationMethod
 
 __all__ = ["SeparateAndDiffuse", "SAD_MODES"]
@@ -46,13 +47,14 @@ class SeparateAndDiffuse(SeparationMethod):
         sample_rate: rate the models expect.
         n_src: number of talkers C (read from ``backbone.config["n_src"]`` when not given).
         vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel; passed to each ``vocode``.
+        combiner_precision: "float32", or "bfloat16" for F's two heads (see ``Combiner.coefficients``).
     """
 
     name = "separate_and_diffuse"
 
     def __init__(self, backbone: nn.Module, vocoder: Optional[nn.Module] = None,
                  combiner: Optional[nn.Module] = None, sample_rate: int = 8000, n_src: Optional[int] = None,
-                 vocoder_precision: str = "float32"):
+                 vocoder_precision: str = "float32", combiner_precision: str = "float32"):
         if not callable(backbone):
             raise TypeError(f"Separator: backbone must be a callable module, got {type(backbone).__name__}")
         if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
@@ -63,6 +65,9 @@ class SeparateAndDiffuse(SeparationMethod):
             raise ValueError(f"Separator: n_src must be a positive int (or in backbone.config), got {n_src!r}")
         if vocoder_precision not in ("float32", "bfloat16"):
             raise ValueError(f"Separator: vocoder_precision must be 'float32' or 'bfloat16', got {vocoder_precision!r}")
+        if combiner_precision not in ("float32", "bfloat16"):
+            raise ValueError(f"Separator: combiner_precision must be 'float32' or 'bfloat16', got "
+                             f"{combiner_precision!r}")
         voc_rate = getattr(vocoder, "sample_rate", None)
         if vocoder is not None and voc_rate is not None and int(voc_rate) != int(sample_rate):
             raise ValueError(f"Separator: the vocoder runs at {voc_rate} Hz but the separator at {sample_rate} Hz")
@@ -71,6 +76,7 @@ class SeparateAndDiffuse(SeparationMethod):
         self.sample_rate = int(sample_rate)
         self.n_src = int(n_src)
         self.vocoder_precision = vocoder_precision
+        self.combiner_precision = combiner_precision
         self.vocoder = vocoder  # the setter reads what vocode() accepts
         if vocoder_precision != "float32" and vocoder is not None and not self._vocoder_precision_arg:
             raise ValueError("Separator: vocoder_precision needs a vocoder whose vocode() takes precision=")
@@ -123,7 +129,7 @@ class SeparateAndDiffuse(SeparationMethod):
         return {"backbone": self.backbone, "vocoder": self.vocoder, "combiner": self.combiner}
 
     def settings(self) -> dict:
-        return {"vocoder_precision": self.vocoder_precision}
+        return {"vocoder_precision": self.vocoder_precision, "combiner_precision": self.combiner_precision}
 
     @property
     def device(self) -> torch.device:
@@ -183,7 +189,13 @@ class SeparateAndDiffuse(SeparationMethod):
             # One batch item per call on CPU: F's activations ([C, 64, 257 bins, frames], ~33 MB per item of 4 s at
             # 8 kHz) outgrow the caches when items are stacked, and a batch of 8 in one call cost 1.48x the CPU time
             # per second of audio of 8 calls of one item (measured on the bundled default). GPUs want the batch.
-            return torch.cat([self.combiner(vd[b:b + 1], vg[b:b + 1]) for b in range(vd.shape[0])])
+            return torch.cat([self._combine(vd[b:b + 1], vg[b:b + 1]) for b in range(vd.shape[0])])
+        return self._combine(vd, vg)
+
+    def _combine(self, vd: Tensor, vg: Tensor) -> Tensor:
+        # Only fastsep's Combiner takes a precision; another F is called as it was given.
+        if self.combiner_precision != "float32" and isinstance(self.combiner, Combiner):
+            return self.combiner(vd, vg, precision=self.combiner_precision)
         return self.combiner(vd, vg)
 
     @torch.no_grad()
