@@ -165,8 +165,10 @@ def xcorr_align(vd: Tensor, vg: Tensor, n_fft: Optional[int] = None) -> Tuple[Te
 
 
 # -------------------------------------------------------------------------------------------------------- diffwave
-def _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, n_layers: Optional[int]) -> Tuple[Tensor, Tensor]:
-    """Shape checks for one layer (n_layers None) or a stack of n_layers; returns (cond, w_out) normalised."""
+def _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, n_layers: Optional[int],
+                    cond_bf16: bool = False) -> Tuple[Tensor, Tensor]:
+    """Shape checks for one layer (n_layers None) or a stack of n_layers; returns (cond, w_out) normalised.
+    ``cond_bf16``: the conditioner may also be bfloat16 (the bfloat16 stack)."""
     floats = (torch.float32,)
     _check_tensor(op, "x", x, floats)
     if x.dim() != 3:
@@ -187,7 +189,7 @@ def _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, n_layers: Op
     else:
         cond = x.new_empty((0,))
     for name, (t, shape) in expect.items():
-        _check_tensor(op, name, t, floats)
+        _check_tensor(op, name, t, (torch.float32, torch.bfloat16) if name == "cond" and cond_bf16 else floats)
         if tuple(t.shape) != shape:
             _fail(op, f"{name} must have shape {shape} for x of shape {tuple(x.shape)}, got {tuple(t.shape)}")
     _check_same_device(op, x=x, **{k: v[0] for k, v in expect.items()})
@@ -254,7 +256,8 @@ def diffwave_stack(
     CUDA: one fused kernel per layer for C <= 96 (``fastsep._ext.cuda_limits()``), the reference above that.
 
     ``precision="bfloat16"``: both convolutions multiply bfloat16-rounded inputs and weights (float32 sums, gate,
-    residual and skip) on CPUs with AVX512-BF16 (:func:`fastsep._ext.diffwave_bf16_available`): with AMX's tiles
+    residual and skip), and ``cond`` may be given in bfloat16 (half the bytes every step streams), on CPUs with
+    AVX512-BF16 (:func:`fastsep._ext.diffwave_bf16_available`): with AMX's tiles
     when C is a multiple of 32 (~2x the float32 kernel at 4 s, ~2.7x in cache), else with vdpbf16ps (slower than
     the float32 kernel on an AMX machine; :func:`fastsep._ext.diffwave_bf16_variant` says which); its reference is
     :func:`fastsep.reference.diffwave_stack_bf16`. Elsewhere (no such CPU, C not a multiple of 4, CUDA)
@@ -266,12 +269,14 @@ def diffwave_stack(
     dilations = [int(d) for d in dilations]
     if not dilations or min(dilations) < 1:
         _fail(op, f"dilations must be a non-empty list of ints >= 1, got {dilations}")
-    cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, len(dilations))
+    cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, len(dilations),
+                                  cond_bf16=precision == "bfloat16")
     if precision == "bfloat16":
         if x.device.type == "cpu" and _use_kernel(x.device) and x.shape[1] % 4 == 0 and _ext.diffwave_bf16_available():
             args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
             return torch.ops.fastsep.diffwave_stack_bf16(*args, dilations)
         _warn_bf16_fallback(x)
+        cond = cond.float()
     if not _diffwave_kernel_ok(x):
         return reference.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
     args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]

@@ -174,7 +174,10 @@ def diffwave_stack_bf16(
     dilations: Sequence[int],
 ) -> Tensor:
     """:func:`diffwave_stack` with both convolutions' inputs and weights rounded to bfloat16 (products and sums in
-    float32): what ``fastsep.ops.diffwave_stack(..., precision="bfloat16")`` computes, up to summation order."""
+    float32): what ``fastsep.ops.diffwave_stack(..., precision="bfloat16")`` computes, up to summation order.
+    ``cond`` may be bfloat16 (its values are what is added)."""
+    if cond is not None and cond.dtype == torch.bfloat16:
+        cond = cond.float()
     return _stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, _bf16)
 
 

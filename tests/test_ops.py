@@ -269,6 +269,31 @@ def test_diffwave_stack_bf16_time_tiles_and_variants(monkeypatch, isa, tile, cha
         _check_bf16_stack(channels, 301, conditioned, dilations=(1, 2, 4, 64, 9))
 
 
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("channels", [8, 32])
+def test_diffwave_stack_bf16_takes_a_bfloat16_conditioner(monkeypatch, channels):
+    # A bfloat16 cond is what the kernel adds (widened exactly); float32 cond and the float32 stack refuse nothing
+    # they did before, and the float32 stack refuses a bfloat16 cond (it would silently round the input).
+    _needs_bf16()
+    dilations = [1, 2, 64, 9]
+    g = torch.Generator().manual_seed(channels)
+    x, dstep, cond, *rest = diffwave_inputs(2, channels, 301, len(dilations), generator=g)
+    cond16 = cond.to(torch.bfloat16)
+    for tile in ("", "96"):
+        monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", tile)
+        with torch.no_grad():
+            got = ops.diffwave_stack(x, dstep, cond16, *rest, dilations, precision="bfloat16")
+            want = reference.diffwave_stack_bf16(x, dstep, cond16.float(), *rest, dilations)
+            unrounded = reference.diffwave_stack_bf16(x, dstep, cond, *rest, dilations)
+        err = (got - want).abs()
+        assert err.median() <= 1e-5 and err.max() <= 1e-2
+        assert (want - unrounded).abs().median() > 1e-5  # the conditioner's rounding shows: it was read as given
+    with pytest.raises(ValueError, match="cond"), torch.no_grad():
+        ops.diffwave_stack(x, dstep, cond16, *rest, dilations)
+    with pytest.raises(RuntimeError, match="cond"), torch.no_grad():
+        torch.ops.fastsep.diffwave_stack(x, dstep, cond16, *rest, dilations)
+
+
 def test_diffwave_bf16_variant_is_reported():
     _needs_bf16()
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""

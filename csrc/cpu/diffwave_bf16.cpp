@@ -43,6 +43,17 @@ inline uint32_t bf16_bits(float f) {
 
 inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
 
+// bfloat16 bits -> float32 (exact), n values.
+inline void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t u = uint32_t(src[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof(f));
+    dst[i] = f;
+  }
+}
+
 constexpr int kVecs = 3;  // vectors (tiles) of 16 samples per block
 constexpr int kBlock = 16 * kVecs;
 
@@ -53,6 +64,7 @@ struct Bf16Layer {
   const float* x;     // [C][x_stride]
   int64_t x_stride;
   const float* cond;  // [2C][cond_stride] or null
+  const uint16_t* cond16;  // the same as bfloat16 bits (one of the two, or neither)
   int64_t cond_stride;
   const float* b_dil;
   const uint32_t* w_dil;  // weights packed for the GEMM (Dp or Amx below), per row block of R rows
@@ -191,12 +203,20 @@ FASTSEP_BF16_TARGET void layer_block_bf16(const Bf16Layer& a, int64_t t0, float*
   uint32_t* g = reinterpret_cast<uint32_t*>(gf + H * N);            // [C/2][N] gated channel pairs
   const uint32_t* taps[3] = {a.y + a.pad + t0 - a.dilation, a.y + a.pad + t0, a.y + a.pad + t0 + a.dilation};
   if (a.cond) dwblock::prefetch_next_block(a.cond, a.cond_stride, 2 * C, t0, N, a.T);
+  if (a.cond16) dwblock::prefetch_next_block(a.cond16, a.cond_stride, 2 * C, t0, N, a.T);
+  alignas(64) float q16[2][N];  // one gate/filter row pair of a bfloat16 conditioner, widened
   for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
     G::template gemm<3>(a.w_dil + ob * 3 * C2 * R, taps, a.y_stride, C2, z);
     for (int h = 0; h < H; ++h) {
       const int64_t cg = ob * H + h, cf = C + cg;
       const float* qg = a.cond ? a.cond + cg * a.cond_stride + t0 : nullptr;
       const float* qf = a.cond ? a.cond + cf * a.cond_stride + t0 : nullptr;
+      if (a.cond16) {
+        widen_bf16(a.cond16 + cg * a.cond_stride + t0, q16[0], n);
+        widen_bf16(a.cond16 + cf * a.cond_stride + t0, q16[1], n);
+        qg = q16[0];
+        qf = q16[1];
+      }
       dwblock::gate_rows(z + h * N, z + (H + h) * N, a.b_dil[cg], a.b_dil[cf], qg, qf, gf + h * N, n, N);
     }
     for (int p = 0; p < H / 2; ++p) {  // gated channels ob·H + 2p and ob·H + 2p + 1 form pair ob·H/2 + p
@@ -278,12 +298,16 @@ void pack_layers(const at::Tensor& w_dil, const at::Tensor& w_out, std::vector<u
 
 // What every layer of item b shares; the driver fills in the buffers and the sample window.
 template <class G>
-Bf16Layer layer_args(int64_t l, int64_t b, const at::Tensor& dstep, const float* conds, const at::Tensor& b_dil,
+Bf16Layer layer_args(int64_t l, int64_t b, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& b_dil,
                      const at::Tensor& b_out, const std::vector<uint32_t>& wp_dil,
                      const std::vector<uint32_t>& wp_out, int64_t B, int64_t C, int64_t T, int64_t L) {
   Bf16Layer a{};
   a.C = C;
-  a.cond = conds ? conds + (l * B + b) * 2 * C * T : nullptr;
+  const int64_t first = (l * B + b) * 2 * C * T;  // this layer's and item's rows
+  if (cond.numel() && cond.scalar_type() == at::kBFloat16)
+    a.cond16 = reinterpret_cast<const uint16_t*>(cond.data_ptr<at::BFloat16>()) + first;
+  else if (cond.numel())
+    a.cond = cond.data_ptr<float>() + first;
   a.cond_stride = T;
   a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
   a.w_dil = wp_dil.data() + l * G::weight_words(C, 3);
@@ -309,7 +333,6 @@ void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
   at::Tensor ys = at::zeros({2, B, C2, y_stride}, x.options().dtype(at::kInt));  // raw 32-bit words
   at::Tensor xs = at::empty({2, B, C, T}, x.options());
   const float* steps = dstep.data_ptr<float>();
-  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
   auto words = [](const at::Tensor& t) { return reinterpret_cast<uint32_t*>(t.data_ptr<int32_t>()); };
   {  // first layer's input pairs: x + step
     const float* xp = x.data_ptr<float>();
@@ -335,7 +358,7 @@ void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
       G::begin();
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t b = k / blocks;
-        Bf16Layer a = layer_args<G>(l, b, dstep, conds, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
+        Bf16Layer a = layer_args<G>(l, b, dstep, cond, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
         a.T = T;
         a.y = y_cur + b * C2 * y_stride;
         a.y_stride = y_stride;
@@ -369,7 +392,6 @@ void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tens
   pack_layers<G>(w_dil, w_out, wp_dil, wp_out);
   const float* xs = x.data_ptr<float>();
   const float* steps = dstep.data_ptr<float>();
-  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
   float* skip_out = skip.data_ptr<float>();
   at::parallel_for(0, B * tiles, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> buf(2 * C * width + R * N + (R / 2) * N + C2 * N);
@@ -405,7 +427,7 @@ void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tens
         // Layer l's outputs are needed on the tile widened by what the later layers read.
         const int64_t s = std::max<int64_t>(0, t0 - reach[l + 1]), e = std::min(T, t1 + reach[l + 1]);
         const int64_t off = s - origin;
-        Bf16Layer a = layer_args<G>(l, b, dstep, conds, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
+        Bf16Layer a = layer_args<G>(l, b, dstep, cond, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
         a.T = e - s;
         a.y = yb[l % 2] + off - pad;
         a.y_stride = width;
@@ -414,6 +436,7 @@ void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tens
         a.x = xb + off;
         a.x_stride = width;
         if (a.cond) a.cond += s;
+        if (a.cond16) a.cond16 += s;
         a.x_next = xb + off;
         a.skip = sb + off;
         a.y_next = l + 1 < L ? yb[(l + 1) % 2] + off - pad : nullptr;
@@ -447,7 +470,7 @@ at::Tensor diffwave_stack_bf16_cpu(const at::Tensor& x, const at::Tensor& dstep,
                                    const at::Tensor& b_out, at::IntArrayRef dilations) {
   const int64_t L = static_cast<int64_t>(dilations.size());
   TORCH_CHECK(L >= 1, "diffwave_stack_bf16: needs at least one layer");
-  check_diffwave_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, L, "diffwave_stack_bf16");
+  check_diffwave_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, L, "diffwave_stack_bf16", /*cond_bf16=*/true);
   for (auto d : dilations) TORCH_CHECK(d >= 1, "diffwave_stack_bf16: dilations must be >= 1, got ", d);
   TORCH_CHECK(cpu_has_bf16(), "diffwave_stack_bf16: this CPU lacks AVX512-BF16 (use diffwave_stack)");
   TORCH_CHECK(x.size(1) % 4 == 0, "diffwave_stack_bf16: channels must be a multiple of 4, got ", x.size(1));

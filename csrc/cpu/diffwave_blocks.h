@@ -113,12 +113,15 @@ FASTSEP_INLINE void residual_rows(const float* x, const float* zr, const float* 
 // The conditioner is 2C rows a whole signal apart, read N samples at a time: more streams than the hardware
 // prefetcher follows, so each block would wait on memory for its rows. Ask for the next block's rows now (two blocks
 // ahead measured no better).
-FASTSEP_INLINE void prefetch_next_block(const float* rows, int64_t stride, int64_t count, int64_t t0, int64_t N,
+// Rows of E (float or bfloat16 bits), stride in elements.
+template <typename E>
+FASTSEP_INLINE void prefetch_next_block(const E* rows, int64_t stride, int64_t count, int64_t t0, int64_t N,
                                         int64_t T) {
+  constexpr int64_t kLine = 64 / sizeof(E);  // elements per cache line
   const int64_t ahead = t0 + N;
   if (ahead >= T) return;
   for (int64_t r = 0; r < count; ++r)
-    for (int64_t k = 0; k < N; k += 16) __builtin_prefetch(rows + r * stride + ahead + k, 0, 3);
+    for (int64_t k = 0; k < N; k += kLine) __builtin_prefetch(rows + r * stride + ahead + k, 0, 3);
 }
 
 // Everything one layer needs, for one batch item. Row strides in floats.

@@ -9,7 +9,7 @@ namespace fastsep {
 
 inline void check_diffwave_shapes(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond,
                                   const at::Tensor& w_dil, const at::Tensor& b_dil, const at::Tensor& w_out,
-                                  const at::Tensor& b_out, int64_t layers, const char* op) {
+                                  const at::Tensor& b_out, int64_t layers, const char* op, bool cond_bf16 = false) {
   TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kFloat, op, ": x must be float32 [B, C, T], got ",
               x.scalar_type(), " ", x.sizes());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2);
@@ -29,7 +29,14 @@ inline void check_diffwave_shapes(const at::Tensor& x, const at::Tensor& dstep, 
   expect(b_dil, shape({2 * C}), "b_dil");
   expect(w_out, shape({2 * C, C}), "w_out");
   expect(b_out, shape({2 * C}), "b_out");
-  if (cond.numel() > 0) expect(cond, shape({B, 2 * C, T}), "cond");
+  if (cond.numel() > 0) {
+    if (cond_bf16 && cond.scalar_type() == at::kBFloat16) {  // the bfloat16 stack also takes its conditioner so
+      TORCH_CHECK(cond.sizes() == at::IntArrayRef(shape({B, 2 * C, T})) && cond.is_contiguous(), op,
+                  ": cond must be contiguous ", at::IntArrayRef(shape({B, 2 * C, T})), ", got ", cond.sizes());
+    } else {
+      expect(cond, shape({B, 2 * C, T}), cond_bf16 ? "cond (or bfloat16)" : "cond");
+    }
+  }
   TORCH_CHECK(x.is_contiguous(), op, ": x must be contiguous");
 }
 

@@ -12,6 +12,7 @@ embeddings through every layer) is computed once per call.
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import ops
+from .. import _ext, ops
 
 if TYPE_CHECKING:  # the model imports this module; the sampler only needs the type for hints
     from ..models.diffwave import DiffWave
@@ -180,9 +181,15 @@ class DiffWaveSampler:
             upsampled = model.spectrogram_upsampler(mel)  # [B, n_mels, T]
             # [L, B, 2C, T], written in place layer by layer (an einsum returns a permuted view for B > 1 that the op
             # would copy on every step).
+            if precision == "bfloat16" and device.type == "cpu" and _ext.diffwave_bf16_available():
+                # The bfloat16 stack takes its conditioner in bfloat16: its projection is one more product of the
+                # stack's (computed once, on the bfloat16 GEMM), and every step streams half the bytes.
+                w_cond, upsampled = pk.w_cond.to(torch.bfloat16), upsampled.to(torch.bfloat16)
+            else:
+                w_cond = pk.w_cond
             cond = upsampled.new_empty(pk.w_cond.shape[0], batch, 2 * channels, length)
             for i in range(pk.w_cond.shape[0]):
-                torch.matmul(pk.w_cond[i], upsampled, out=cond[i])
+                torch.matmul(w_cond[i], upsampled, out=cond[i])
             b_dil = (b_dil + pk.b_cond).contiguous()
         dilations = model.dilations
         head = model._head
@@ -196,8 +203,8 @@ class DiffWaveSampler:
             return network
 
         if device.type != "cuda":
-            network = network_with(functools.partial(ops.diffwave_stack, precision=precision))
-            return lambda audio, n: network(audio, dsteps[n])
+            return cpu_network(model, functools.partial(ops.diffwave_stack, precision=precision), cond, pk, b_dil,
+                               dilations, dsteps)
         if precision != "float32":
             warnings.warn("DiffWave.generate: precision='bfloat16' applies to the CPU kernel; on CUDA the stack runs "
                           "in float32 (TF32 where torch allows it)", stacklevel=4)
@@ -302,6 +309,28 @@ class DiffWaveSampler:
                              f"got {mel.shape[-2]} in shape {tuple(mel.shape)}")
         if mel.shape[-1] == 0 or (mel.dim() == 3 and mel.shape[0] == 0):
             raise ValueError(f"DiffWave.generate: {name} is empty (shape {tuple(mel.shape)}); need >= 1 frame")
+
+
+def cpu_network(model: "DiffWave", stack: Callable[..., Tensor], cond, pk: PackedStack, b_dil: Tensor,
+                dilations: List[int], dsteps: Tensor) -> Callable[[Tensor, int], Tensor]:
+    """eps(audio, n) around the fused stack on CPU, with the input projection and the head as broadcast
+    multiply-adds and matrix products instead of the modules' 1x1 convolutions: ATen takes its slow (im2col) path for
+    those shapes, and they and their ReLUs cost ~20 % of a step at 4 s. Same arithmetic as ``model._head``, the
+    1/sqrt(L) folded into the skip projection's weights."""
+    w_in = model.input_projection.weight.detach().reshape(-1, 1).float()  # [C, 1]
+    b_in = model.input_projection.bias.detach().reshape(-1, 1).float()
+    w_skip = model.skip_projection.weight.detach()[..., 0].float() / math.sqrt(len(dilations))  # [C, C]
+    b_skip = model.skip_projection.bias.detach().reshape(-1, 1).float()
+    w_o = model.output_projection.weight.detach()[..., 0].float()  # [1, C]
+    b_o = model.output_projection.bias.detach().reshape(-1, 1).float()
+
+    def denoise(audio: Tensor, n: int) -> Tensor:
+        x = torch.addcmul(b_in, w_in, audio.unsqueeze(1)).relu_()  # [B, C, T]
+        skip_sum = stack(x, dsteps[n], cond, pk.w_dil, b_dil, pk.w_out, pk.b_out, dilations)
+        h = torch.matmul(w_skip, skip_sum).add_(b_skip).relu_()
+        return torch.matmul(w_o, h).add_(b_o).squeeze(1)
+
+    return denoise
 
 
 # --------------------------------------------------------------------------------------------- the reverse process
