@@ -62,6 +62,9 @@ TORCH_LIBRARY(fastsep, m) {
   m.def(
       "guided_update(Tensor x0, Tensor x, Tensor grad, Tensor? noise, float coef_x0, float coef_xt, float noise_std,"
       " float radius, bool normalise, float eps) -> Tensor");
+  // out = prelu(y, weight) + residual (one slope; y and residual of one dtype, shape and dense layout): the step
+  // between the convolutions of F's residual heads.
+  m.def("prelu_residual(Tensor y, Tensor weight, Tensor residual) -> Tensor");
   m.def("built_with_cuda() -> bool", &fastsep::built_with_cuda);
   // A limit of the CUDA kernels by name (xcorr_max_n_fft_float32|float64, diffwave_max_channels|max_batch): inputs
   // beyond it go to the reference. Fails in a library built without CUDA kernels.

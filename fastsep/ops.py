@@ -18,7 +18,7 @@ from . import _ext
 from . import reference
 
 __all__ = ["complex_combine", "combine_features", "xcorr_align", "diffwave_layer", "diffwave_stack", "mix_sde_update",
-           "guided_update", "uses_kernels"]
+           "guided_update", "prelu_residual", "uses_kernels"]
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -393,6 +393,33 @@ def guided_update(x0: Tensor, x: Tensor, grad: Tensor, noise: Optional[Tensor], 
                                            None if noise is None else _contig(noise), *coefs, normalise, eps)
 
 
+
+# ------------------------------------------------------------------------------------------------- prelu_residual
+def prelu_residual(y: Tensor, weight: Tensor, residual: Tensor) -> Tensor:
+    """``prelu(y, weight) + residual`` in one pass (inference only, no grad): the step between the convolutions of
+    F's residual heads. ``y`` and ``residual`` float32 or bfloat16 of one shape and dtype (any dense layout, e.g.
+    channels-last; the output keeps it), ``weight`` a single PReLU slope. The CPU kernel reads each input once and
+    writes once where ATen makes two passes (and converts bfloat16 twice); elsewhere the reference."""
+    op = "prelu_residual"
+    for name, t in (("y", y), ("residual", residual)):
+        _check_tensor(op, name, t, (torch.float32, torch.bfloat16))
+    _check_tensor(op, "weight", weight, (torch.float32, torch.bfloat16))
+    if residual.dtype != y.dtype or residual.shape != y.shape:
+        _fail(op, f"residual must match y's dtype and shape, got {residual.dtype} {tuple(residual.shape)} for "
+                  f"{y.dtype} {tuple(y.shape)}")
+    if weight.numel() != 1:
+        _fail(op, f"weight must be one slope (PReLU with num_parameters=1), got shape {tuple(weight.shape)}")
+    _check_same_device(op, y=y, weight=weight, residual=residual)
+    if torch.is_grad_enabled() and (y.requires_grad or residual.requires_grad or weight.requires_grad):
+        _fail(op, "is an inference op with no backward; call it under torch.no_grad() (training uses the module path)")
+    if y.device.type != "cpu" or not _use_kernel(y.device) or not _has_op(op):
+        return reference.prelu_residual(y, weight, residual)
+    dense = y.is_contiguous() or (y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last))
+    if y.stride() != residual.stride() or not dense:
+        y, residual = y.contiguous(), residual.contiguous()
+    return torch.ops.fastsep.prelu_residual(y, weight.detach().float().reshape(1), residual)
+
+
 # --------------------------------------------------------------------------------- fake kernels and autograd glue
 def _register() -> None:
     """Fake (meta) kernels for torch.compile and the fused backward of complex_combine; needs the library loaded."""
@@ -437,6 +464,11 @@ def _register() -> None:
         @lib.register_fake("fastsep::guided_update")
         def _(x0, x, grad, noise, coef_x0, coef_xt, noise_std, radius, normalise, eps):
             return torch.empty_like(x0)
+
+    if _has_op("prelu_residual"):
+        @lib.register_fake("fastsep::prelu_residual")
+        def _(y, weight, residual):
+            return torch.empty_like(y)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)

@@ -22,6 +22,7 @@ __all__ = [
     "default_n_fft",
     "mix_sde_update",
     "guided_update",
+    "prelu_residual",
 ]
 
 
@@ -215,3 +216,8 @@ def guided_update(x0: Tensor, x: Tensor, grad: Tensor, noise: Optional[Tensor], 
         factor = radius / grad.norm(dim=-1, keepdim=True).clamp_min(eps)
         return out - factor * grad
     return out - radius * grad
+
+
+def prelu_residual(y: Tensor, weight: Tensor, residual: Tensor) -> Tensor:
+    """``prelu(y, weight) + residual`` (one slope), in y's dtype."""
+    return torch.nn.functional.prelu(y, weight.to(y.dtype)) + residual

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Ops that deliberately have no CUDA kernel, with the reason; fastsep.ops never sends CUDA tensors to them.
 CPU_ONLY = {
     "diffwave_stack_bf16": "bfloat16 products with AVX512-BF16 (a CPU instruction set); CUDA samples in float32",
+    "prelu_residual": "an elementwise fusion for CPU caches; on CUDA ATen's elementwise kernels serve F's heads",
 }
 
 

@@ -115,6 +115,19 @@ def test_bad_inputs():
         Combiner(n_fft=64, hop_length=128)
 
 
+def test_inference_heads_fuse_prelu_and_residual_without_changing_them():
+    # Under no_grad the heads call fastsep.ops.prelu_residual (kernel or reference); with grad, the modules.
+    from fastsep.models.combiner import ResNetHead
+
+    torch.manual_seed(1)
+    head = ResNetHead(2, TINY, 2)
+    x = torch.randn(2, 2, 17, 23)
+    with torch.no_grad():
+        fused = head(x)
+    plain = head(x.requires_grad_())
+    torch.testing.assert_close(fused, plain.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_heads_stay_close_to_float32():
     # precision="bfloat16" rounds the heads' conv inputs and weights: the output moves by bfloat16's relative step
     # (~0.4 %), not more; with no native bfloat16 products it warns and computes in float32 (the same output).

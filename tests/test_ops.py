@@ -401,6 +401,52 @@ def test_opcheck_all_ops():
     if _ext.diffwave_bf16_available():
         torch.library.opcheck(torch.ops.fastsep.diffwave_stack_bf16.default,
                               (x, dstep, cond, w_dil, b_dil, w_out, b_out, [1, 2]))
+    y = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
+    torch.library.opcheck(torch.ops.fastsep.prelu_residual.default, (y, torch.tensor([0.3]), torch.randn_like(y)))
+
+
+# ------------------------------------------------------------------------------------------------- prelu_residual
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "mixed"])
+def test_prelu_residual_matches_reference(dtype, layout):
+    _needs_kernels()
+    g = torch.Generator().manual_seed(3)
+    y = torch.randn(2, 16, 33, 70000 // (16 * 33) + 1, generator=g).to(dtype)  # > one parallel grain
+    res = torch.randn(y.shape, generator=g).to(dtype)
+    if layout != "contiguous":
+        y = y.contiguous(memory_format=torch.channels_last)
+    if layout == "channels_last":
+        res = res.contiguous(memory_format=torch.channels_last)
+    w = torch.tensor([0.2])
+    with torch.no_grad():
+        got = ops.prelu_residual(y, w, res)
+        want = reference.prelu_residual(y, w, res)
+    assert got.dtype == dtype and got.shape == y.shape
+    if layout == "channels_last":
+        assert got.is_contiguous(memory_format=torch.channels_last)  # the layout the heads' convolutions want
+    # float32: exact; bfloat16: ATen rounds PReLU's output before the add, the kernel only the sum (one bf16 step)
+    tol = 0 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol)
+    if dtype == torch.bfloat16:  # and mostly bit-equal
+        assert (got == want).float().mean() > 0.9
+
+
+def test_prelu_residual_bad_input():
+    y = torch.randn(2, 3, 4)
+    w = torch.tensor([0.1])
+    with pytest.raises(ValueError, match="residual must match"):
+        ops.prelu_residual(y, w, y.bfloat16())
+    with pytest.raises(ValueError, match="residual must have dtype"):
+        ops.prelu_residual(y, w, y.double())
+    with pytest.raises(ValueError, match="residual must match"):
+        ops.prelu_residual(y, w, torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match="one slope"):
+        ops.prelu_residual(y, torch.tensor([0.1, 0.2]), y)
+    with pytest.raises(ValueError, match="dtype"):
+        ops.prelu_residual(y.long(), w, y.long())
+    with pytest.raises(ValueError, match="no backward"):
+        ops.prelu_residual(y.requires_grad_(), w, torch.randn(2, 3, 4))
 
 
 def test_compile_fullgraph_over_ops():

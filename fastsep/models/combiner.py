@@ -70,8 +70,13 @@ class ResNetHead(nn.Module):
             # channels-last weights, see Separator); every later activation inherits the layout from its conv.
             x = x.contiguous(memory_format=torch.channels_last)
         h = self.act(self.inp(x))
+        fuse = not torch.is_grad_enabled() and self.act.weight.numel() == 1
         for conv, skip in zip(self.blocks, self.skips):
-            h = skip(h) + self.act(conv(h))
+            if fuse:  # inference: PReLU and the residual add in one pass (fastsep.ops.prelu_residual)
+                y = conv(h)
+                h = ops.prelu_residual(y, self.act.weight, skip(h).to(y.dtype))
+            else:
+                h = skip(h) + self.act(conv(h))
         return self.out(h)
 
 
