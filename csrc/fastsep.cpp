@@ -48,10 +48,12 @@ TORCH_LIBRARY(fastsep, m) {
   m.def(
       "diffwave_stack(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out, Tensor b_out,"
       " int[] dilations) -> Tensor");
-  // diffwave_stack with bfloat16 products and float32 accumulation (CPU with AVX512-BF16 only).
+  // diffwave_stack with bfloat16 products and float32 accumulation (CPU with AVX512-BF16 only). cond may be
+  // bfloat16; or, with cond empty, mel [B, M, T] (the upsampled mel) and w_cond [L, 2C, M]: cond[l] = w_cond[l]·mel
+  // computed in the kernel, block by block, with bfloat16 products (its bias folded into b_dil by the caller).
   m.def(
       "diffwave_stack_bf16(Tensor x, Tensor dstep, Tensor cond, Tensor w_dil, Tensor b_dil, Tensor w_out,"
-      " Tensor b_out, int[] dilations) -> Tensor");
+      " Tensor b_out, int[] dilations, Tensor? mel=None, Tensor? w_cond=None) -> Tensor");
   // DiffSep's predictor / corrector step on x, score, noise [B, K, T] (float32/64), m(v) the average over K:
   // out = a_p·m(x) + a_q·(x − m(x)) + b_p·m(s) + b_q·(s − m(s)) + c_p·m(z) + c_q·(z − m(z)); no noise: no z terms.
   m.def(

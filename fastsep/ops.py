@@ -244,6 +244,8 @@ def diffwave_stack(
     b_out: Tensor,
     dilations: Sequence[int],
     precision: str = "float32",
+    mel: Optional[Tensor] = None,
+    w_cond: Optional[Tensor] = None,
 ) -> Tensor:
     """All L residual layers of one DiffWave denoising step in one call (no grad); returns the sum of the skips.
 
@@ -262,6 +264,12 @@ def diffwave_stack(
     the float32 kernel on an AMX machine; :func:`fastsep._ext.diffwave_bf16_variant` says which); its reference is
     :func:`fastsep.reference.diffwave_stack_bf16`. Elsewhere (no such CPU, C not a multiple of 4, CUDA)
     it computes in float32 and warns once.
+
+    ``mel`` [B, M, T] (the upsampled mel, float32) and ``w_cond`` [L, 2C, M] instead of ``cond`` (None): the
+    conditioner ``cond[l] = w_cond[l] @ mel`` is computed inside the bfloat16 kernel, block by block, with bfloat16
+    products, so no [L, B, 2C, T] buffer is written once and streamed from memory at every step (its bias belongs in
+    ``b_dil``). bfloat16 precision only; where that kernel does not run, the conditioner is computed first (with the
+    same bfloat16 rounding) and the stack runs as above.
     """
     op = "diffwave_stack"
     if precision not in ("float32", "bfloat16"):
@@ -269,14 +277,30 @@ def diffwave_stack(
     dilations = [int(d) for d in dilations]
     if not dilations or min(dilations) < 1:
         _fail(op, f"dilations must be a non-empty list of ints >= 1, got {dilations}")
+    if (mel is None) != (w_cond is None):
+        _fail(op, "mel and w_cond come together (the conditioner computed in the kernel)")
+    if mel is not None:
+        if precision != "bfloat16":
+            _fail(op, "mel/w_cond (the conditioner computed in the kernel) need precision='bfloat16'")
+        if cond is not None and cond.numel() > 0:
+            _fail(op, "give cond or (mel, w_cond), not both")
+        _check_tensor(op, "mel", mel, (torch.float32,))
+        _check_tensor(op, "w_cond", w_cond, (torch.float32,))
+        if mel.dim() != 3 or tuple(mel.shape[::2]) != (x.shape[0], x.shape[2]):
+            _fail(op, f"mel must be [B, M, T] = [{x.shape[0]}, M, {x.shape[2]}], got {tuple(mel.shape)}")
+        if tuple(w_cond.shape) != (len(dilations), 2 * x.shape[1], mel.shape[1]):
+            _fail(op, f"w_cond must be [L, 2C, M] = {(len(dilations), 2 * x.shape[1], mel.shape[1])}, got "
+                      f"{tuple(w_cond.shape)}")
+        _check_same_device(op, x=x, mel=mel, w_cond=w_cond)
     cond, w_out = _check_diffwave(op, x, dstep, cond, w_dil, b_dil, w_out, b_out, len(dilations),
                                   cond_bf16=precision == "bfloat16")
     if precision == "bfloat16":
         if x.device.type == "cpu" and _use_kernel(x.device) and x.shape[1] % 4 == 0 and _ext.diffwave_bf16_available():
             args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
-            return torch.ops.fastsep.diffwave_stack_bf16(*args, dilations)
+            extra = (_contig(mel), _contig(w_cond)) if mel is not None else ()
+            return torch.ops.fastsep.diffwave_stack_bf16(*args, dilations, *extra)
         _warn_bf16_fallback(x)
-        cond = cond.float()
+        cond = reference.bf16_conditioner(mel, w_cond) if mel is not None else cond.float()
     if not _diffwave_kernel_ok(x):
         return reference.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
     args = [_contig(t) for t in (x, dstep, cond, w_dil, b_dil, w_out, b_out)]
@@ -452,7 +476,7 @@ def _register() -> None:
         return torch.empty_like(x)
 
     @lib.register_fake("fastsep::diffwave_stack_bf16")
-    def _(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations):
+    def _(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, mel=None, w_cond=None):
         return torch.empty_like(x)
 
     if _has_op("mix_sde_update"):

@@ -19,6 +19,7 @@ __all__ = [
     "diffwave_layer",
     "diffwave_stack",
     "diffwave_stack_bf16",
+    "bf16_conditioner",
     "default_n_fft",
     "mix_sde_update",
     "guided_update",
@@ -173,13 +174,24 @@ def diffwave_stack_bf16(
     w_out: Tensor,
     b_out: Tensor,
     dilations: Sequence[int],
+    mel: Optional[Tensor] = None,
+    w_cond: Optional[Tensor] = None,
 ) -> Tensor:
     """:func:`diffwave_stack` with both convolutions' inputs and weights rounded to bfloat16 (products and sums in
     float32): what ``fastsep.ops.diffwave_stack(..., precision="bfloat16")`` computes, up to summation order.
-    ``cond`` may be bfloat16 (its values are what is added)."""
+    ``cond`` may be bfloat16 (its values are what is added); or ``cond`` None and the conditioner given as ``mel``
+    [B, M, T] and ``w_cond`` [L, 2C, M] (:func:`bf16_conditioner`)."""
+    if mel is not None:
+        cond = bf16_conditioner(mel, w_cond)
     if cond is not None and cond.dtype == torch.bfloat16:
         cond = cond.float()
     return _stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, _bf16)
+
+
+def bf16_conditioner(mel: Tensor, w_cond: Tensor) -> Tensor:
+    """``cond[l] = w_cond[l] @ mel`` ([L, B, 2C, T] float32) with both factors rounded to bfloat16 and float32 sums:
+    the conditioner the bfloat16 DiffWave kernel computes from (mel, w_cond)."""
+    return torch.einsum("lcm,bmt->lbct", _bf16(w_cond), _bf16(mel))
 
 
 def mix_sde_update(x: Tensor, score: Tensor, noise: Optional[Tensor], a_p: float, a_q: float, b_p: float, b_q: float,

@@ -294,6 +294,55 @@ def test_diffwave_stack_bf16_takes_a_bfloat16_conditioner(monkeypatch, channels)
         torch.ops.fastsep.diffwave_stack(x, dstep, cond16, *rest, dilations)
 
 
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("isa", ["", "avx512bf16"])
+@pytest.mark.parametrize("tile", ["", "96", "0"])
+@pytest.mark.parametrize("channels", [8, 32])
+def test_diffwave_stack_bf16_computes_the_conditioner_from_the_mel(monkeypatch, isa, tile, channels):
+    # (mel, w_cond) instead of cond: the kernel's conditioner is w_cond[l] @ mel with bfloat16 products, whatever
+    # the tiles and the product unit; 40 mel channels pad to 64 on AMX (zeros past 40 must not leak in).
+    _needs_bf16()
+    monkeypatch.setenv("FASTSEP_CPU_ISA", isa)
+    monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", tile)
+    dilations = [1, 2, 64, 9]
+    g = torch.Generator().manual_seed(channels + 7)
+    x, dstep, _, w_dil, b_dil, w_out, b_out = diffwave_inputs(2, channels, 2001, len(dilations), generator=g)
+    mel = torch.randn(2, 40, 2001, generator=g)
+    w_cond = torch.randn(len(dilations), 2 * channels, 40, generator=g) * 0.2
+    args = (x, dstep, None, w_dil, b_dil, w_out, b_out, dilations)
+    with torch.no_grad():
+        got = ops.diffwave_stack(*args, precision="bfloat16", mel=mel, w_cond=w_cond)
+        want = reference.diffwave_stack_bf16(*args, mel=mel, w_cond=w_cond)
+        given = ops.diffwave_stack(x, dstep, reference.bf16_conditioner(mel, w_cond), *args[3:],
+                                   precision="bfloat16")
+    err = (got - want).abs()
+    assert err.median() <= 1e-5 and err.max() <= 1e-2
+    assert (got - given).abs().median() <= 1e-5  # the same as handing the kernel that conditioner
+
+
+def test_diffwave_stack_mel_input_checks():
+    dilations = [1, 2]
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(1, 8, 50, 2)
+    mel, w_cond = torch.randn(1, 40, 50), torch.randn(2, 16, 40)
+    rest = (w_dil, b_dil, w_out, b_out, dilations)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="precision='bfloat16'"):
+            ops.diffwave_stack(x, dstep, None, *rest, mel=mel, w_cond=w_cond)
+        with pytest.raises(ValueError, match="come together"):
+            ops.diffwave_stack(x, dstep, None, *rest, precision="bfloat16", mel=mel)
+        with pytest.raises(ValueError, match="not both"):
+            ops.diffwave_stack(x, dstep, cond, *rest, precision="bfloat16", mel=mel, w_cond=w_cond)
+        with pytest.raises(ValueError, match="mel must be"):
+            ops.diffwave_stack(x, dstep, None, *rest, precision="bfloat16", mel=mel[..., :49], w_cond=w_cond)
+        with pytest.raises(ValueError, match="w_cond must be"):
+            ops.diffwave_stack(x, dstep, None, *rest, precision="bfloat16", mel=mel, w_cond=w_cond[:, :8])
+    if _ext.diffwave_bf16_available():  # the kernel's own checks, for direct callers
+        with pytest.raises(RuntimeError, match="not both"):
+            torch.ops.fastsep.diffwave_stack_bf16(x, dstep, cond, *rest, mel, w_cond)
+        with pytest.raises(RuntimeError, match="w_cond must be"):
+            torch.ops.fastsep.diffwave_stack_bf16(x, dstep, x.new_empty(0), *rest, mel, w_cond[:, :8].contiguous())
+
+
 def test_diffwave_bf16_variant_is_reported():
     _needs_bf16()
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
@@ -401,6 +450,9 @@ def test_opcheck_all_ops():
     if _ext.diffwave_bf16_available():
         torch.library.opcheck(torch.ops.fastsep.diffwave_stack_bf16.default,
                               (x, dstep, cond, w_dil, b_dil, w_out, b_out, [1, 2]))
+        torch.library.opcheck(torch.ops.fastsep.diffwave_stack_bf16.default,
+                              (x, dstep, x.new_empty(0), w_dil, b_dil, w_out, b_out, [1, 2],
+                               torch.randn(x.shape[0], 5, x.shape[2]), torch.randn(2, 2 * x.shape[1], 5)))
     y = torch.randn(2, 8, 5, 7).contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(torch.ops.fastsep.prelu_residual.default, (y, torch.tensor([0.3]), torch.randn_like(y)))
 

@@ -66,6 +66,11 @@ struct Bf16Layer {
   const float* cond;  // [2C][cond_stride] or null
   const uint16_t* cond16;  // the same as bfloat16 bits (one of the two, or neither)
   int64_t cond_stride;
+  // Or the conditioner computed here, from the upsampled mel: pairs [M2][mel_stride] words aligned with x (sample t
+  // at mel[m2·mel_stride + t]) and this layer's projection w_cond packed like w_out (M2 input pairs).
+  const uint32_t* mel;
+  int64_t mel_stride, M2;
+  const uint32_t* w_cond;
   const float* b_dil;
   const uint32_t* w_dil;  // weights packed for the GEMM (Dp or Amx below), per row block of R rows
   const uint32_t* w_out;
@@ -85,19 +90,25 @@ struct Bf16Layer {
 
 // vdpbf16ps: 8 rows (4 gate or residual channels and their 4 filter or skip partners) x 48 samples in registers.
 // Weights [2C/8][NT][C/2][8] words (the 8 rows' pairs of one input pair contiguous).
+// Input channel c of row `row` and tap j of w [2C][Cin][taps], zero past the Cin real channels (padding).
+inline float weight_at(const float* w, int64_t row, int64_t c, int j, int64_t Cin, int taps) {
+  return c < Cin ? w[(row * Cin + c) * taps + j] : 0.0f;
+}
+
 struct Dp {
   static constexpr int kRows = 8;
-  static int64_t weight_words(int64_t C, int taps) { return 2 * C * taps * (C / 2); }
-  static void pack(const float* w, int64_t C, int taps, int64_t ob, uint32_t* dst) {  // w [2C][C][taps]
+  static int64_t padded(int64_t Cin) { return (Cin + 1) / 2 * 2; }  // whole channel pairs
+  static int64_t weight_words(int64_t C, int64_t Cin, int taps) { return 2 * C * taps * (padded(Cin) / 2); }
+  // w [2C][Cin][taps] -> [NT][Cin/2][8] words for row block ob.
+  static void pack(const float* w, int64_t C, int64_t Cin, int taps, int64_t ob, uint32_t* dst) {
     constexpr int H = kRows / 2;
-    const int64_t C2 = C / 2;
+    const int64_t C2 = padded(Cin) / 2;
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
       for (int j = 0; j < taps; ++j)
-        for (int64_t c2 = 0; c2 < C2; ++c2) {
-          const float* p = w + (row * C + 2 * c2) * taps + j;
-          dst[(j * C2 + c2) * kRows + r] = bf16_pair(p[0], p[taps]);
-        }
+        for (int64_t c2 = 0; c2 < C2; ++c2)
+          dst[(j * C2 + c2) * kRows + r] =
+              bf16_pair(weight_at(w, row, 2 * c2, j, Cin, taps), weight_at(w, row, 2 * c2 + 1, j, Cin, taps));
     }
   }
   static void begin() {}
@@ -146,17 +157,19 @@ alignas(64) const unsigned char kTileConfig[64] = {
 
 struct Amx {
   static constexpr int kRows = 16;
-  static int64_t weight_words(int64_t C, int taps) { return 2 * C * taps * (C / 2); }
-  static void pack(const float* w, int64_t C, int taps, int64_t ob, uint32_t* dst) {
+  static int64_t padded(int64_t Cin) { return (Cin + 31) / 32 * 32; }  // whole K tiles of 16 pairs
+  static int64_t weight_words(int64_t C, int64_t Cin, int taps) { return 2 * C * taps * (padded(Cin) / 2); }
+  static void pack(const float* w, int64_t C, int64_t Cin, int taps, int64_t ob, uint32_t* dst) {
     constexpr int H = kRows / 2;
-    const int64_t K = C / 32;
+    const int64_t K = padded(Cin) / 32;
     for (int r = 0; r < kRows; ++r) {
       const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
       for (int j = 0; j < taps; ++j)
         for (int64_t kc = 0; kc < K; ++kc)
           for (int k = 0; k < 16; ++k) {
-            const float* p = w + (row * C + kc * 32 + 2 * k) * taps + j;
-            dst[((j * K + kc) * kRows + r) * 16 + k] = bf16_pair(p[0], p[taps]);
+            const int64_t c = kc * 32 + 2 * k;
+            dst[((j * K + kc) * kRows + r) * 16 + k] =
+                bf16_pair(weight_at(w, row, c, j, Cin, taps), weight_at(w, row, c + 1, j, Cin, taps));
           }
     }
   }
@@ -205,8 +218,15 @@ FASTSEP_BF16_TARGET void layer_block_bf16(const Bf16Layer& a, int64_t t0, float*
   if (a.cond) dwblock::prefetch_next_block(a.cond, a.cond_stride, 2 * C, t0, N, a.T);
   if (a.cond16) dwblock::prefetch_next_block(a.cond16, a.cond_stride, 2 * C, t0, N, a.T);
   alignas(64) float q16[2][N];  // one gate/filter row pair of a bfloat16 conditioner, widened
+  alignas(64) float zc[R * N];  // the conditioner of one row block, when it is computed here
+  const uint32_t* msrc[1] = {a.mel ? a.mel + t0 : nullptr};
   for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
     G::template gemm<3>(a.w_dil + ob * 3 * C2 * R, taps, a.y_stride, C2, z);
+    if (a.mel) {
+      G::template gemm<1>(a.w_cond + ob * a.M2 * R, msrc, a.mel_stride, a.M2, zc);
+#pragma omp simd
+      for (int i = 0; i < R * N; ++i) z[i] += zc[i];
+    }
     for (int h = 0; h < H; ++h) {
       const int64_t cg = ob * H + h, cf = C + cg;
       const float* qg = a.cond ? a.cond + cg * a.cond_stride + t0 : nullptr;
@@ -281,26 +301,52 @@ std::string bf16_variant() {
   return amx && !capped ? "amx" : "avx512bf16";
 }
 
-// Per-layer weights packed for G: [L][words] each.
+// Per-layer weights packed for G: [L][words] each (w_cond: empty when not given).
 template <class G>
-void pack_layers(const at::Tensor& w_dil, const at::Tensor& w_out, std::vector<uint32_t>& wp_dil,
-                 std::vector<uint32_t>& wp_out) {
-  const int64_t L = w_dil.size(0), C = w_dil.size(2), C2 = C / 2, R = G::kRows;
-  const int64_t wd = G::weight_words(C, 3), wo = G::weight_words(C, 1);
-  wp_dil.assign(L * wd, 0);
-  wp_out.assign(L * wo, 0);
-  for (int64_t l = 0; l < L; ++l)
-    for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
-      G::pack(w_dil.data_ptr<float>() + l * 2 * C * C * 3, C, 3, ob, wp_dil.data() + l * wd + ob * 3 * C2 * R);
-      G::pack(w_out.data_ptr<float>() + l * 2 * C * C, C, 1, ob, wp_out.data() + l * wo + ob * C2 * R);
-    }
+struct PackedLayers {
+  std::vector<uint32_t> dil, out, cond;
+  int64_t dil_words, out_words, cond_words, M2;
+  PackedLayers(const at::Tensor& w_dil, const at::Tensor& w_out, const at::Tensor& w_cond) {
+    const int64_t L = w_dil.size(0), C = w_dil.size(2), C2 = C / 2, R = G::kRows;
+    const int64_t M = w_cond.numel() ? w_cond.size(2) : 0;
+    dil_words = G::weight_words(C, C, 3);
+    out_words = G::weight_words(C, C, 1);
+    cond_words = M ? G::weight_words(C, M, 1) : 0;
+    M2 = M ? G::padded(M) / 2 : 0;
+    dil.assign(L * dil_words, 0);
+    out.assign(L * out_words, 0);
+    cond.assign(L * cond_words, 0);
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
+        G::pack(w_dil.data_ptr<float>() + l * 2 * C * C * 3, C, C, 3, ob, dil.data() + l * dil_words + ob * 3 * C2 * R);
+        G::pack(w_out.data_ptr<float>() + l * 2 * C * C, C, C, 1, ob, out.data() + l * out_words + ob * C2 * R);
+        if (M)
+          G::pack(w_cond.data_ptr<float>() + l * 2 * C * M, C, M, 1, ob, cond.data() + l * cond_words + ob * M2 * R);
+      }
+  }
+};
+
+// Pairs of the upsampled mel's channels (zero past its M channels) for samples [s, e) of item b, written at
+// dst[m2·stride + t - s] (dst already zeroed where nothing is written).
+inline void pack_mel(const at::Tensor& mel, int64_t b, int64_t M2, int64_t s, int64_t e, uint32_t* dst,
+                     int64_t stride) {
+  const int64_t M = mel.size(1), T = mel.size(2);
+  const float* base = mel.data_ptr<float>() + b * M * T;
+  for (int64_t m2 = 0; m2 < M2; ++m2) {
+    const int64_t m = 2 * m2;
+    if (m >= M) break;
+    const float* lo = base + m * T;
+    const float* hi = m + 1 < M ? lo + T : nullptr;
+    uint32_t* d = dst + m2 * stride - s;
+#pragma omp simd
+    for (int64_t t = s; t < e; ++t) d[t] = bf16_pair(lo[t], hi ? hi[t] : 0.0f);
+  }
 }
 
 // What every layer of item b shares; the driver fills in the buffers and the sample window.
 template <class G>
 Bf16Layer layer_args(int64_t l, int64_t b, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& b_dil,
-                     const at::Tensor& b_out, const std::vector<uint32_t>& wp_dil,
-                     const std::vector<uint32_t>& wp_out, int64_t B, int64_t C, int64_t T, int64_t L) {
+                     const at::Tensor& b_out, const PackedLayers<G>& w, int64_t B, int64_t C, int64_t T, int64_t L) {
   Bf16Layer a{};
   a.C = C;
   const int64_t first = (l * B + b) * 2 * C * T;  // this layer's and item's rows
@@ -309,9 +355,11 @@ Bf16Layer layer_args(int64_t l, int64_t b, const at::Tensor& dstep, const at::Te
   else if (cond.numel())
     a.cond = cond.data_ptr<float>() + first;
   a.cond_stride = T;
+  a.M2 = w.M2;
+  a.w_cond = w.M2 ? w.cond.data() + l * w.cond_words : nullptr;
   a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
-  a.w_dil = wp_dil.data() + l * G::weight_words(C, 3);
-  a.w_out = wp_out.data() + l * G::weight_words(C, 1);
+  a.w_dil = w.dil.data() + l * w.dil_words;
+  a.w_out = w.out.data() + l * w.out_words;
   a.b_out = b_out.data_ptr<float>() + l * 2 * C;
   a.accumulate = l > 0;
   a.next_step = l + 1 < L ? dstep.data_ptr<float>() + ((l + 1) * B + b) * C : nullptr;
@@ -322,19 +370,21 @@ Bf16Layer layer_args(int64_t l, int64_t b, const at::Tensor& dstep, const at::Te
 template <class G>
 void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
                      const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
-                     at::IntArrayRef dilations, int64_t pad, at::Tensor& skip) {
+                     at::IntArrayRef dilations, const at::Tensor& mel, const at::Tensor& w_cond, int64_t pad,
+                     at::Tensor& skip) {
 #ifdef FASTSEP_HAVE_BF16_KERNEL
   const int64_t L = static_cast<int64_t>(dilations.size());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2), C2 = C / 2, N = kBlock, R = G::kRows;
   const int64_t blocks = (T + N - 1) / N;
   const int64_t y_stride = pad + blocks * N + pad;
-  std::vector<uint32_t> wp_dil, wp_out;
-  pack_layers<G>(w_dil, w_out, wp_dil, wp_out);
+  const PackedLayers<G> w(w_dil, w_out, w_cond);
   at::Tensor ys = at::zeros({2, B, C2, y_stride}, x.options().dtype(at::kInt));  // raw 32-bit words
   at::Tensor xs = at::empty({2, B, C, T}, x.options());
+  const int64_t mel_stride = blocks * N;  // blocks read up to N - 1 samples past T: zeros
+  at::Tensor mels = at::zeros({B, w.M2, w.M2 ? mel_stride : 0}, x.options().dtype(at::kInt));
   const float* steps = dstep.data_ptr<float>();
   auto words = [](const at::Tensor& t) { return reinterpret_cast<uint32_t*>(t.data_ptr<int32_t>()); };
-  {  // first layer's input pairs: x + step
+  {  // first layer's input pairs: x + step; the mel's pairs
     const float* xp = x.data_ptr<float>();
     uint32_t* yp = words(ys);
     at::parallel_for(0, B * C2, 4, [&](int64_t lo, int64_t hi) {
@@ -347,6 +397,8 @@ void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
         for (int64_t t = 0; t < T; ++t) yp[r * y_stride + pad + t] = bf16_pair(x0[t] + s0, x1[t] + s1);
       }
     });
+    if (w.M2)
+      for (int64_t b = 0; b < B; ++b) pack_mel(mel, b, w.M2, 0, T, words(mels) + b * w.M2 * mel_stride, mel_stride);
   }
   for (int64_t l = 0; l < L; ++l) {
     const float* x_cur = l == 0 ? x.data_ptr<float>() : xs[(l - 1) % 2].data_ptr<float>();
@@ -358,7 +410,7 @@ void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
       G::begin();
       for (int64_t k = lo; k < hi; ++k) {
         const int64_t b = k / blocks;
-        Bf16Layer a = layer_args<G>(l, b, dstep, cond, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
+        Bf16Layer a = layer_args<G>(l, b, dstep, cond, b_dil, b_out, w, B, C, T, L);
         a.T = T;
         a.y = y_cur + b * C2 * y_stride;
         a.y_stride = y_stride;
@@ -369,6 +421,10 @@ void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
         a.x_next = x_nxt + b * C * T;
         a.skip = skip.data_ptr<float>() + b * C * T;
         a.y_next = y_nxt ? y_nxt + b * C2 * y_stride : nullptr;
+        if (w.M2) {
+          a.mel = words(mels) + b * w.M2 * mel_stride;
+          a.mel_stride = mel_stride;
+        }
         layer_block_bf16<G>(a, (k % blocks) * N, scratch.data());
       }
       G::end();
@@ -381,21 +437,21 @@ void run_bf16_layers(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
 template <class G>
 void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
                     const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
-                    at::IntArrayRef dilations, int64_t pad, int64_t tile, at::Tensor& skip) {
+                    at::IntArrayRef dilations, const at::Tensor& mel, const at::Tensor& w_cond, int64_t pad,
+                    int64_t tile, at::Tensor& skip) {
 #ifdef FASTSEP_HAVE_BF16_KERNEL
   const int64_t L = static_cast<int64_t>(dilations.size());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2), C2 = C / 2, N = kBlock, R = G::kRows;
   const std::vector<int64_t> reach = dwtile::reach(dilations);
   const int64_t width = tile + 2 * reach[0] + 2 * pad + N;  // column k: sample t0 - reach[0] - pad + k
   const int64_t tiles = (T + tile - 1) / tile;
-  std::vector<uint32_t> wp_dil, wp_out;
-  pack_layers<G>(w_dil, w_out, wp_dil, wp_out);
+  const PackedLayers<G> w(w_dil, w_out, w_cond);
   const float* xs = x.data_ptr<float>();
   const float* steps = dstep.data_ptr<float>();
   float* skip_out = skip.data_ptr<float>();
   at::parallel_for(0, B * tiles, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> buf(2 * C * width + R * N + (R / 2) * N + C2 * N);
-    std::vector<uint32_t> ybuf(2 * C2 * width);
+    std::vector<uint32_t> ybuf(2 * C2 * width), mbuf(w.M2 * width);
     float* xb = buf.data();      // layer input, updated in place
     float* sb = xb + C * width;  // skip sum
     float* scratch = sb + C * width;
@@ -422,12 +478,16 @@ void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tens
             yd[t] = bf16_pair(x0[t] + s0, x1[t] + s1);
           }
         }
+        if (w.M2) {
+          std::fill(mbuf.begin(), mbuf.end(), 0u);
+          pack_mel(mel, b, w.M2, s, e, mbuf.data() + (s - origin), width);
+        }
       }
       for (int64_t l = 0; l < L; ++l) {
         // Layer l's outputs are needed on the tile widened by what the later layers read.
         const int64_t s = std::max<int64_t>(0, t0 - reach[l + 1]), e = std::min(T, t1 + reach[l + 1]);
         const int64_t off = s - origin;
-        Bf16Layer a = layer_args<G>(l, b, dstep, cond, b_dil, b_out, wp_dil, wp_out, B, C, T, L);
+        Bf16Layer a = layer_args<G>(l, b, dstep, cond, b_dil, b_out, w, B, C, T, L);
         a.T = e - s;
         a.y = yb[l % 2] + off - pad;
         a.y_stride = width;
@@ -437,6 +497,10 @@ void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tens
         a.x_stride = width;
         if (a.cond) a.cond += s;
         if (a.cond16) a.cond16 += s;
+        if (w.M2) {
+          a.mel = mbuf.data() + off;
+          a.mel_stride = width;
+        }
         a.x_next = xb + off;
         a.skip = sb + off;
         a.y_next = l + 1 < L ? yb[(l + 1) % 2] + off - pad : nullptr;
@@ -453,24 +517,43 @@ void run_bf16_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tens
 template <class G>
 void run_bf16(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
               const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out, at::IntArrayRef dilations,
-              at::Tensor& skip) {
+              const at::Tensor& mel, const at::Tensor& w_cond, at::Tensor& skip) {
   const int64_t C = x.size(1);
   const int64_t pad = dwtile::dilation_pad(dilations);
-  // Per thread: x and skip (float32), two ping-pong pair buffers (C/2 words each) per sample.
+  const int64_t M2 = mel.numel() ? G::padded(mel.size(1)) / 2 : 0;
+  // Per thread and sample: x and skip (float32), two ping-pong pair buffers (C/2 words each), the mel's pairs.
   const int64_t tile = dwtile::choose_tile(x.size(0), x.size(2), dwtile::reach(dilations)[0], pad, kBlock,
-                                           (2 * C + C) * int64_t(sizeof(float)));
+                                           (2 * C + C + M2) * int64_t(sizeof(float)));
   if (tile)
-    run_bf16_tiled<G>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, pad, tile, skip);
+    run_bf16_tiled<G>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, mel, w_cond, pad, tile, skip);
   else
-    run_bf16_layers<G>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, pad, skip);
+    run_bf16_layers<G>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, mel, w_cond, pad, skip);
 }
 
 at::Tensor diffwave_stack_bf16_cpu(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond,
                                    const at::Tensor& w_dil, const at::Tensor& b_dil, const at::Tensor& w_out,
-                                   const at::Tensor& b_out, at::IntArrayRef dilations) {
+                                   const at::Tensor& b_out, at::IntArrayRef dilations,
+                                   const c10::optional<at::Tensor>& mel_opt, const c10::optional<at::Tensor>& w_cond_opt) {
   const int64_t L = static_cast<int64_t>(dilations.size());
   TORCH_CHECK(L >= 1, "diffwave_stack_bf16: needs at least one layer");
   check_diffwave_shapes(x, dstep, cond, w_dil, b_dil, w_out, b_out, L, "diffwave_stack_bf16", /*cond_bf16=*/true);
+  const at::Tensor mel = mel_opt.has_value() ? *mel_opt : at::Tensor();
+  const at::Tensor w_cond = w_cond_opt.has_value() ? *w_cond_opt : at::Tensor();
+  const bool has_mel = mel.defined() && mel.numel() > 0;
+  TORCH_CHECK(has_mel == (w_cond.defined() && w_cond.numel() > 0),
+              "diffwave_stack_bf16: mel and w_cond come together (the conditioner computed in the kernel)");
+  if (has_mel) {
+    TORCH_CHECK(cond.numel() == 0, "diffwave_stack_bf16: give cond or (mel, w_cond), not both");
+    TORCH_CHECK(mel.scalar_type() == at::kFloat && mel.dim() == 3 && mel.size(0) == x.size(0) &&
+                    mel.size(2) == x.size(2) && mel.is_contiguous(),
+                "diffwave_stack_bf16: mel must be contiguous float32 [B, M, T] for x ", x.sizes(), ", got ",
+                mel.scalar_type(), " ", mel.sizes());
+    TORCH_CHECK(w_cond.scalar_type() == at::kFloat && w_cond.dim() == 3 && w_cond.size(0) == L &&
+                    w_cond.size(1) == 2 * x.size(1) && w_cond.size(2) == mel.size(1) && w_cond.is_contiguous(),
+                "diffwave_stack_bf16: w_cond must be contiguous float32 [L, 2C, M] = [", L, ", ", 2 * x.size(1), ", ",
+                mel.size(1), "], got ", w_cond.scalar_type(), " ", w_cond.sizes());
+  }
+  const at::Tensor no = at::empty({0}, x.options());
   for (auto d : dilations) TORCH_CHECK(d >= 1, "diffwave_stack_bf16: dilations must be >= 1, got ", d);
   TORCH_CHECK(cpu_has_bf16(), "diffwave_stack_bf16: this CPU lacks AVX512-BF16 (use diffwave_stack)");
   TORCH_CHECK(x.size(1) % 4 == 0, "diffwave_stack_bf16: channels must be a multiple of 4, got ", x.size(1));
@@ -479,9 +562,11 @@ at::Tensor diffwave_stack_bf16_cpu(const at::Tensor& x, const at::Tensor& dstep,
   at::Tensor skip = at::empty_like(x);
 #ifdef FASTSEP_HAVE_BF16_KERNEL
   if (bf16_variant() == "amx" && x.size(1) % 32 == 0)
-    run_bf16<Amx>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, skip);
+    run_bf16<Amx>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, has_mel ? mel : no, has_mel ? w_cond : no,
+                  skip);
   else
-    run_bf16<Dp>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, skip);
+    run_bf16<Dp>(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, has_mel ? mel : no, has_mel ? w_cond : no,
+                 skip);
 #endif
   return skip;
 }

@@ -177,7 +177,16 @@ class DiffWaveSampler:
         dsteps = torch.einsum("lcd,nd->nlc", pk.w_step, embedded) + pk.b_step
         dsteps = dsteps.unsqueeze(2).expand(-1, -1, batch, -1).contiguous()
         b_dil, cond = pk.b_dil, None
-        if mel is not None:
+        stack = functools.partial(ops.diffwave_stack, precision=precision)
+        in_kernel = (precision == "bfloat16" and device.type == "cpu" and channels % 32 == 0
+                     and _ext.diffwave_bf16_variant() == "amx")
+        if mel is not None and in_kernel:
+            # The AMX kernel computes the conditioner block by block from the upsampled mel (a 40-channel product
+            # beside the layer's own): no [L, B, 2C, T] buffer to write once and stream at every step.
+            upsampled = model.spectrogram_upsampler(mel).contiguous()
+            stack = functools.partial(stack, mel=upsampled, w_cond=pk.w_cond)
+            b_dil = (b_dil + pk.b_cond).contiguous()
+        elif mel is not None:
             upsampled = model.spectrogram_upsampler(mel)  # [B, n_mels, T]
             # [L, B, 2C, T], written in place layer by layer (an einsum returns a permuted view for B > 1 that the op
             # would copy on every step).
@@ -203,8 +212,7 @@ class DiffWaveSampler:
             return network
 
         if device.type != "cuda":
-            return cpu_network(model, functools.partial(ops.diffwave_stack, precision=precision), cond, pk, b_dil,
-                               dilations, dsteps)
+            return cpu_network(model, stack, cond, pk, b_dil, dilations, dsteps)
         if precision != "float32":
             warnings.warn("DiffWave.generate: precision='bfloat16' applies to the CPU kernel; on CUDA the stack runs "
                           "in float32 (TF32 where torch allows it)", stacklevel=4)
