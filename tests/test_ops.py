@@ -352,6 +352,24 @@ def test_diffwave_bf16_variant_is_reported():
         assert variant == "avx512bf16"
 
 
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_diffwave_stack_saturated_gates(precision):
+    # Pre-activations in the hundreds: the gate's exponentials saturate (the one-division form must not overflow to
+    # a closed gate where sigmoid(g)·tanh(f) is -sigmoid(g)).
+    if precision == "bfloat16":
+        _needs_bf16()
+    dilations = [1, 3]
+    g = torch.Generator().manual_seed(5)
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(1, 32, 200, 2, generator=g)
+    cond = cond * 100.0  # the conditioner pushes every gate and filter far into saturation, both signs
+    with torch.no_grad():
+        got = ops.diffwave_stack(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, precision=precision)
+        ref = reference.diffwave_stack_bf16 if precision == "bfloat16" else reference.diffwave_stack
+        want = ref(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
 def test_diffwave_stack_bf16_falls_back_to_float32_with_a_warning(monkeypatch):
     args = diffwave_inputs(1, 3, 20, 2)  # 3 channels: no bfloat16 kernel
     monkeypatch.setattr(ops, "_BF16_WARNED", False)

@@ -86,10 +86,10 @@ FASTSEP_INLINE void gate_rows(const float* zg, const float* zf, float bg, float 
                               float* out, int64_t n, int64_t N) {
   if (qg) {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = fm::sigmoid(zg[i] + bg + qg[i]) * fm::tanh(zf[i] + bf + qf[i]);
+    for (int64_t i = 0; i < n; ++i) out[i] = fm::gate(zg[i] + bg + qg[i], zf[i] + bf + qf[i]);
   } else {
 #pragma omp simd
-    for (int64_t i = 0; i < n; ++i) out[i] = fm::sigmoid(zg[i] + bg) * fm::tanh(zf[i] + bf);
+    for (int64_t i = 0; i < n; ++i) out[i] = fm::gate(zg[i] + bg, zf[i] + bf);
   }
 #pragma omp simd
   for (int64_t i = n; i < N; ++i) out[i] = 0.0f;
