@@ -144,6 +144,16 @@ struct Dp {
 #pragma GCC unroll 3
       for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(out + r * kBlock + v * 16, acc[r][v]);
   }
+  // out = the NT-tap product plus a second, one-tap product (the conditioner from the mel pairs); tmp: R·48 floats.
+  template <int NT>
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void gemm_plus(
+      const uint32_t* wp, const uint32_t* const* src, int64_t stride, int64_t C2, const uint32_t* wq,
+      const uint32_t* const* qsrc, int64_t qstride, int64_t Q2, float* out, float* tmp) {
+    gemm<NT>(wp, src, stride, C2, out);
+    gemm<1>(wq, qsrc, qstride, Q2, tmp);
+#pragma omp simd
+    for (int i = 0; i < kRows * kBlock; ++i) out[i] += tmp[i];
+  }
 };
 
 // AMX: 16 rows (8 + 8 partners) x 48 samples in three accumulator tiles (tmm0-2), the weight tile in tmm3, the
@@ -177,16 +187,13 @@ struct Amx {
   // in memory: GCC 12 drops stores into a local configuration as dead (it does not see ldtilecfg read them).
   FASTSEP_BF16_TARGET static void begin() { _tile_loadconfig(kTileConfig); }
   FASTSEP_BF16_TARGET static void end() { _tile_release(); }
+  // tmm0-2 += the NT-tap product of C2 input pairs.
   template <int NT>
-  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void gemm(const uint32_t* __restrict wp,
-                                                                            const uint32_t* const* src,
-                                                                            int64_t stride, int64_t C2,
-                                                                            float* __restrict out) {
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void accumulate(const uint32_t* __restrict wp,
+                                                                                  const uint32_t* const* src,
+                                                                                  int64_t stride, int64_t C2) {
     const int64_t K = C2 / 16;
     const int64_t bytes = stride * int64_t(sizeof(uint32_t));
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
     for (int j = 0; j < NT; ++j)
       for (int64_t kc = 0; kc < K; ++kc) {
         const uint32_t* b = src[j] + kc * 16 * stride;
@@ -198,9 +205,35 @@ struct Amx {
         _tile_dpbf16ps(1, 3, 5);
         _tile_dpbf16ps(2, 3, 6);
       }
+  }
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void zero() {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+  }
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void store(float* out) {
     _tile_stored(0, out, kBlock * sizeof(float));
     _tile_stored(1, out + 16, kBlock * sizeof(float));
     _tile_stored(2, out + 32, kBlock * sizeof(float));
+  }
+  template <int NT>
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void gemm(const uint32_t* __restrict wp,
+                                                                            const uint32_t* const* src,
+                                                                            int64_t stride, int64_t C2,
+                                                                            float* __restrict out) {
+    zero();
+    accumulate<NT>(wp, src, stride, C2);
+    store(out);
+  }
+  // Both products summed in the accumulator tiles (tmp unused).
+  template <int NT>
+  FASTSEP_BF16_TARGET static inline __attribute__((always_inline)) void gemm_plus(
+      const uint32_t* wp, const uint32_t* const* src, int64_t stride, int64_t C2, const uint32_t* wq,
+      const uint32_t* const* qsrc, int64_t qstride, int64_t Q2, float* out, float*) {
+    zero();
+    accumulate<NT>(wp, src, stride, C2);
+    accumulate<1>(wq, qsrc, qstride, Q2);
+    store(out);
   }
 };
 
@@ -221,12 +254,11 @@ FASTSEP_BF16_TARGET void layer_block_bf16(const Bf16Layer& a, int64_t t0, float*
   alignas(64) float zc[R * N];  // the conditioner of one row block, when it is computed here
   const uint32_t* msrc[1] = {a.mel ? a.mel + t0 : nullptr};
   for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
-    G::template gemm<3>(a.w_dil + ob * 3 * C2 * R, taps, a.y_stride, C2, z);
-    if (a.mel) {
-      G::template gemm<1>(a.w_cond + ob * a.M2 * R, msrc, a.mel_stride, a.M2, zc);
-#pragma omp simd
-      for (int i = 0; i < R * N; ++i) z[i] += zc[i];
-    }
+    if (a.mel)
+      G::template gemm_plus<3>(a.w_dil + ob * 3 * C2 * R, taps, a.y_stride, C2, a.w_cond + ob * a.M2 * R, msrc,
+                               a.mel_stride, a.M2, z, zc);
+    else
+      G::template gemm<3>(a.w_dil + ob * 3 * C2 * R, taps, a.y_stride, C2, z);
     for (int h = 0; h < H; ++h) {
       const int64_t cg = ob * H + h, cf = C + cg;
       const float* qg = a.cond ? a.cond + cg * a.cond_stride + t0 : nullptr;
