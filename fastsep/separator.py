@@ -340,6 +340,10 @@ class Separator:
         """GM's estimates ``[B, C, L]`` (Separate-And-Diffuse; see :meth:`SeparateAndDiffuse.vocode`)."""
         return self._sad_method("vocoder stage").vocode(vd, seeds)
 
+    def _combine(self, vd: Tensor, vg: Tensor) -> Tensor:
+        """F's stage, as full mode runs it (Separate-And-Diffuse)."""
+        return self._sad_method("combiner stage").combine(vd, vg)
+
     def _xcorr(self, vd: Tensor, vg: Tensor) -> Tensor:
         """The xcorr ablation's alignment and average (Separate-And-Diffuse)."""
         return self._sad_method("xcorr stage").xcorr(vd, vg)

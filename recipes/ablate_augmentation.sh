@@ -10,10 +10,10 @@
 #   bash recipes/ablate_augmentation.sh          # ARM_STEPS=10001
 #
 # Both arms' training states are kept in recipes/state/backbone_{all,clean} (last/, log; 5-7 MB each) and restored
-# into an empty work folder, so each arm continues where it stopped. The clean arm reached 10001 on 2026-11-23 (its
-# checkpoint average is kept in recipes/state/backbone_average: it is the default's B); the all arm was started on
-# 2026-11-23 and stopped early (see its log) - running this recipe continues it. The 1000-step checkpoints that are
-# averaged are not kept in the repo (1.8 MB each): an arm averages those its work folder holds.
+# into an empty work folder, so each arm continues where it stopped. Both arms reached 10001 on 2026-11-23 (the clean
+# arm's checkpoint average is kept in recipes/state/backbone_average: it is the default's B; the results are in the
+# README). The 1000-step checkpoints that are averaged are not kept in the repo (1.8 MB each): an arm averages those
+# its work folder holds, so on a new machine the all arm's average needs ARM_STEPS beyond 10001 or a rerun.
 # Environment overrides: WORK, DEVICE, ARM_STEPS, EVAL_ITEMS.
 set -euo pipefail
 

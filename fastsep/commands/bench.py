@@ -103,8 +103,9 @@ def bench(separator, lengths: Sequence[float], batch_sizes: Sequence[int], repea
                     stages["vocoder"] = lambda: separator._vocode(vd)
                     if callable(getattr(separator, "_xcorr", None)):
                         stages["xcorr"] = lambda: separator._xcorr(vd, vg)
-                    if combiner is not None:
-                        stages["combiner"] = lambda: combiner(vd, vg)
+                    if combiner is not None:  # as full mode runs F: per item on CPU, in the chosen precision
+                        stages["combiner"] = (lambda: separator._combine(vd, vg)) \
+                            if callable(getattr(separator, "_combine", None)) else (lambda: combiner(vd, vg))
             for mode in modes:
                 stages[f"mode:{mode}"] = _mode_runner(separator, mix, mode)
             for name, fn in stages.items():

@@ -185,6 +185,10 @@ class SeparateAndDiffuse(SeparationMethod):
         vg = self.vocode(vd, seeds)
         if mode == "xcorr":
             return self.xcorr(vd, vg)
+        return self.combine(vd, vg)
+
+    def combine(self, vd: Tensor, vg: Tensor) -> Tensor:
+        """F's combination of ``vd`` and ``vg`` ``[B, C, L]`` in this method's ``combiner_precision``."""
         if vd.device.type == "cpu" and vd.shape[0] > 1:
             # One batch item per call on CPU: F's activations ([C, 64, 257 bins, frames], ~33 MB per item of 4 s at
             # 8 kHz) outgrow the caches when items are stacked, and a batch of 8 in one call cost 1.48x the CPU time
