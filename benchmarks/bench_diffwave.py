@@ -151,6 +151,10 @@ def summary() -> str:
             if bf16:
                 lines.append(f"  the kernel with bfloat16 products ({_ext.diffwave_bf16_variant()}): {bf16 * 1e3:.1f} ms "
                              f"({flops / bf16 / 1e9:.0f} GFLOP/s), {seconds / bf16:.2f}x float32")
+            mel = _RESULTS.get((name, batch, "stack-kernel-bf16-mel"))
+            if mel:
+                lines.append(f"  the same with the conditioner computed in the kernel from the mel: {mel * 1e3:.1f} ms "
+                             f"(its products not counted)")
             dp = _RESULTS.get((name, batch, "stack-kernel-bf16-dp"))
             if dp:
                 lines.append(f"  the kernel with bfloat16 products (avx512bf16): {dp * 1e3:.1f} ms "
@@ -201,7 +205,7 @@ def stack_inputs(name: str, batch: int):
 
 
 @pytest.mark.parametrize("impl", ["stack-reference", "stack-kernel", "stack-kernel-untiled", "stack-kernel-bf16",
-                                  "stack-kernel-bf16-dp"])
+                                  "stack-kernel-bf16-dp", "stack-kernel-bf16-mel"])
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_stack(benchmark, monkeypatch, name, batch, impl):
@@ -219,6 +223,12 @@ def test_stack(benchmark, monkeypatch, name, batch, impl):
                 pytest.skip("stack-kernel-bf16 is already the vdpbf16ps path on this CPU")
             monkeypatch.setenv("FASTSEP_CPU_ISA", "avx512bf16")
         fn = functools.partial(ops.diffwave_stack, precision="bfloat16")
+        if impl == "stack-kernel-bf16-mel":  # the conditioner computed in the kernel, from the default GM's 40 bands
+            g, bands = torch.Generator().manual_seed(2), 40
+            mel = torch.randn(batch, bands, args[0].shape[-1], generator=g).to(DEVICE)
+            w_cond = (0.1 * torch.randn(len(args[-1]), 2 * args[0].shape[1], bands, generator=g)).to(DEVICE)
+            args = args[:2] + (None,) + args[3:]
+            fn = functools.partial(ops.diffwave_stack, precision="bfloat16", mel=mel, w_cond=w_cond)
 
     def run():
         out = fn(*args)
