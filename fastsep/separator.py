@@ -94,7 +94,7 @@ class Separator:
         vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel (~2x faster sampling on
             CPUs with AMX, waveform differences of a few 1e-3; see ``DiffWave.generate``). Passed to each
             ``vocode`` call; the vocoder object itself is left as it was given. Separate-And-Diffuse only.
-        combiner_precision: "float32", or "bfloat16" for the convolutions of F's two heads (~5x faster F on a CPU
+        combiner_precision: "float32", or "bfloat16" for the convolutions of F's two heads (~3x faster F on a CPU
             with AMX; see ``Combiner.coefficients``). Separate-And-Diffuse only. The CLI's ``--precision`` sets both.
         device: where the models run (default: where the method's networks are).
         input_rms: RMS each mixture (chunk) is scaled to before the models, undone after (None: no scaling).
