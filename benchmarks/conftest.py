@@ -12,6 +12,13 @@ from collections import defaultdict
 import pytest
 from bench_timing import timing
 
+from fastsep.threads import apply_default_threads
+
+# The benchmarks run with the threads a fastsep command would use: FASTSEP_NUM_THREADS (or OMP_NUM_THREADS, else one
+# per physical core). Before 2026-11-23 they were not applied here, so `FASTSEP_NUM_THREADS=1 python -m pytest
+# benchmarks/...` ran torch's default thread count.
+apply_default_threads()
+
 _ROWS = defaultdict(dict)  # group -> variant -> {"seconds", "bytes"}
 
 
