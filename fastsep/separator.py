@@ -264,12 +264,12 @@ class Separator:
                                     f"written by Separator.save_pretrained, fastsep.bundle.save_bundle, "
                                     f"write_diffsep_bundle or write_priors_bundle")
         options = {}
+        held = bundle.bundle_method(directory)  # reads the manifest once
         for what in ("vocoder_precision", "combiner_precision"):
-            if bundle.bundle_method(directory) == "separate_and_diffuse":
+            if held == "separate_and_diffuse":
                 options[what] = kwargs.pop(what, "float32")
             elif kwargs.get(what, "float32") != "float32":
-                raise ValueError(f"{what} applies to Separate-And-Diffuse bundles; {directory} holds "
-                                 f"{bundle.bundle_method(directory)}")
+                raise ValueError(f"{what} applies to Separate-And-Diffuse bundles; {directory} holds {held}")
             else:
                 kwargs.pop(what, None)
         method = bundle.load_method(directory, map_location=device, **options)

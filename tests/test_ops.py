@@ -227,10 +227,24 @@ def _needs_bf16():
         pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")
 
 
-def _check_bf16_stack(channels, length, conditioned, dilations=(1, 2, 512, 64, 7)):
+def _assert_bf16_close(got, want):
     # The kernel rounds exactly what reference.diffwave_stack_bf16 rounds, so nearly every output matches it to
     # float32 summation order; where a sum lands next to a bfloat16 rounding boundary the two round apart and the
     # difference carries through the later layers (a few such outputs per case, ~1e-3).
+    err = (got - want).abs()
+    assert err.median() <= 1e-5 and err.max() <= 1e-2
+
+
+def _bf16_setting(monkeypatch, isa, tile):
+    # The bfloat16 product unit ("" widest: AMX where present; "avx512bf16" forces vdpbf16ps; read per call) and the
+    # time tiles ("" automatic, "0" none, else forced samples).
+    monkeypatch.setenv("FASTSEP_CPU_ISA", isa)
+    monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", tile)
+    if isa:
+        assert _ext.diffwave_bf16_variant() == "avx512bf16"
+
+
+def _check_bf16_stack(channels, length, conditioned, dilations=(1, 2, 512, 64, 7)):
     dilations = list(dilations)
     g = torch.Generator().manual_seed(channels * 1000 + length)
     args = diffwave_inputs(2, channels, length, len(dilations), conditioned, generator=g)
@@ -238,8 +252,7 @@ def _check_bf16_stack(channels, length, conditioned, dilations=(1, 2, 512, 64, 7
         got = ops.diffwave_stack(*args, dilations, precision="bfloat16")
         want = reference.diffwave_stack_bf16(*args, dilations)
         exact = reference.diffwave_stack(*args, dilations)
-    err = (got - want).abs()
-    assert err.median() <= 1e-5 and err.max() <= 1e-2
+    _assert_bf16_close(got, want)
     assert (want - exact).abs().max() > 1e-4  # the rounding is real: float32 results would fail the median check
 
 
@@ -261,10 +274,7 @@ def test_diffwave_stack_bf16_time_tiles_and_variants(monkeypatch, isa, tile, cha
     # Time tiles shorter than the receptive field (sum of dilations 80), than the 48-sample block, and none; with the
     # widest products (AMX where present) and with vdpbf16ps forced (the bfloat16 variant is read per call).
     _needs_bf16()
-    monkeypatch.setenv("FASTSEP_CPU_ISA", isa)
-    monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", tile)
-    if isa:
-        assert _ext.diffwave_bf16_variant() == "avx512bf16"
+    _bf16_setting(monkeypatch, isa, tile)
     for conditioned in (True, False):
         _check_bf16_stack(channels, 301, conditioned, dilations=(1, 2, 4, 64, 9))
 
@@ -285,8 +295,7 @@ def test_diffwave_stack_bf16_takes_a_bfloat16_conditioner(monkeypatch, channels)
             got = ops.diffwave_stack(x, dstep, cond16, *rest, dilations, precision="bfloat16")
             want = reference.diffwave_stack_bf16(x, dstep, cond16.float(), *rest, dilations)
             unrounded = reference.diffwave_stack_bf16(x, dstep, cond, *rest, dilations)
-        err = (got - want).abs()
-        assert err.median() <= 1e-5 and err.max() <= 1e-2
+        _assert_bf16_close(got, want)
         assert (want - unrounded).abs().median() > 1e-5  # the conditioner's rounding shows: it was read as given
     with pytest.raises(ValueError, match="cond"), torch.no_grad():
         ops.diffwave_stack(x, dstep, cond16, *rest, dilations)
@@ -302,8 +311,7 @@ def test_diffwave_stack_bf16_computes_the_conditioner_from_the_mel(monkeypatch, 
     # (mel, w_cond) instead of cond: the kernel's conditioner is w_cond[l] @ mel with bfloat16 products, whatever
     # the tiles and the product unit; 40 mel channels pad to 64 on AMX (zeros past 40 must not leak in).
     _needs_bf16()
-    monkeypatch.setenv("FASTSEP_CPU_ISA", isa)
-    monkeypatch.setenv("FASTSEP_DIFFWAVE_TILE", tile)
+    _bf16_setting(monkeypatch, isa, tile)
     dilations = [1, 2, 64, 9]
     g = torch.Generator().manual_seed(channels + 7)
     x, dstep, _, w_dil, b_dil, w_out, b_out = diffwave_inputs(2, channels, 2001, len(dilations), generator=g)
@@ -315,8 +323,7 @@ def test_diffwave_stack_bf16_computes_the_conditioner_from_the_mel(monkeypatch, 
         want = reference.diffwave_stack_bf16(*args, mel=mel, w_cond=w_cond)
         given = ops.diffwave_stack(x, dstep, reference.bf16_conditioner(mel, w_cond), *args[3:],
                                    precision="bfloat16")
-    err = (got - want).abs()
-    assert err.median() <= 1e-5 and err.max() <= 1e-2
+    _assert_bf16_close(got, want)
     assert (got - given).abs().median() <= 1e-5  # the same as handing the kernel that conditioner
 
 

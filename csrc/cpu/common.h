@@ -9,6 +9,14 @@
 
 #include "cpu/fast_math.h"
 
+// Elementwise loops are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at load time (GCC function
+// multi-versioning): the extension is built for any x86-64, but these loops are where time goes between the GEMMs.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FASTSEP_ISA_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#else
+#define FASTSEP_ISA_CLONES
+#endif
+
 namespace fastsep {
 
 inline void check_spectra_pair(const at::Tensor& vd, const at::Tensor& vg, const char* op) {

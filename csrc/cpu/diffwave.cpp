@@ -17,21 +17,13 @@
 namespace fastsep {
 namespace {
 
-// The row loops below are compiled for AVX-512, AVX2+FMA and baseline x86-64 and picked at load time (GCC function
-// multi-versioning): the extension is built for any x86-64, but the rows are where the time between the GEMMs goes.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FASTSEP_ROW_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#else
-#define FASTSEP_ROW_CLONES
-#endif
-
-FASTSEP_ROW_CLONES
+FASTSEP_ISA_CLONES
 void gate_row(const float* gate, const float* filt, const float* cg, const float* cf, float* out, int64_t T) {
   dwblock::gate_rows(gate, filt, 0.0f, 0.0f, cg, cf, out, T, T);  // the convolution added the biases
 }
 
 // x_next = (x + res + br)/sqrt(2); skip (+)= sk + bs; y_next = x_next + next_step when y_next is given.
-FASTSEP_ROW_CLONES
+FASTSEP_ISA_CLONES
 void residual_row(const float* x, const float* res, const float* sk, float br, float bs, float* x_next, float* skip,
                   bool accumulate, float* y_next, float next_step, int64_t T) {
   dwblock::residual_rows(x, res, sk, br, bs, x_next, skip, accumulate, T);
@@ -154,7 +146,7 @@ const BlockKernel& block_kernel() {
 // channel ob·R/2 + r, row R/2 + r its filter (skip) partner C + ob·R/2 + r.
 void pack_weights(const at::Tensor& w_dil, const at::Tensor& w_out, int64_t R, std::vector<float>& wp_dil,
                   std::vector<float>& wp_out) {
-  const int64_t L = w_dil.size(0), C = w_dil.size(2), H = R / 2;
+  const int64_t L = w_dil.size(0), C = w_dil.size(2);
   const float* wd = w_dil.data_ptr<float>();
   const float* wo = w_out.data_ptr<float>();
   wp_dil.resize(L * 2 * C * 3 * C);
@@ -162,7 +154,7 @@ void pack_weights(const at::Tensor& w_dil, const at::Tensor& w_out, int64_t R, s
   for (int64_t l = 0; l < L; ++l)
     for (int64_t ob = 0; ob < 2 * C / R; ++ob)
       for (int64_t r = 0; r < R; ++r) {
-        const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
+        const int64_t row = dwblock::block_row(ob, r, R, C);
         for (int64_t c = 0; c < C; ++c) {
           for (int64_t j = 0; j < 3; ++j)
             wp_dil[(((l * 2 * C / R + ob) * 3 + j) * C + c) * R + r] = wd[((l * 2 * C + row) * C + c) * 3 + j];

@@ -1,4 +1,4 @@
-// The two bfloat16 GEMM policies of the CPU DiffWave stack (diffwave_bf16.cpp), and the bfloat16 helpers they share.
+// The two bfloat16 GEMM policies of the CPU DiffWave stack (diffwave_bf16.cpp).
 //
 // A policy multiplies a row block of R output rows (R/2 gate or residual channels and their R/2 filter or skip
 // partners) by channel-pair inputs for a block of 48 samples: Dp with AVX512-BF16's vdpbf16ps in registers, Amx with
@@ -6,30 +6,12 @@
 // define FASTSEP_HAVE_BF16_KERNEL (GCC on x86-64) after including <immintrin.h>.
 #pragma once
 #include <cstdint>
-#include <cstring>
+
+#include "cpu/bf16.h"
+#include "cpu/diffwave_blocks.h"
 
 namespace fastsep {
 namespace {
-
-// float -> bfloat16 bits, round to nearest even (inputs are finite).
-inline uint32_t bf16_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-}
-
-inline uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (bf16_bits(hi) << 16); }
-
-// bfloat16 bits -> float32 (exact), n values.
-inline void widen_bf16(const uint16_t* src, float* dst, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t u = uint32_t(src[i]) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof(f));
-    dst[i] = f;
-  }
-}
 
 constexpr int kVecs = 3;  // vectors (tiles) of 16 samples per block
 constexpr int kBlock = 16 * kVecs;
@@ -40,12 +22,15 @@ constexpr int kBlock = 16 * kVecs;
 #define FASTSEP_BF16_TARGET \
   __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")))
 
+// Input channels c and c + 1 of row `row` and tap j of w [2C][Cin][taps] as a bfloat16 pair, zero past the Cin real
+// channels (padding).
+inline uint32_t weight_pair(const float* w, int64_t row, int64_t c, int j, int64_t Cin, int taps) {
+  auto at = [&](int64_t k) { return k < Cin ? w[(row * Cin + k) * taps + j] : 0.0f; };
+  return bf16_pair(at(c), at(c + 1));
+}
+
 // vdpbf16ps: 8 rows (4 gate or residual channels and their 4 filter or skip partners) x 48 samples in registers.
 // Weights [2C/8][NT][C/2][8] words (the 8 rows' pairs of one input pair contiguous).
-// Input channel c of row `row` and tap j of w [2C][Cin][taps], zero past the Cin real channels (padding).
-inline float weight_at(const float* w, int64_t row, int64_t c, int j, int64_t Cin, int taps) {
-  return c < Cin ? w[(row * Cin + c) * taps + j] : 0.0f;
-}
 
 struct Dp {
   static constexpr int kRows = 8;
@@ -53,14 +38,11 @@ struct Dp {
   static int64_t weight_words(int64_t C, int64_t Cin, int taps) { return 2 * C * taps * (padded(Cin) / 2); }
   // w [2C][Cin][taps] -> [NT][Cin/2][8] words for row block ob.
   static void pack(const float* w, int64_t C, int64_t Cin, int taps, int64_t ob, uint32_t* dst) {
-    constexpr int H = kRows / 2;
     const int64_t C2 = padded(Cin) / 2;
     for (int r = 0; r < kRows; ++r) {
-      const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
+      const int64_t row = dwblock::block_row(ob, r, kRows, C);
       for (int j = 0; j < taps; ++j)
-        for (int64_t c2 = 0; c2 < C2; ++c2)
-          dst[(j * C2 + c2) * kRows + r] =
-              bf16_pair(weight_at(w, row, 2 * c2, j, Cin, taps), weight_at(w, row, 2 * c2 + 1, j, Cin, taps));
+        for (int64_t c2 = 0; c2 < C2; ++c2) dst[(j * C2 + c2) * kRows + r] = weight_pair(w, row, 2 * c2, j, Cin, taps);
     }
   }
   static void begin() {}
@@ -122,17 +104,13 @@ struct Amx {
   static int64_t padded(int64_t Cin) { return (Cin + 31) / 32 * 32; }  // whole K tiles of 16 pairs
   static int64_t weight_words(int64_t C, int64_t Cin, int taps) { return 2 * C * taps * (padded(Cin) / 2); }
   static void pack(const float* w, int64_t C, int64_t Cin, int taps, int64_t ob, uint32_t* dst) {
-    constexpr int H = kRows / 2;
     const int64_t K = padded(Cin) / 32;
     for (int r = 0; r < kRows; ++r) {
-      const int64_t row = r < H ? ob * H + r : C + ob * H + (r - H);
+      const int64_t row = dwblock::block_row(ob, r, kRows, C);
       for (int j = 0; j < taps; ++j)
         for (int64_t kc = 0; kc < K; ++kc)
-          for (int k = 0; k < 16; ++k) {
-            const int64_t c = kc * 32 + 2 * k;
-            dst[((j * K + kc) * kRows + r) * 16 + k] =
-                bf16_pair(weight_at(w, row, c, j, Cin, taps), weight_at(w, row, c + 1, j, Cin, taps));
-          }
+          for (int k = 0; k < 16; ++k)
+            dst[((j * K + kc) * kRows + r) * 16 + k] = weight_pair(w, row, kc * 32 + 2 * k, j, Cin, taps);
     }
   }
   // Every tile 16 rows x 64 bytes; a thread loads the configuration before its first tile instruction. A constant

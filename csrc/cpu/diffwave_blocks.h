@@ -31,6 +31,13 @@ namespace dwblock {
 #define FASTSEP_INLINE inline
 #endif
 
+// Row r of row block ob (R rows): gate (residual) channel ob·R/2 + r for r < R/2, else its filter (skip) partner
+// C + ob·R/2 + (r - R/2). Every packing of the stack's weights orders its rows so.
+FASTSEP_INLINE int64_t block_row(int64_t ob, int64_t r, int64_t R, int64_t C) {
+  const int64_t H = R / 2;
+  return r < H ? ob * H + r : C + ob * H + (r - H);
+}
+
 // W floats per vector (GCC vector extension, so one source serves SSE, AVX2 and AVX-512 builds of the caller).
 template <int W>
 struct Vec {

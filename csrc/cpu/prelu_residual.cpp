@@ -10,35 +10,25 @@
 
 #include <cstdint>
 
+#include "cpu/bf16.h"
+#include "cpu/common.h"
+
 namespace fastsep {
 namespace {
 
-// The loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time, as the DiffWave rows are.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define FASTSEP_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#else
-#define FASTSEP_CLONES
-#endif
-
-FASTSEP_CLONES
+FASTSEP_ISA_CLONES
 void prelu_residual_f32(const float* y, const float* res, float a, float* out, int64_t lo, int64_t hi) {
 #pragma omp simd
   for (int64_t i = lo; i < hi; ++i) out[i] = (y[i] > 0.0f ? y[i] : a * y[i]) + res[i];
 }
 
-// bfloat16 as raw bits: widen by a shift, round back to nearest even (the inputs are finite activations).
-FASTSEP_CLONES
+// bfloat16 as raw bits (the inputs are finite activations).
+FASTSEP_ISA_CLONES
 void prelu_residual_bf16(const uint16_t* y, const uint16_t* res, float a, uint16_t* out, int64_t lo, int64_t hi) {
 #pragma omp simd
   for (int64_t i = lo; i < hi; ++i) {
-    const uint32_t uy = uint32_t(y[i]) << 16, ur = uint32_t(res[i]) << 16;
-    float fy, fr;
-    __builtin_memcpy(&fy, &uy, 4);
-    __builtin_memcpy(&fr, &ur, 4);
-    const float v = (fy > 0.0f ? fy : a * fy) + fr;
-    uint32_t u;
-    __builtin_memcpy(&u, &v, 4);
-    out[i] = static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    const float v = bf16_float(y[i]);
+    out[i] = static_cast<uint16_t>(bf16_bits((v > 0.0f ? v : a * v) + bf16_float(res[i])));
   }
 }
 
