@@ -22,6 +22,8 @@ package registry (no download at run time):
   speaker of each line recovered from the game's scripts where that can be done statically
   (:mod:`fastsep.data.steelsky`): Foster, Joey and named characters, plus one pseudo-talker per conversation script.
   Labels are approximate: training talkers only, with a ``valid`` split.
+* ``drascula``: the English and the Spanish cast of the talkie game Drascula, one training talker per character and
+  dubbing (:mod:`fastsep.data.drascula`): 16 characters, ~1.2 h, with a ``valid`` split.
 * ``festival``: festival's English diphone voices kal and ked, the HTS voice slt and the Italian diphone voices lp and
   pc reading fastsep's English sentences. Festival is never used for training: every talker is a test talker.
 
@@ -78,7 +80,7 @@ GAME_TALKERS: Dict[str, tuple] = {
     "game_nl_small": ("train", "nl", "m", "fillets-ng-data-nl"),
     "game_nl_big": ("train", "nl", "v", "fillets-ng-data-nl"),
 }
-SOURCES = ("recorded", "festival", "game", "adventure", "steelsky")
+SOURCES = ("recorded", "festival", "game", "adventure", "steelsky", "drascula")
 PROMPT_EXTENSIONS = (".wav", ".gsm")
 
 
@@ -230,6 +232,10 @@ def missing_packages(source: str, sounds: Path = SOUNDS) -> List[str]:
         from .steelsky import DATA_DIR, PACKAGES as SKY_PACKAGES
 
         return [] if (DATA_DIR / "sky.dsk").is_file() else list(SKY_PACKAGES)
+    if source == "drascula":
+        from .drascula import DATA_DIR as DRAS_DIR, DUBBINGS
+
+        return [pkg for lang, pkg in DUBBINGS.items() if not (DRAS_DIR / lang).is_dir()]
     raise ValueError(f"unknown voice source {source!r}; choose one of {SOURCES}")
 
 
@@ -374,14 +380,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recorded (telephone-prompt recordings), festival (an engine for testing only), game "
                              "(a game's dubbed dialogue: four real training talkers), adventure (the studio cast of "
                              "Flight of the Amazon Queen: about thirty real training talkers) or steelsky (the studio "
-                             "cast of Beneath a Steel Sky: approximate talker labels, for training only)")
+                             "cast of Beneath a Steel Sky: approximate talker labels, for training only) or drascula "
+                             "(the English and Spanish casts of Drascula: 16 real training talkers)")
     parser.add_argument("out", help="output folder (a partial build is completed)")
     parser.add_argument("--sample-rates", type=int, nargs="+", default=[8000], help="rates to write (default 8000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no per-talker lines")
     parser.add_argument("--game-dir", default=None,
-                        help="steelsky only: the folder holding sky.dnr, sky.dsk and sky.cpt (default: where Debian's "
-                             "beneath-a-steel-sky installs them), e.g. a package unpacked with dpkg-deb -x")
+                        help="steelsky: the folder holding sky.dnr, sky.dsk and sky.cpt; drascula: the folder holding "
+                             "the en/ and es/ dubbings (default: where Debian's packages install them), e.g. a "
+                             "package unpacked with dpkg-deb -x")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -399,6 +407,11 @@ def main(args: argparse.Namespace) -> int:
 
             manifest = build_steelsky(args.out, args.sample_rates, args.seed, progress=not args.quiet,
                                       data_dir=Path(args.game_dir) if args.game_dir else DATA_DIR)
+        elif args.source == "drascula":
+            from .drascula import DATA_DIR as DRAS_DIR, build_drascula
+
+            manifest = build_drascula(args.out, args.sample_rates, args.seed, progress=not args.quiet,
+                                      data_dir=Path(args.game_dir) if args.game_dir else DRAS_DIR)
         else:
             manifest = build_festival(args.out, args.sample_rates, args.seed, progress=not args.quiet)
     except (RuntimeError, ValueError) as exc:
