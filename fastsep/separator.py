@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from .chunking import iter_separated, separate_chunked
 from .dsp import StftConfig
 from .methods.separate_and_diffuse import SAD_MODES
+from .precision import check_precision
 
 __all__ = ["Separator", "BatchResult", "MODES", "DEFAULT_BUNDLE", "MIN_SECONDS", "INPUT_RMS", "output_paths"]
 
@@ -96,6 +97,8 @@ class Separator:
             ``vocode`` call; the vocoder object itself is left as it was given. Separate-And-Diffuse only.
         combiner_precision: "float32", or "bfloat16" for the convolutions of F's two heads (~3x faster F on a CPU
             with AMX; see ``Combiner.coefficients``). Separate-And-Diffuse only. The CLI's ``--precision`` sets both.
+            Either may be "auto": bfloat16 on a CPU with AMX (the vocoder only when its channels fill the tiles),
+            float32 elsewhere (:mod:`fastsep.precision`); the resolved choice is what the properties report.
         device: where the models run (default: where the method's networks are).
         input_rms: RMS each mixture (chunk) is scaled to before the models, undone after (None: no scaling).
         mixture_consistent: scale the talkers by the one least-squares gain that makes their sum closest to the
@@ -132,12 +135,13 @@ class Separator:
                 raise TypeError(f"Separator: method must offer the methods' interface (run, modes, modules; see "
                                 f"fastsep.methods.base), got {type(method).__name__}")
             for what, value in (("vocoder_precision", vocoder_precision), ("combiner_precision", combiner_precision)):
-                if value != "float32":
-                    if getattr(method, "name", None) != "separate_and_diffuse":
-                        raise ValueError(f"Separator: {what} applies to Separate-And-Diffuse, not to {method.name}")
-                    if value != "bfloat16":
-                        raise ValueError(f"Separator: {what} must be 'float32' or 'bfloat16', got {value!r}")
-                    setattr(method, what, value)
+                check_precision(what, value)
+                # "auto" asks for the fast arithmetic where there is one: nothing to set for the other methods.
+                if value not in ("float32", "auto") and getattr(method, "name", None) != "separate_and_diffuse":
+                    raise ValueError(f"Separator: {what} applies to Separate-And-Diffuse, not to {method.name}")
+            if getattr(method, "name", None) == "separate_and_diffuse":
+                method.set_precision(None if vocoder_precision == "float32" else vocoder_precision,
+                                     None if combiner_precision == "float32" else combiner_precision)
             rate = getattr(method, "sample_rate", None)
             if sample_rate is not None and rate is not None and int(sample_rate) != int(rate):
                 raise ValueError(f"Separator: sample_rate {sample_rate} differs from the method's {rate} Hz")
@@ -268,7 +272,7 @@ class Separator:
         for what in ("vocoder_precision", "combiner_precision"):
             if held == "separate_and_diffuse":
                 options[what] = kwargs.pop(what, "float32")
-            elif kwargs.get(what, "float32") != "float32":
+            elif kwargs.get(what, "float32") not in ("float32", "auto"):
                 raise ValueError(f"{what} applies to Separate-And-Diffuse bundles; {directory} holds {held}")
             else:
                 kwargs.pop(what, None)
@@ -287,7 +291,7 @@ class Separator:
 
         directory = os.fspath(path)
         for what, part in (("vocoder_precision", "a vocoder"), ("combiner_precision", "a combiner")):
-            if kwargs.pop(what, "float32") != "float32":
+            if kwargs.pop(what, "float32") not in ("float32", "auto"):
                 raise ValueError(f"{what} needs {part}; {directory} is a backbone checkpoint")
         model = load_model(directory, map_location=device)
         config = getattr(model, "config", None) or {}

@@ -50,6 +50,16 @@ def pytest_runtest_setup(item):
     require_compiled_kernels(str(device))
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """Commands called in-process (``fastsep separate``, ``bench``) set torch's thread count as they should for a
+    run; a test must not hand that setting to the tests after it (float results change with the thread count)."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module of tiny tensors (``pytestmark = pytest.mark.usefixtures("one_thread")``):

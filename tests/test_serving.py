@@ -135,11 +135,13 @@ def test_result_does_not_depend_on_input_level(full_sep, mode):
     # Any other scale changes the models' input by float rounding (~1e-7). xcorr's per-frame lag is an argmax, and on
     # these random stand-in models some frames hold near-ties that such rounding flips (on the AVX-512 Xeon of
     # 2026-11-23 one talker lands at 26 dB; fixed-level noise would put it below 10 dB at 0.001).
-    floor = 20.0 if mode == "xcorr" else 30.0
+    # At one thread a flipped frame also moves xcorr's level by ~4 % (a frame from another lag); fixed-level noise
+    # would move it by orders of magnitude.
+    floor, level_tol = (20.0, 0.08) if mode == "xcorr" else (30.0, 0.02)
     for scale in (0.01, 0.001):
         est = full_sep.separate(mix * scale, mode=mode, seed=1)
         assert float(si_sdr(est, ref).min()) > floor
-        assert float(est.norm() / (scale * ref.norm())) == pytest.approx(1.0, abs=0.02)
+        assert float(est.norm() / (scale * ref.norm())) == pytest.approx(1.0, abs=level_tol)
 
 
 # ------------------------------------------------------------------------------------------------ 4. output levels

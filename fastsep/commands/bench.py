@@ -29,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", default="1", help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (the median is reported)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="arithmetic of the vocoder's residual stack and F's convolutions (Separate-And-"
-                             "Diffuse): bfloat16 products are faster on CPUs with AVX512-BF16 or AMX")
+                             "Diffuse): auto (default) takes bfloat16 on CPUs with AMX, where it is 2-3x faster "
+                             "at the same quality, and float32 elsewhere")
     parser.add_argument("--json", default=None, help="also write the results as JSON here")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default: see fastsep.threads: the cores this process may use)")
@@ -164,8 +165,11 @@ def main(args: argparse.Namespace) -> int:
             print(f"fastsep bench: roofline skipped: {exc}", file=sys.stderr)
     kernels = uses_kernels(sep.device)
     variant = f" ({diffwave_cpu_variant()} DiffWave kernel)" if kernels and sep.device.type == "cpu" else ""
+    precision = {"vocoder": getattr(sep, "vocoder_precision", "float32"),
+                 "combiner": getattr(sep, "combiner_precision", "float32")}
     print(f"device: {sep.device}, fused kernels: {kernels}{variant}, threads: {torch.get_num_threads()}, "
-          f"OpenMP wait policy: {wait_policy()}")
+          f"OpenMP wait policy: {wait_policy()}, precision: vocoder {precision['vocoder']}, "
+          f"F {precision['combiner']} (--precision {args.precision})")
     print(format_rows(rows))
     if report is not None:
         print()
@@ -173,7 +177,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         from ..models.io import atomic_write_json
 
-        data = {"device": str(sep.device), "rows": rows}
+        data = {"device": str(sep.device), "precision": precision, "rows": rows}
         if report is not None:
             data["roofline"] = report
         atomic_write_json(args.json, data)

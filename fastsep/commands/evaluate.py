@@ -76,9 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the results here (default: <model>/eval.json for one bundle, else ./eval.json)")
     parser.add_argument("--csv", default=None, help="also write one row per mixture and mode here")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+    parser.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
                         help="arithmetic of the vocoder's residual stack and F's convolutions (Separate-And-"
-                             "Diffuse): bfloat16 products are faster on CPUs with AVX512-BF16 or AMX")
+                             "Diffuse): float32 (default: the arithmetic of the README's figures), bfloat16, or "
+                             "auto (bfloat16 on CPUs with AMX, as fastsep separate does)")
     parser.add_argument("--vocoder-quality", action="store_true",
                         help="also score GM's re-synthesis of the clean sources (SI-SDR, log-spectral distance)")
     parser.add_argument("--no-progress", action="store_true",

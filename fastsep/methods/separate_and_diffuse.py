@@ -20,11 +20,21 @@ from torch import Tensor, nn
 from .. import ops
 from ..dsp import StftConfig, istft, stft
 from ..models.combiner import Combiner
+from ..precision import check_precision, resolve_combiner_precision, resolve_vocoder_precision
 from .base import SeparationMethod
 
 __all__ = ["SeparateAndDiffuse", "SAD_MODES"]
 
 SAD_MODES = ("full", "xcorr", "backbone")
+
+
+def _module_device(module) -> Optional[torch.device]:
+    """Where a module's first parameter lives (None for no module or one without parameters)."""
+    params = getattr(module, "parameters", None)
+    if params is None:
+        return None
+    first = next(iter(params()), None)
+    return None if first is None else first.device
 
 
 def _accepts(fn, name: str) -> bool:
@@ -47,7 +57,9 @@ class SeparateAndDiffuse(SeparationMethod):
         sample_rate: rate the models expect.
         n_src: number of talkers C (read from ``backbone.config["n_src"]`` when not given).
         vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel; passed to each ``vocode``.
-        combiner_precision: "float32", or "bfloat16" for F's two heads (see ``Combiner.coefficients``).
+            "auto": bfloat16 where the CPU has AMX and the vocoder fills its tiles (:mod:`fastsep.precision`).
+        combiner_precision: "float32", or "bfloat16" for F's two heads (see ``Combiner.coefficients``); "auto" as
+            above.
     """
 
     name = "separate_and_diffuse"
@@ -63,11 +75,8 @@ class SeparateAndDiffuse(SeparationMethod):
             n_src = (getattr(backbone, "config", None) or {}).get("n_src", getattr(backbone, "n_src", None))
         if not isinstance(n_src, (int, np.integer)) or n_src < 1:
             raise ValueError(f"Separator: n_src must be a positive int (or in backbone.config), got {n_src!r}")
-        if vocoder_precision not in ("float32", "bfloat16"):
-            raise ValueError(f"Separator: vocoder_precision must be 'float32' or 'bfloat16', got {vocoder_precision!r}")
-        if combiner_precision not in ("float32", "bfloat16"):
-            raise ValueError(f"Separator: combiner_precision must be 'float32' or 'bfloat16', got "
-                             f"{combiner_precision!r}")
+        check_precision("vocoder_precision", vocoder_precision)
+        check_precision("combiner_precision", combiner_precision)
         voc_rate = getattr(vocoder, "sample_rate", None)
         if vocoder is not None and voc_rate is not None and int(voc_rate) != int(sample_rate):
             raise ValueError(f"Separator: the vocoder runs at {voc_rate} Hz but the separator at {sample_rate} Hz")
@@ -75,11 +84,21 @@ class SeparateAndDiffuse(SeparationMethod):
         self.combiner = combiner
         self.sample_rate = int(sample_rate)
         self.n_src = int(n_src)
-        self.vocoder_precision = vocoder_precision
-        self.combiner_precision = combiner_precision
         self.vocoder = vocoder  # the setter reads what vocode() accepts
-        if vocoder_precision != "float32" and vocoder is not None and not self._vocoder_precision_arg:
-            raise ValueError("Separator: vocoder_precision needs a vocoder whose vocode() takes precision=")
+        self.set_precision(vocoder_precision, combiner_precision)
+
+    def set_precision(self, vocoder: Optional[str] = None, combiner: Optional[str] = None) -> None:
+        """Set the vocoder's and/or F's arithmetic ("float32", "bfloat16", or "auto": bfloat16 where the CPU has
+        AMX and the model fills its tiles, see :mod:`fastsep.precision`); "auto" is decided here, for the device
+        the parts are on now."""
+        device = _module_device(self.vocoder) or _module_device(self.backbone)
+        if vocoder is not None:
+            vocoder = resolve_vocoder_precision(vocoder, self.vocoder, device)
+            if vocoder != "float32" and self.vocoder is not None and not self._vocoder_precision_arg:
+                raise ValueError("Separator: vocoder_precision needs a vocoder whose vocode() takes precision=")
+            self.vocoder_precision = vocoder
+        if combiner is not None:
+            self.combiner_precision = resolve_combiner_precision(combiner, _module_device(self.combiner) or device)
 
     # ------------------------------------------------------------------------------------------------ parts
     @property
