@@ -1,15 +1,19 @@
 """Streaming separation: algorithmic latency, compute per window, real-time factor, and what streaming costs in
 SI-SDRi against offline separation of the whole recording.
 
-The input is fastsep's two bundled talkers mixed (3 s at 8 kHz, repeated ``--repeat`` times), pushed in blocks of
-``--block-ms`` as a live source would deliver them. Per mode it reports:
+The input is fastsep's two bundled talkers mixed (3 s at 8 kHz, repeated ``--repeat`` times), or with ``--data`` a
+fixed list of ``--items`` mixtures of a corpus's split (unseen voices: e.g. the festival test set), pushed in blocks
+of ``--block-ms`` as a live source would deliver them. Per mode and stream layout (the defaults, and for backbone
+mode also 100 ms offline-equal windows and cheaper look-back layouts; or one layout from ``--window/--hop`` or
+``--context/--hop/--lookahead``) it reports:
 
-* algorithmic latency: the stream's stated window (output lags input by exactly this many samples);
+* algorithmic latency: the stream's stated latency (the window, or hop + look-ahead for look-back windows);
 * compute: total time of the pushes / audio duration (RTF), and the slowest push (a push that completes a window
   pays for it; latency in practice = algorithmic latency + that compute time);
 * SI-SDRi of the streamed talkers and of offline ``separate()`` of the whole mixture, on the same input.
 
-    python benchmarks/bench_streaming.py [--model BUNDLE | --random] [--modes backbone,full] [--json out.json]
+    python benchmarks/bench_streaming.py [--model BUNDLE | --random] [--modes backbone,full] [--data CORPUS
+        --split test --items 12] [--json out.json]
 
 Also collected by pytest (one short case, random presets), so the script cannot rot.
 """
@@ -43,9 +47,8 @@ def si_sdri(est: torch.Tensor, srcs: torch.Tensor, mix: torch.Tensor) -> float:
     return float(si_sdr_improvement(matched, srcs[None], mix[None, None].expand_as(srcs[None])).mean())
 
 
-def bench_mode(sep, mode: str, srcs: torch.Tensor, block: int, window=None, hop=None) -> dict:
-    mix = srcs.sum(0)
-    stream = sep.stream(mode, window_seconds=window, hop_seconds=hop, seed=0)
+def stream_through(stream, mix: torch.Tensor, block: int):
+    """Push ``mix`` in blocks of ``block`` samples; returns the streamed talkers and each push's seconds."""
     outs, pushes = [], []
     with torch.no_grad():
         for start in range(0, mix.shape[-1], block):
@@ -55,19 +58,51 @@ def bench_mode(sep, mode: str, srcs: torch.Tensor, block: int, window=None, hop=
         t = time.perf_counter()
         outs.append(stream.finish())
         pushes.append(time.perf_counter() - t)
-    streamed = torch.cat(outs, dim=-1)
-    seconds = mix.shape[-1] / sep.sample_rate
-    whole = sep.separate(mix, mode=mode, seed=0)
+    return torch.cat(outs, dim=-1), pushes
+
+
+def bench_mode(sep, mode: str, mixtures, block: int, layout: dict) -> dict:
+    """One stream layout (``layout``: Separator.stream's keyword arguments) over ``mixtures`` [(mix, srcs)]."""
+    streamed_db, offline_db, pushes, seconds = [], [], [], 0.0
+    for mix, srcs in mixtures:
+        stream = sep.stream(mode, seed=0, **layout)
+        streamed, times = stream_through(stream, mix, block)
+        pushes += times
+        seconds += mix.shape[-1] / sep.sample_rate
+        streamed_db.append(si_sdri(streamed, srcs, mix))
+        offline_db.append(si_sdri(sep.separate(mix, mode=mode, seed=0), srcs, mix))
+    half = lambda v: float(1.96 * np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
     return {
-        "mode": mode, "window_s": stream.window / sep.sample_rate, "hop_s": stream.hop / sep.sample_rate,
+        "mode": mode, "layout": stream.layout, "options": layout,
         "algorithmic_latency_s": stream.latency_seconds, "block_s": block / sep.sample_rate,
-        "audio_s": seconds, "compute_s": sum(pushes), "rtf": sum(pushes) / seconds,
+        "mixtures": len(mixtures), "audio_s": seconds, "compute_s": sum(pushes), "rtf": sum(pushes) / seconds,
         "slowest_push_s": max(pushes), "threads_per_window": stream.threads or torch.get_num_threads(),
-        "si_sdri_streamed_db": si_sdri(streamed, srcs, mix), "si_sdri_offline_db": si_sdri(whole, srcs, mix),
+        "si_sdri_streamed_db": float(np.mean(streamed_db)), "si_sdri_streamed_ci_db": half(streamed_db),
+        "si_sdri_offline_db": float(np.mean(offline_db)),
+        "streamed_minus_offline_db": float(np.mean(np.subtract(streamed_db, offline_db))),
+        "streamed_minus_offline_ci_db": half(np.subtract(streamed_db, offline_db)),
     }
 
 
-def run(model=None, random=False, modes=("backbone", "full"), repeat=2, block_ms=10.0, window=None, hop=None):
+#: layouts compared per mode by default: the defaults, and for backbone the offline-equal 100 ms windows and two
+#: cheaper look-back layouts
+LAYOUTS = {
+    "backbone": [{}, {"window_seconds": 0.1, "hop_seconds": 0.05},
+                 {"context_seconds": 1.9, "hop_seconds": 0.1, "lookahead_seconds": 0.0},
+                 {"context_seconds": 0.9, "hop_seconds": 0.05, "lookahead_seconds": 0.05}],
+    "full": [{}], "xcorr": [{}],
+}
+
+
+def mixtures_from(data, split: str, items: int, seconds: float, sample_rate: int):
+    from fastsep.data.open import open_mixture_dataset
+
+    ds = open_mixture_dataset(data, 2, sample_rate, segment=seconds, split=split, length=items, fixed=True)
+    return [(ds[i]["mixture"].float(), ds[i]["sources"].float()) for i in range(len(ds))]
+
+
+def run(model=None, random=False, modes=("backbone", "full"), repeat=2, block_ms=10.0, layouts=None, data=None,
+        split="test", items=12, seconds=8.0):
     from fastsep import threads
     from fastsep.separator import Separator
 
@@ -79,9 +114,14 @@ def run(model=None, random=False, modes=("backbone", "full"), repeat=2, block_ms
         sep.chunk, sep.overlap = 8 * sep.sample_rate, sep.sample_rate  # as a bundle loads (8 s chunks)
     else:
         sep = Separator.from_pretrained(model)
-    srcs = talkers(repeat)
+    if data:
+        mixtures = mixtures_from(data, split, items, seconds, sep.sample_rate)
+    else:
+        srcs = talkers(repeat)
+        mixtures = [(srcs.sum(0), srcs)]
     block = max(1, int(round(block_ms / 1000 * sep.sample_rate)))
-    return [bench_mode(sep, m, srcs, block, window, hop) for m in modes]
+    return [bench_mode(sep, m, mixtures, block, layout) for m in modes
+            for layout in (layouts if layouts is not None else LAYOUTS[m])]
 
 
 def main(argv=None) -> int:
@@ -90,18 +130,30 @@ def main(argv=None) -> int:
     parser.add_argument("--random", action="store_true")
     parser.add_argument("--modes", default="backbone,full")
     parser.add_argument("--repeat", type=int, default=2, help="the 3 s mixture repeated this many times")
+    parser.add_argument("--data", default=None,
+                        help="a fastsep corpus: score fixed mixtures of it instead of the bundled talkers")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--items", type=int, default=12, help="mixtures of --data (default 12)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each mixture of --data")
     parser.add_argument("--block-ms", type=float, default=10.0)
-    parser.add_argument("--window", type=float, default=None, help="window seconds (default: per mode)")
+    parser.add_argument("--window", type=float, default=None, help="one layout: offline-equal windows")
     parser.add_argument("--hop", type=float, default=None)
+    parser.add_argument("--context", type=float, default=None, help="one layout: look-back windows")
+    parser.add_argument("--lookahead", type=float, default=None)
     parser.add_argument("--json", default=None)
     a = parser.parse_args(argv)
-    rows = run(a.model, a.random, [m for m in a.modes.split(",") if m], a.repeat, a.block_ms, a.window, a.hop)
+    chosen = {k: v for k, v in (("window_seconds", a.window), ("hop_seconds", a.hop),
+                                ("context_seconds", a.context), ("lookahead_seconds", a.lookahead)) if v is not None}
+    rows = run(a.model, a.random, [m for m in a.modes.split(",") if m], a.repeat, a.block_ms,
+               [chosen] if chosen else None, a.data, a.split, a.items, a.seconds)
     print(f"threads: {torch.get_num_threads()}")
     for r in rows:
-        print(f"{r['mode']:<9} window {r['window_s']:.3f} s hop {r['hop_s']:.3f} s: algorithmic latency "
-              f"{r['algorithmic_latency_s'] * 1000:.0f} ms, RTF {r['rtf']:.3f}, slowest push "
-              f"{r['slowest_push_s'] * 1000:.1f} ms ({r['threads_per_window']} thread(s) per window); SI-SDRi "
-              f"streamed {r['si_sdri_streamed_db']:.2f} dB, offline {r['si_sdri_offline_db']:.2f} dB")
+        print(f"{r['mode']:<9} {r['layout']}: algorithmic latency {r['algorithmic_latency_s'] * 1000:.0f} ms, "
+              f"RTF {r['rtf']:.3f}, slowest push {r['slowest_push_s'] * 1000:.1f} ms "
+              f"({r['threads_per_window']} thread(s) per window); SI-SDRi over {r['mixtures']} mixture(s): streamed "
+              f"{r['si_sdri_streamed_db']:.2f} ± {r['si_sdri_streamed_ci_db']:.2f} dB, offline "
+              f"{r['si_sdri_offline_db']:.2f} dB (streamed - offline {r['streamed_minus_offline_db']:+.2f} ± "
+              f"{r['streamed_minus_offline_ci_db']:.2f})")
     if a.json:
         with open(a.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=1)
@@ -110,8 +162,10 @@ def main(argv=None) -> int:
 
 def test_streaming_bench_smoke():
     rows = run(random=True, modes=("backbone",), repeat=1)
+    assert len(rows) == len(LAYOUTS["backbone"]) and "look-back" in rows[0]["layout"]
     assert rows[0]["algorithmic_latency_s"] == 0.1 and rows[0]["audio_s"] == 3.0
-    assert np.isfinite(rows[0]["si_sdri_streamed_db"]) and rows[0]["compute_s"] > 0
+    for r in rows:
+        assert np.isfinite(r["si_sdri_streamed_db"]) and r["compute_s"] > 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .chunking import join
 
-__all__ = ["SeparationStream", "DEFAULT_WINDOWS"]
+__all__ = ["SeparationStream", "DEFAULT_WINDOWS", "take_block"]
 
 # (window, hop) in seconds per mode. Backbone: 100 ms of latency (issue 13's budget), windows overlapping by half so
 # that every seam has 50 ms on which to match talkers. Full and xcorr: the vocoder and F cost ~0.3 s per second of
@@ -38,6 +38,40 @@ DEFAULT_WINDOWS = {"backbone": (0.1, 0.05), "xcorr": (2.0, 1.5), "full": (2.0, 1
 # than a parallel region's fork and join, and on a shared machine a second thread made the streamed backbone ~4x
 # slower (3.5 s vs 13.6 s for 3 s of audio with a training job on both cores).
 SINGLE_THREAD_WINDOW_SECONDS = 0.5
+
+
+def take_block(stream, block) -> Tensor:
+    """A pushed block checked and converted to ``[B, n]`` float32 on the separator's device. The first block
+    fixes the stream's batch, shape kind and output kind (``stream._batch``, ``_single``, ``_numpy``) and makes
+    its chunk function (``stream._fn``). Shared by :class:`SeparationStream` and
+    :class:`fastsep.stream_lookback.LookbackStream`."""
+    from .audio import to_float
+
+    if isinstance(block, np.ndarray):
+        if block.dtype.kind not in "fiu":
+            raise TypeError(f"stream: a block must hold real numbers, got numpy dtype {block.dtype}")
+        data, is_numpy = torch.from_numpy(np.ascontiguousarray(to_float(block))), True
+    elif isinstance(block, Tensor):
+        if block.is_complex() or block.dtype == torch.bool:
+            raise TypeError(f"stream: a block must be a real tensor, got dtype {block.dtype}")
+        data = block if block.is_floating_point() else torch.from_numpy(to_float(block.cpu().numpy()))
+        is_numpy = False
+    else:
+        raise TypeError(f"stream: a block must be a torch.Tensor or numpy.ndarray, got {type(block).__name__}")
+    if data.dim() not in (1, 2):
+        raise ValueError(f"stream: a block must be [n] or [B, n], got shape {tuple(data.shape)}")
+    batch = 1 if data.dim() == 1 else data.shape[0]
+    if stream._batch is None:
+        stream._batch, stream._single, stream._numpy = batch, data.dim() == 1, is_numpy
+        stream._fn = stream.separator._chunk_fn(stream.mode, [stream.seed] * batch)
+    elif batch != stream._batch or (data.dim() == 1) != stream._single:
+        want = "[n]" if stream._single else f"[{stream._batch}, n]"
+        raise ValueError(f"stream: every block must have the first block's shape {want}, got "
+                         f"{tuple(data.shape)}")
+    data = data.to(stream.separator.device, torch.float32).reshape(batch, -1)
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("stream: block holds NaN or infinite samples")
+    return data
 
 
 class SeparationStream:
@@ -102,6 +136,11 @@ class SeparationStream:
         return self.window / self.sample_rate
 
     @property
+    def layout(self) -> str:
+        """The windows, in words (for logs)."""
+        return f"windows of {self.window} samples every {self.hop}"
+
+    @property
     def received(self) -> int:
         """Input samples pushed so far (per item)."""
         return self._received
@@ -113,33 +152,7 @@ class SeparationStream:
 
     # ------------------------------------------------------------------------------------------------ input
     def _as_block(self, block) -> Tensor:
-        from .audio import to_float
-
-        if isinstance(block, np.ndarray):
-            if block.dtype.kind not in "fiu":
-                raise TypeError(f"stream: a block must hold real numbers, got numpy dtype {block.dtype}")
-            data, is_numpy = torch.from_numpy(np.ascontiguousarray(to_float(block))), True
-        elif isinstance(block, Tensor):
-            if block.is_complex() or block.dtype == torch.bool:
-                raise TypeError(f"stream: a block must be a real tensor, got dtype {block.dtype}")
-            data = block if block.is_floating_point() else torch.from_numpy(to_float(block.cpu().numpy()))
-            is_numpy = False
-        else:
-            raise TypeError(f"stream: a block must be a torch.Tensor or numpy.ndarray, got {type(block).__name__}")
-        if data.dim() not in (1, 2):
-            raise ValueError(f"stream: a block must be [n] or [B, n], got shape {tuple(data.shape)}")
-        batch = 1 if data.dim() == 1 else data.shape[0]
-        if self._batch is None:
-            self._batch, self._single, self._numpy = batch, data.dim() == 1, is_numpy
-            self._fn = self.separator._chunk_fn(self.mode, [self.seed] * batch)
-        elif batch != self._batch or (data.dim() == 1) != self._single:
-            want = "[n]" if self._single else f"[{self._batch}, n]"
-            raise ValueError(f"stream: every block must have the first block's shape {want}, got "
-                             f"{tuple(data.shape)}")
-        data = data.to(self.separator.device, torch.float32).reshape(batch, -1)
-        if not bool(torch.isfinite(data).all()):
-            raise ValueError("stream: block holds NaN or infinite samples")
-        return data
+        return take_block(self, block)
 
     def _window(self, start: int, stop: int) -> Tensor:
         from .threads import limited

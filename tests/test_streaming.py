@@ -61,8 +61,8 @@ def backbone_sep():
 @pytest.mark.parametrize("length", [800, 5000, 8000 + 123, 12345])  # one window; regular end; pulled-back end
 def test_backbone_stream_equals_offline_chunking(backbone_sep, length):
     x = 0.1 * torch.randn(length)
-    streamed, st = stream_all(backbone_sep, x, mode="backbone")
-    assert st.latency_samples == 800 and st.latency_seconds == pytest.approx(0.1)  # the default, 100 ms
+    streamed, st = stream_all(backbone_sep, x, mode="backbone", window_seconds=0.1, hop_seconds=0.05)
+    assert st.latency_samples == 800 and st.latency_seconds == pytest.approx(0.1)
     ref = offline(backbone_sep, x, 0.1, 0.05)
     assert streamed.shape == ref.shape == (2, length)
     torch.testing.assert_close(streamed, ref, atol=1e-5, rtol=1e-4)
@@ -112,7 +112,7 @@ def test_talker_order_is_kept_across_windows():
     bb = SwappingSquare()
     sep = Separator(bb, sample_rate=SR, n_src=2, input_rms=None, mixture_consistent=False)
     x = torch.randn(4000)
-    streamed, _ = stream_all(sep, x, mode="backbone")
+    streamed, _ = stream_all(sep, x, mode="backbone", window_seconds=0.1, hop_seconds=0.05)
     assert bb.calls > 5
     # The first window names them (x, x²); every later one, flipped or not, is matched back to that order.
     torch.testing.assert_close(streamed, torch.stack([x, x * x]), atol=1e-5, rtol=1e-5)
@@ -120,12 +120,12 @@ def test_talker_order_is_kept_across_windows():
 
 def test_batch_of_streams_and_numpy_blocks(backbone_sep):
     x = 0.1 * torch.randn(2, 3000)
-    st = backbone_sep.stream("backbone")
+    st = backbone_sep.stream("backbone", window_seconds=0.1, hop_seconds=0.05)
     outs = [st.push(b.numpy()) for b in random_blocks(x, 1)] + [st.finish()]
     assert all(isinstance(o, np.ndarray) for o in outs)
     streamed = np.concatenate(outs, axis=-1)
     for b in range(2):  # each row equals its own stream
-        single, _ = stream_all(backbone_sep, x[b], mode="backbone")
+        single, _ = stream_all(backbone_sep, x[b], mode="backbone", window_seconds=0.1, hop_seconds=0.05)
         np.testing.assert_allclose(streamed[b], single.numpy(), atol=1e-5)
 
 
@@ -195,7 +195,7 @@ def test_cli_stream_wav_file_matches_offline(bundle, tmp_path, capsys):
     x = (0.1 * torch.randn(6000)).numpy()
     (tmp_path / "in.wav").write_bytes(wav_bytes(x))
     rc = cli.main(["separate", "--stream", str(tmp_path / "in.wav"), "-o", str(tmp_path / "out.wav"),
-                   "--model", bundle, "--mode", "backbone"])
+                   "--model", bundle, "--mode", "backbone", "--window", "0.1", "--hop", "0.05"])
     assert rc == 0
     assert "algorithmic latency 100 ms" in capsys.readouterr().err
     with wavmod.open(str(tmp_path / "out.wav"), "rb") as w:  # the header was rewritten with the real sizes
@@ -212,7 +212,8 @@ def test_cli_stream_raw_pipe_at_another_rate(bundle, tmp_path):
     raw = np.round(x * 32767).astype("<i2").tobytes()
     env = dict(os.environ, FASTSEP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "fastsep", "separate", "--stream", "--model", bundle, "--mode",
-                           "backbone", "--input-format", "raw", "--raw-rate", "16000"], input=raw,
+                           "backbone", "--window", "0.1", "--hop", "0.05", "--input-format", "raw",
+                           "--raw-rate", "16000"], input=raw,
                           capture_output=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode()
     out = np.frombuffer(proc.stdout, "<i2").reshape(-1, 2)

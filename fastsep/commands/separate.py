@@ -58,9 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stream.add_argument("--raw-encoding", choices=["s16", "s32", "f32"], default="s16",
                         help="raw input (and output) encoding: little-endian signed 16/32-bit or 32-bit float")
     stream.add_argument("--window", type=float, default=None,
-                        help="window seconds = algorithmic latency (default: 0.1 backbone, 2.0 xcorr/full)")
+                        help="offline-equal windows of this many seconds (= the algorithmic latency; default for "
+                             "xcorr/full: 2.0)")
     stream.add_argument("--hop", type=float, default=None,
-                        help="seconds between window starts, below --window (default: 0.05 backbone, 1.5 others)")
+                        help="seconds between windows (default: 0.05 backbone, 1.5 xcorr/full)")
+    stream.add_argument("--context", type=float, default=None,
+                        help="look-back windows (the default in backbone mode): seconds of past audio each window "
+                             "sees before the hop it emits (default 1.9)")
+    stream.add_argument("--lookahead", type=float, default=None,
+                        help="look-back windows: seconds after the emitted hop each window sees; latency = hop + "
+                             "lookahead (default 0.05)")
 
 
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".sph")

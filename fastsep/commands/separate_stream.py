@@ -48,7 +48,8 @@ def run_stream(args, fail: Callable[[str], int]) -> int:
         device = check_device(_device(args.device))
         sep = Separator.from_pretrained(args.model, device=device, vocoder_precision=args.precision,
                                         combiner_precision=args.precision, match_levels=args.match_levels)
-        stream = sep.stream(args.mode, args.window, args.hop, seed=args.seed)
+        stream = sep.stream(args.mode, args.window, args.hop, seed=args.seed, context_seconds=args.context,
+                            lookahead_seconds=args.lookahead)
     except (FileNotFoundError, ValueError, TypeError, OSError) as exc:
         return fail(str(exc))
     try:
@@ -79,9 +80,9 @@ def run_stream(args, fail: Callable[[str], int]) -> int:
                + _resampler_delay(sep.sample_rate, out_rate))
     print(f"fastsep separate: streaming {args.mode}, input {fmt.rate} Hz {fmt.encoding} x{fmt.channels} "
           f"({'wav' if is_wav else 'raw'}), output {sep.n_src} talkers as channels at {out_rate} Hz; algorithmic "
-          f"latency {stream.latency_seconds * 1000:.0f} ms (window {stream.window} samples, hop {stream.hop} at "
-          f"{sep.sample_rate} Hz)" + (f", {latency * 1000:.0f} ms with resampling" if latency > stream.latency_seconds
-                                      else ""), file=sys.stderr)
+          f"latency {stream.latency_seconds * 1000:.0f} ms ({stream.layout} at {sep.sample_rate} Hz)"
+          + (f", {latency * 1000:.0f} ms with resampling" if latency > stream.latency_seconds else ""),
+          file=sys.stderr)
     try:
         sink = sys.stdout.buffer if to_stdout else open(args.out, "wb")
     except OSError as exc:
