@@ -764,6 +764,32 @@ def test_vocoder_training_pools_several_sources(tmp_path):
     assert sorted(alone.paths) == sorted(p for p in pooled.paths if p.startswith(roots[0]))
 
 
+@pytest.mark.parametrize("hop", [128, 256, 80, 15, 7])
+def test_upsampler_equals_transposed_convolutions(hop):
+    # The polyphase product against ATen's conv_transpose2d with the layers' own (random) weights, values and
+    # gradients: the weight layout and format are those of lmnt-com/diffwave's upsampler.
+    torch.manual_seed(hop)
+    up = dw.SpectrogramUpsampler(6, hop)
+    with torch.no_grad():
+        for conv in (up.conv1, up.conv2):
+            conv.weight.copy_(torch.randn_like(conv.weight))
+            conv.bias.fill_(0.3)
+    mel = torch.rand(2, 6, 9, requires_grad=True)
+
+    def reference(x):
+        y, frames = x.unsqueeze(1), x.shape[-1]
+        for conv, stride in ((up.conv1, up.strides[0]), (up.conv2, up.strides[1])):
+            frames *= stride
+            y = torch.nn.functional.leaky_relu(conv(y), 0.4)[..., :frames]
+        return y.squeeze(1)
+
+    ref, got = reference(mel), up(mel)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), up.conv1.weight)
+    (g_got,) = torch.autograd.grad(got.square().sum(), up.conv1.weight)
+    torch.testing.assert_close(g_got, g_ref, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("hop", [128, 256, 75])
 def test_upsampler_starts_as_linear_interpolation_of_the_mel(hop):
     # A freshly built upsampler passes the mel through (interpolated in time), so that an untrained DiffWave's
