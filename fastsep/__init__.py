@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 
 # Before torch loads: fastsep.threads sets OpenMP's passive wait policy, read once when torch loads OpenMP.
 from . import threads as _threads  # noqa: E402,F401
+from . import allocator as _allocator  # noqa: E402
+
+_allocator.configure()  # large buffers stay mapped between calls (fastsep.allocator; FASTSEP_MALLOC=system: off)
 from . import ops  # noqa: E402  (loads the compiled library once, or warns once)
 
 _LAZY = {"Separator": "fastsep.separator", "models": "fastsep.models", "metrics": "fastsep.metrics",
