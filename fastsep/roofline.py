@@ -205,15 +205,23 @@ def layer_flops(model: nn.Module, *inputs, call: Optional[Callable[[], object]] 
     recurrent and Transformer encoder layer sees (forward hooks; any model built of those modules). Work done
     outside such modules (functional matmuls, fastsep's fused ops) is not seen: models that do that have their own
     counter (see :func:`model_flops`)."""
+    from .models.diffwave import SpectrogramUpsampler
+
     total = [0]
     handles = []
-    units = (nn.TransformerEncoderLayer,)
+    # Counted whole: the upsampler runs its transposed convolutions as matrix products (the modules hold the weights)
+    units = (nn.TransformerEncoderLayer, SpectrogramUpsampler)
 
     def hook(module, args, output):
         x = args[0] if args else None
         if not isinstance(x, Tensor):
             return
-        if isinstance(module, units):
+        if isinstance(module, SpectrogramUpsampler):
+            batch, mels, frames = x.shape
+            for conv, stride in ((module.conv1, module.strides[0]), (module.conv2, module.strides[1])):
+                total[0] += conv_flops(conv, (batch, 1, mels, frames), (batch, 1, mels, frames * stride))
+                frames *= stride
+        elif isinstance(module, units):
             total[0] += _encoder_layer_flops(module, x.shape)
         elif isinstance(module, nn.modules.conv._ConvNd):
             total[0] += conv_flops(module, x.shape, output.shape)
