@@ -27,13 +27,14 @@ falls short, per context and lookahead, is measured by ``benchmarks/bench_stream
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .chunking import _reorder, match_gains, match_sources
+from .stream_separate import BlockStream
 
 __all__ = ["LookbackStream", "DEFAULT_LOOKBACK"]
 
@@ -42,7 +43,7 @@ __all__ = ["LookbackStream", "DEFAULT_LOOKBACK"]
 DEFAULT_LOOKBACK = (1.9, 0.05, 0.05)
 
 
-class LookbackStream:
+class LookbackStream(BlockStream):
     """Stateful low-latency separator; see the module's notes. Use :meth:`push` per block, then :meth:`finish`.
 
     Args:
@@ -110,36 +111,13 @@ class LookbackStream:
         return (f"look-back windows: {self.context} samples of context, hop {self.hop}, look-ahead "
                 f"{self.lookahead}")
 
-    @property
-    def received(self) -> int:
-        return self._received
-
-    @property
-    def emitted(self) -> int:
-        return self._emitted
-
     # ------------------------------------------------------------------------------------------------ internals
-    def _as_block(self, block) -> Tensor:
-        from .stream_separate import take_block
-
-        return take_block(self, block)
-
-    def _separate(self, start: int, stop: int) -> Tensor:
-        from .threads import limited
-
-        with limited(self.threads):
-            est = self._fn(self._buf[:, start - self._buf_start:stop - self._buf_start])
-        if est.dim() != 3 or est.shape[0] != self._batch or est.shape[-1] != stop - start:
-            raise ValueError(f"stream: the separator returned shape {tuple(est.shape)} for a window of "
-                             f"{stop - start} samples; expected [{self._batch}, C, {stop - start}]")
-        return est
-
     def _step(self, stop: int, emit_to: int) -> Tensor:
         """Separate the window ending at ``stop`` and return its talkers over ``[emitted, emit_to)``, in the order
         of the output so far, cross-faded with the previous window's estimate of those samples."""
         # context samples before the first one to emit (fewer at the start), stretched back to the minimum input
         start = min(max(0, self._emitted - self.context), max(0, stop - self.min_samples))
-        est = self._separate(start, stop)
+        est = self._window(start, stop)
         at = self._emitted - start  # the emitted boundary inside the window
         if self._tail is not None:
             shared = min(self._tail.shape[-1], at)
@@ -163,13 +141,6 @@ class LookbackStream:
         if drop > 0:
             self._buf, self._buf_start = self._buf[:, drop:], self._buf_start + drop
         return piece
-
-    def _out(self, piece: Tensor):
-        piece = piece[0] if self._single else piece
-        return piece.float().cpu().numpy() if self._numpy else piece
-
-    def _empty(self):
-        return self._out(torch.zeros(self._batch or 1, self.n_src, 0, device=self.separator.device))
 
     # ------------------------------------------------------------------------------------------------ API
     @torch.no_grad()
@@ -206,13 +177,3 @@ class LookbackStream:
         out = self._step(self._received, self._received)
         self._buf = None
         return self._out(out)
-
-    def run(self, blocks: Iterable) -> Iterator[Union[Tensor, np.ndarray]]:
-        """Push every block of ``blocks`` and yield each non-empty output, then the rest after the last block."""
-        for block in blocks:
-            out = self.push(block)
-            if out.shape[-1]:
-                yield out
-        out = self.finish()
-        if out.shape[-1]:
-            yield out

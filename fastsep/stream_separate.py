@@ -28,7 +28,7 @@ from torch import Tensor
 
 from .chunking import join
 
-__all__ = ["SeparationStream", "DEFAULT_WINDOWS", "take_block"]
+__all__ = ["SeparationStream", "BlockStream", "DEFAULT_WINDOWS"]
 
 # (window, hop) in seconds per mode. Backbone: 100 ms of latency (issue 13's budget), windows overlapping by half so
 # that every seam has 50 ms on which to match talkers. Full and xcorr: the vocoder and F cost ~0.3 s per second of
@@ -40,41 +40,84 @@ DEFAULT_WINDOWS = {"backbone": (0.1, 0.05), "xcorr": (2.0, 1.5), "full": (2.0, 1
 SINGLE_THREAD_WINDOW_SECONDS = 0.5
 
 
-def take_block(stream, block) -> Tensor:
-    """A pushed block checked and converted to ``[B, n]`` float32 on the separator's device. The first block
-    fixes the stream's batch, shape kind and output kind (``stream._batch``, ``_single``, ``_numpy``) and makes
-    its chunk function (``stream._fn``). Shared by :class:`SeparationStream` and
-    :class:`fastsep.stream_lookback.LookbackStream`."""
-    from .audio import to_float
+class BlockStream:
+    """What both stream layouts share: input blocks checked and buffered, the separator run on a stretch of the
+    buffer, outputs in the kind that came in. A subclass sets ``separator, mode, seed, threads, n_src`` and the
+    ``_fn, _batch, _single, _numpy, _buf, _buf_start, _received, _emitted`` state, and implements ``push`` and
+    ``finish``."""
 
-    if isinstance(block, np.ndarray):
-        if block.dtype.kind not in "fiu":
-            raise TypeError(f"stream: a block must hold real numbers, got numpy dtype {block.dtype}")
-        data, is_numpy = torch.from_numpy(np.ascontiguousarray(to_float(block))), True
-    elif isinstance(block, Tensor):
-        if block.is_complex() or block.dtype == torch.bool:
-            raise TypeError(f"stream: a block must be a real tensor, got dtype {block.dtype}")
-        data = block if block.is_floating_point() else torch.from_numpy(to_float(block.cpu().numpy()))
-        is_numpy = False
-    else:
-        raise TypeError(f"stream: a block must be a torch.Tensor or numpy.ndarray, got {type(block).__name__}")
-    if data.dim() not in (1, 2):
-        raise ValueError(f"stream: a block must be [n] or [B, n], got shape {tuple(data.shape)}")
-    batch = 1 if data.dim() == 1 else data.shape[0]
-    if stream._batch is None:
-        stream._batch, stream._single, stream._numpy = batch, data.dim() == 1, is_numpy
-        stream._fn = stream.separator._chunk_fn(stream.mode, [stream.seed] * batch)
-    elif batch != stream._batch or (data.dim() == 1) != stream._single:
-        want = "[n]" if stream._single else f"[{stream._batch}, n]"
-        raise ValueError(f"stream: every block must have the first block's shape {want}, got "
-                         f"{tuple(data.shape)}")
-    data = data.to(stream.separator.device, torch.float32).reshape(batch, -1)
-    if not bool(torch.isfinite(data).all()):
-        raise ValueError("stream: block holds NaN or infinite samples")
-    return data
+    @property
+    def received(self) -> int:
+        """Input samples pushed so far (per item)."""
+        return self._received
+
+    @property
+    def emitted(self) -> int:
+        """Output samples returned so far (per talker and item)."""
+        return self._emitted
+
+    def _as_block(self, block) -> Tensor:
+        """A pushed block checked and converted to ``[B, n]`` float32 on the separator's device. The first block
+        fixes the stream's batch, shape kind and output kind and makes its chunk function."""
+        from .audio import to_float
+
+        if isinstance(block, np.ndarray):
+            if block.dtype.kind not in "fiu":
+                raise TypeError(f"stream: a block must hold real numbers, got numpy dtype {block.dtype}")
+            data, is_numpy = torch.from_numpy(np.ascontiguousarray(to_float(block))), True
+        elif isinstance(block, Tensor):
+            if block.is_complex() or block.dtype == torch.bool:
+                raise TypeError(f"stream: a block must be a real tensor, got dtype {block.dtype}")
+            data = block if block.is_floating_point() else torch.from_numpy(to_float(block.cpu().numpy()))
+            is_numpy = False
+        else:
+            raise TypeError(f"stream: a block must be a torch.Tensor or numpy.ndarray, got {type(block).__name__}")
+        if data.dim() not in (1, 2):
+            raise ValueError(f"stream: a block must be [n] or [B, n], got shape {tuple(data.shape)}")
+        batch = 1 if data.dim() == 1 else data.shape[0]
+        if self._batch is None:
+            self._batch, self._single, self._numpy = batch, data.dim() == 1, is_numpy
+            self._fn = self.separator._chunk_fn(self.mode, [self.seed] * batch)
+        elif batch != self._batch or (data.dim() == 1) != self._single:
+            want = "[n]" if self._single else f"[{self._batch}, n]"
+            raise ValueError(f"stream: every block must have the first block's shape {want}, got "
+                             f"{tuple(data.shape)}")
+        data = data.to(self.separator.device, torch.float32).reshape(batch, -1)
+        if not bool(torch.isfinite(data).all()):
+            raise ValueError("stream: block holds NaN or infinite samples")
+        return data
+
+    def _window(self, start: int, stop: int) -> Tensor:
+        """The separator's talkers ``[B, C, stop - start]`` of buffered input samples ``[start, stop)``."""
+        from .threads import limited
+
+        assert self._buf is not None
+        with limited(self.threads):
+            est = self._fn(self._buf[:, start - self._buf_start:stop - self._buf_start])
+        if est.dim() != 3 or est.shape[0] != self._batch or est.shape[-1] != stop - start:
+            raise ValueError(f"stream: the separator returned shape {tuple(est.shape)} for a window of "
+                             f"{stop - start} samples; expected [{self._batch}, C, {stop - start}]")
+        return est
+
+    def _out(self, piece: Tensor):
+        piece = piece[0] if self._single else piece
+        return piece.float().cpu().numpy() if self._numpy else piece
+
+    def _empty(self):
+        return self._out(torch.zeros(self._batch or 1, self.n_src, 0, device=self.separator.device))
+
+    def run(self, blocks: Iterable) -> Iterator[Union[Tensor, np.ndarray]]:
+        """Push every block of ``blocks`` and yield each non-empty output, then the rest after the last block."""
+        for block in blocks:
+            out = self.push(block)
+            if out.shape[-1]:
+                yield out
+        out = self.finish()
+        if out.shape[-1]:
+            yield out
 
 
-class SeparationStream:
+class SeparationStream(BlockStream):
     """Stateful streaming separator; see the module's notes. Use :meth:`push` per block, then :meth:`finish`.
 
     Args:
@@ -140,38 +183,6 @@ class SeparationStream:
         """The windows, in words (for logs)."""
         return f"windows of {self.window} samples every {self.hop}"
 
-    @property
-    def received(self) -> int:
-        """Input samples pushed so far (per item)."""
-        return self._received
-
-    @property
-    def emitted(self) -> int:
-        """Output samples returned so far (per talker and item)."""
-        return self._emitted
-
-    # ------------------------------------------------------------------------------------------------ input
-    def _as_block(self, block) -> Tensor:
-        return take_block(self, block)
-
-    def _window(self, start: int, stop: int) -> Tensor:
-        from .threads import limited
-
-        assert self._buf is not None
-        with limited(self.threads):
-            est = self._fn(self._buf[:, start - self._buf_start:stop - self._buf_start])
-        if est.dim() != 3 or est.shape[0] != self._batch or est.shape[-1] != stop - start:
-            raise ValueError(f"stream: the separator returned shape {tuple(est.shape)} for a window of "
-                             f"{stop - start} samples; expected [{self._batch}, C, {stop - start}]")
-        return est
-
-    def _out(self, piece: Tensor):
-        piece = piece[0] if self._single else piece
-        return piece.float().cpu().numpy() if self._numpy else piece
-
-    def _empty(self):
-        return self._out(torch.zeros(self._batch or 1, self.n_src, 0, device=self.separator.device))
-
     @torch.no_grad()
     def push(self, block) -> Union[Tensor, np.ndarray]:
         """Add a block (``[n]``, or ``[B, n]`` for B streams at once; every block the same kind) at the model's
@@ -236,13 +247,3 @@ class SeparationStream:
         self._emitted = total
         self._buf = None
         return self._out(out)
-
-    def run(self, blocks: Iterable) -> Iterator[Union[Tensor, np.ndarray]]:
-        """Push every block of ``blocks`` and yield each non-empty output, then the rest after the last block."""
-        for block in blocks:
-            out = self.push(block)
-            if out.shape[-1]:
-                yield out
-        out = self.finish()
-        if out.shape[-1]:
-            yield out

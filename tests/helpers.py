@@ -47,3 +47,18 @@ def harmonic_items(n, length, sr=SR, seed=0):
         wave = sum(0.3 / k * torch.sin(2 * math.pi * k * f0 * t) for k in range(1, 4))
         items.append({"audio": wave.float(), "id": f"u{i}"})
     return items
+
+
+class SwappingSquare(torch.nn.Module):
+    """(x, x²) as two uncorrelated 'talkers', named in the opposite order on every other call (as PIT may): a
+    stand-in backbone for the streams' talker-order tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = {"n_src": 2}
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = torch.stack([x, x * x], dim=1)
+        return out.flip(1) if self.calls % 2 == 0 else out

@@ -10,6 +10,7 @@ from torch import nn
 from fastsep.models.convtasnet import ConvTasNet
 from fastsep.separator import Separator
 from fastsep.stream_lookback import LookbackStream
+from helpers import SwappingSquare
 
 SR = 8000
 
@@ -28,20 +29,6 @@ class FirTalkers(nn.Module):
 
     def forward(self, x):
         return self.conv(x.unsqueeze(1))
-
-
-class SwappingSquare(nn.Module):
-    """(x, x²), named in the opposite order on every other call."""
-
-    def __init__(self):
-        super().__init__()
-        self.config = {"n_src": 2}
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        out = torch.stack([x, x * x], dim=1)
-        return out.flip(1) if self.calls % 2 == 0 else out
 
 
 def plain(backbone):

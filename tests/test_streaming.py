@@ -18,6 +18,7 @@ from fastsep.models.convtasnet import ConvTasNet
 from fastsep.models.diffwave import DiffWave
 from fastsep.separator import Separator
 from fastsep.stream_io import PcmDecoder, PcmEncoder, StreamFormat, StreamFormatError, read_wav_header
+from helpers import SwappingSquare
 
 SR = 8000
 
@@ -92,20 +93,6 @@ def test_full_mode_stream_equals_offline_with_the_same_seed():
     torch.testing.assert_close(streamed, ref, atol=1e-4, rtol=1e-3)
     other_seed = offline(sep, x, 0.5, 0.375, mode="full", seed=12)
     assert (other_seed - ref).abs().max() > 1e-4  # the seed does reach the output, so the match above is not luck
-
-
-class SwappingSquare(nn.Module):
-    """(x, x²) as two uncorrelated 'talkers', named in the opposite order on every other call (as PIT may)."""
-
-    def __init__(self):
-        super().__init__()
-        self.config = {"n_src": 2}
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        out = torch.stack([x, x * x], dim=1)
-        return out.flip(1) if self.calls % 2 == 0 else out
 
 
 def test_talker_order_is_kept_across_windows():
