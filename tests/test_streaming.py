@@ -10,7 +10,6 @@ import wave as wavmod
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from fastsep import threads
 from fastsep.models.combiner import Combiner
