@@ -10,6 +10,11 @@ with ``reference`` (float32 eager, Adam's default for-each kernels) in the same 
 * ``fused_adam``: Adam with ``fused=True``;
 * ``compiled``: ``torch.compile`` of the model (Inductor's CPU code generation), first call excluded.
 
+Group ``prior_train_step``: one training step of the speech prior (``TFAttentionUNet.small``, the network of
+recipes/train_prior.sh: noise-prediction loss at random diffusion steps, backward, clipped Adam) on the same batch
+shape, ``reference`` (float32) against ``bf16`` autocast: its attention has 8-channel heads, where PyTorch's CPU
+attention is much slower in bfloat16 than in float32.
+
 Group ``data``: one batch of on-the-fly augmented mixtures (``reference``: none; ``augmented``: speed, reverb,
 overlap and noise), so the data loader's share of a step can be compared with the step itself.
 ``FASTSEP_BENCH_SECONDS`` shortens the audio (the smoke test runs every case once on tiny inputs).
@@ -60,6 +65,39 @@ def test_train_step(benchmark, record, variant):
         pytest.skip("torch.compile is timed only on full-size inputs (it costs minutes to compile)")
     step = _step_fn(variant)
     record(benchmark, "train_step", variant, step, rounds=3)
+
+
+def _prior_step_fn(variant: str):
+    from fastsep.models import TFAttentionUNet
+    from fastsep.sampling.priors import DDPMSchedule
+
+    torch.manual_seed(0)
+    net = TFAttentionUNet.small(SR)
+    sched = DDPMSchedule.paper()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+    n = max(2 * net.n_fft, int(SECONDS * SR))
+    x0 = 0.1 * torch.randn(BATCH, n)
+    t = torch.randint(0, sched.steps, (BATCH,))
+    noise = torch.randn(BATCH, n)
+    x_t = sched.q_sample(x0, t, noise)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
+            eps = net(x_t, t)
+        loss = (eps.float() - noise).square().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    step()
+    return step
+
+
+@pytest.mark.parametrize("variant", ["reference", "bf16"])
+def test_prior_train_step(benchmark, record, variant):
+    record(benchmark, "prior_train_step", variant, _prior_step_fn(variant), rounds=3)
 
 
 @pytest.fixture(scope="module")

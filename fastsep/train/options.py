@@ -38,7 +38,9 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: 
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
     parser.add_argument("--bf16", action="store_true",
-                        help="bfloat16 autocast on CPU (about 1.5-2x faster on AVX512-BF16 CPUs; see benchmarks/)")
+                        help="bfloat16 autocast on CPU. Measure before using it: on the 2-core AVX512-BF16/AMX "
+                             "development CPU it is slower than float32 for the default backbone (~0.3x) and for "
+                             "the attention prior (BENCHMARKS.md, benchmarks/bench_training.py)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
