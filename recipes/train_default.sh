@@ -15,13 +15,16 @@
 #   - adventure: the studio cast of the talkie adventure game Flight of the Amazon Queen (fastsep corpus voices
 #     adventure; Debian flight-of-the-amazon-queen, freeware): 27 characters, 3.4 h; training talkers only (B from
 #     step 8500, and F)
+#   - drascula: the English and Spanish dubbing of the talkie game Drascula (fastsep corpus voices drascula; Debian
+#     drascula, drascula-spanish, freeware): 16 real talkers, 1.3 h; training talkers only (B's step 2c, and F)
 #   - festival: 5 festival voices (kal, ked, slt, lp, pc), test talkers only: an engine no training data uses
 #   - steelsky: the studio cast of Beneath a Steel Sky (fastsep corpus voices steelsky; Debian beneath-a-steel-sky,
 #     freeware), 28 talkers, 1.9 h, men and women: test only for the default (another studio, other actors than
 #     any training voice); its talker labels are approximate, so a mixture may hold one actor twice
 # Steps: 1) corpora, 2) backbone B (Conv-TasNet sized for this CPU) with dynamic mixing and augmentation (speed,
 # reverberation, partial overlap, background noise; levels U[0, 8] dB), 2b) B fine-tuned without reverberation and
-# noise, its checkpoints averaged, 3) vocoder GM, 4) combiner F with B and GM frozen, 5) bundle, evaluation on the
+# noise, its checkpoints averaged, 2c) the same with Drascula's casts pooled in, from that average, its checkpoints
+# averaged, 3) vocoder GM, 4) combiner F with B and GM frozen, 5) bundle, evaluation on the
 # four test sets (eval_*.json next to the bundle) and installation.
 #
 # The training states of B and GM (weights, Adam moments, step, RNG; 7-8 MB of safetensors + JSON each) are kept in
@@ -35,7 +38,8 @@
 # validation split without the adventure cast and had halved the lr twice for it; 17000 -> 19799 ran ~90 min beside
 # the DiffSep and prior trainings), then 10001 steps without reverberation and noise (2026-11-23; steps 0-4003 ~80 min
 # with two other trainings on the 2 cores, 4003-10001 ~55 min at 0.55 s per step with one thread beside one other
-# job) and the average of its checkpoints 5000-10000, GM 3700 steps from scratch (~2.2 s per step with one thread), F 150 steps from
+# job) and the average of its checkpoints 5000-10000, then 10001 steps with Drascula's casts (session 13, ~2 h with one
+# thread beside a second training) and the average of its checkpoints 5000-10000, GM 3700 steps from scratch (~2.2 s per step with one thread), F 150 steps from
 # scratch on the first B and GM (~25 min with 2 threads), then fine-tuned 60 steps on each new B and GM (~9 min
 # alone, ~14 min shared), evaluation ~20 min per test set. The average of B's checkpoints 14000-17000
 # (`fastsep average`) scored below the last one on the real talkers' valid splits (adventure 3.62 vs 3.66, game 5.91
