@@ -10,7 +10,7 @@ PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvo
           festvox-itapc16k asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav
           asterisk-core-sounds-it-wav asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav asterisk-prompt-es-co
           asterisk-prompt-fr-armelle asterisk-moh-opsound-wav fillets-ng-data-cs fillets-ng-data-nl
-          flight-of-the-amazon-queen beneath-a-steel-sky drascula drascula-spanish libsox-fmt-mp3)
+          flight-of-the-amazon-queen beneath-a-steel-sky drascula drascula-spanish klettres-data libsox-fmt-mp3)
 # The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
 # (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
 DEFAULT_B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
@@ -39,7 +39,7 @@ build_corpora() {
     else echo "install first: apt-get install -y ${missing[*]}" >&2; exit 1; fi
   fi
 
-  echo "== 1 corpora -> $WORK/{synth,recorded,festival,game,adventure,steelsky,drascula}"
+  echo "== 1 corpora -> $WORK/{synth,recorded,festival,game,adventure,steelsky,drascula,klettres}"
   fs corpus synth "$WORK/synth" --talkers 300 --hours 4 --sample-rates 8000 --quiet
   fs corpus voices recorded "$WORK/recorded" --quiet
   fs corpus voices festival "$WORK/festival" --quiet
@@ -47,6 +47,7 @@ build_corpora() {
   fs corpus voices adventure "$WORK/adventure" --quiet
   fs corpus voices steelsky "$WORK/steelsky" --quiet  # a studio cast the default never trains on: a test source
   fs corpus voices drascula "$WORK/drascula" --quiet
+  fs corpus voices klettres "$WORK/klettres" --quiet
 }
 
 # score_beside_default BUNDLE MODE: BUNDLE's MODE and the installed default's backbone on the first $EVAL_ITEMS

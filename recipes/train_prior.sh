@@ -7,12 +7,13 @@
 #   bash recipes/train_prior.sh                    # continue to PRIOR_STEPS steps in all, bundle, evaluate
 #   PRIOR_STEPS=10000 EVAL_ITEMS=20 bash recipes/train_prior.sh
 #
-# What the current state took: 893 steps (batch 4 x 2 s), ~50 min of one core shared with two other jobs (~3.5 s per
-# step). Separating one 4 s mixture takes 200 guided steps, each a forward and backward pass per source (~10 min per
+# What the current state took: 3158 steps (batch 4 x 2 s): 0-893 ~50 min of one core shared with two other jobs
+# (~3.5 s per step), 893-3158 in session 14 (~50 min of one thread beside an evaluation, ~1.1-1.9 s per step in
+# float32; bfloat16 autocast is slower for this network, BENCHMARKS.md). Separating one 4 s mixture takes 200 guided steps, each a forward and backward pass per source (~10 min per
 # mixture on a shared core), so the evaluation is on a few mixtures only (README).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-PRIOR_STEPS="${PRIOR_STEPS:-893}"; EVAL_ITEMS="${EVAL_ITEMS:-3}"
+PRIOR_STEPS="${PRIOR_STEPS:-3158}"; EVAL_ITEMS="${EVAL_ITEMS:-3}"
 build_corpora
 
 echo "== 2 speech prior (to $PRIOR_STEPS steps in all)"

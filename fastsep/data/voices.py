@@ -24,6 +24,8 @@ package registry (no download at run time):
   Labels are approximate: training talkers only, with a ``valid`` split.
 * ``drascula``: the English and the Spanish cast of the talkie game Drascula, one training talker per character and
   dubbing (:mod:`fastsep.data.drascula`): 16 characters, ~1.2 h, with a ``valid`` split.
+* ``klettres``: KDE KLettres' recorded letters and syllables of about twenty languages, one training talker per
+  language (:mod:`fastsep.data.klettres`): isolated speech, ~35 min after a per-talker cap, with a ``valid`` split.
 * ``festival``: festival's English diphone voices kal and ked, the HTS voice slt and the Italian diphone voices lp and
   pc reading fastsep's English sentences. Festival is never used for training: every talker is a test talker.
 
@@ -80,7 +82,7 @@ GAME_TALKERS: Dict[str, tuple] = {
     "game_nl_small": ("train", "nl", "m", "fillets-ng-data-nl"),
     "game_nl_big": ("train", "nl", "v", "fillets-ng-data-nl"),
 }
-SOURCES = ("recorded", "festival", "game", "adventure", "steelsky", "drascula")
+SOURCES = ("recorded", "festival", "game", "adventure", "steelsky", "drascula", "klettres")
 PROMPT_EXTENSIONS = (".wav", ".gsm")
 
 
@@ -236,6 +238,10 @@ def missing_packages(source: str, sounds: Path = SOUNDS) -> List[str]:
         from .drascula import DATA_DIR as DRAS_DIR, DUBBINGS
 
         return [pkg for lang, pkg in DUBBINGS.items() if not (DRAS_DIR / lang).is_dir()]
+    if source == "klettres":
+        from .klettres import DATA_DIR as KL_DIR, PACKAGES as KL_PACKAGES
+
+        return [] if KL_DIR.is_dir() else list(KL_PACKAGES)
     raise ValueError(f"unknown voice source {source!r}; choose one of {SOURCES}")
 
 
@@ -381,14 +387,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(a game's dubbed dialogue: four real training talkers), adventure (the studio cast of "
                              "Flight of the Amazon Queen: about thirty real training talkers) or steelsky (the studio "
                              "cast of Beneath a Steel Sky: approximate talker labels, for training only) or drascula "
-                             "(the English and Spanish casts of Drascula: 16 real training talkers)")
+                             "(the English and Spanish casts of Drascula: 16 real training talkers) or klettres (KLettres' "
+                             "letters and syllables: about twenty real talkers of twenty languages)")
     parser.add_argument("out", help="output folder (a partial build is completed)")
     parser.add_argument("--sample-rates", type=int, nargs="+", default=[8000], help="rates to write (default 8000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no per-talker lines")
     parser.add_argument("--game-dir", default=None,
                         help="steelsky: the folder holding sky.dnr, sky.dsk and sky.cpt; drascula: the folder holding "
-                             "the en/ and es/ dubbings (default: where Debian's packages install them), e.g. a "
+                             "the en/ and es/ dubbings; klettres: the folder of the language folders (default: where Debian's packages install them), e.g. a "
                              "package unpacked with dpkg-deb -x")
 
 
@@ -412,6 +419,11 @@ def main(args: argparse.Namespace) -> int:
 
             manifest = build_drascula(args.out, args.sample_rates, args.seed, progress=not args.quiet,
                                       data_dir=Path(args.game_dir) if args.game_dir else DRAS_DIR)
+        elif args.source == "klettres":
+            from .klettres import DATA_DIR as KL_DIR, build_klettres
+
+            manifest = build_klettres(args.out, args.sample_rates, args.seed, progress=not args.quiet,
+                                      data_dir=Path(args.game_dir) if args.game_dir else KL_DIR)
         else:
             manifest = build_festival(args.out, args.sample_rates, args.seed, progress=not args.quiet)
     except (RuntimeError, ValueError) as exc:

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Does one more voice corpus move the unseen-source score? A controlled pair of arms from the same B, the same steps,
+# settings and seed, side by side with one thread each:
+#   control   the base data
+#   with      the base data pooled with CORPUS (one of `fastsep corpus voices`' sources, built by build_corpora)
+# then each arm's kept checkpoints averaged (as the default's B is) and backbone SI-SDRi on 100 fixed mixtures of
+# every unseen test set and of the training talkers' valid splits, paired (with - control).
+#
+#   bash recipes/ablate_corpus.sh klettres                      # from the default's B, 6001 steps
+#   FROM=backbone_average BASE="synth recorded game adventure" ARM_STEPS=10001 AVERAGE="05 06 07 08 09 10" \
+#     bash recipes/ablate_corpus.sh drascula                     # session 13's Drascula arms (ablate_drascula.sh)
+#
+# Environment: FROM (a B in recipes/state; default backbone_drascula_average, the default's B), BASE (corpora of
+# the control), ARM_STEPS, AVERAGE (the kept checkpoints averaged, in thousands of steps), EVAL_ITEMS, WORK, DEVICE.
+# Writes $WORK/ablate_<CORPUS>/{control,with}/ (runs), .../{control,with}_avg/ and per-mixture CSVs.
+set -euo pipefail
+
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
+NEW="${1:?usage: bash recipes/ablate_corpus.sh CORPUS (a fastsep corpus voices source)}"
+FROM="${FROM:-backbone_drascula_average}"; BASE="${BASE:-synth recorded game adventure drascula}"
+ARM_STEPS="${ARM_STEPS:-6001}"; AVERAGE="${AVERAGE:-03 04 05 06}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
+OUT="$WORK/ablate_$NEW"
+[[ -d "$STATE/$FROM" ]] || { echo "no B at $STATE/$FROM" >&2; exit 1; }
+build_corpora
+
+base=(); for c in $BASE; do base+=("$WORK/$c"); done
+arm() {  # arm NAME DATA...
+  local name=$1; shift
+  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" \
+     --init-from "$STATE/$FROM" --data "$@" --out "$OUT/$name" --segment 2 --batch-size 4 \
+     --train-items 2000 --valid-items 32 --augment speed,overlap --level-range 0 8 --lr 2.5e-4 --patience 0 \
+     --early-stop 0 --checkpoint-every 200 --keep-every 1000 --num-workers 1 --max-steps "$ARM_STEPS" \
+     --device "$DEVICE" --no-progress
+}
+echo "== 2 the two arms from $FROM, side by side (one thread each), $ARM_STEPS steps"
+arm control "${base[@]}" & arm with "${base[@]}" "$WORK/$NEW" & wait
+
+echo "== 3 each arm's checkpoints ${AVERAGE// /, } (thousands of steps) averaged"
+for a in control with; do
+  ck=(); for k in $AVERAGE; do [[ -d "$OUT/$a/steps/00${k}000" ]] && ck+=("$OUT/$a/steps/00${k}000"); done
+  fs average --out "$OUT/${a}_avg" "${ck[@]}"
+done
+
+echo "== 4 backbone SI-SDRi on the unseen sets and the valid splits, paired (with - control)"
+for set in recorded:test festival:test steelsky:train adventure:valid game:valid; do
+  s=${set%%:*}; split=${set##*:}
+  for a in control with; do
+    FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "$OUT/${a}_avg" --modes backbone \
+       --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --csv "$OUT/${a}_$s.csv" --no-progress &
+  done
+  wait
+  fs compare "$OUT/control_$s.csv" "$OUT/with_$s.csv"
+done
