@@ -19,6 +19,16 @@ def write_wav(path, data, sr=SR):
         w.writeframes((np.clip(np.asarray(data), -1, 1) * 32767).astype("<i2").tobytes())
 
 
+def assert_own_tone(path, f0, sr=SR):
+    """The WAV at ``path`` is at ``sr`` and its strongest frequency is ``f0`` (within 5 Hz): the voice-corpus tests
+    give each stand-in talker its own tone, so this says a written utterance holds only that talker's lines."""
+    from scipy.io import wavfile
+
+    rate, data = wavfile.read(str(path))
+    spectrum = np.abs(np.fft.rfft(data.astype(np.float64)))
+    assert rate == sr and abs(np.argmax(spectrum) * rate / len(data) - f0) < 5
+
+
 def save_tiny_bundle(path, sr=SR):
     """Save a random, seeded tiny full model (backbone, DiffWave, F) to ``path``; returns it as a string.
 
