@@ -37,6 +37,24 @@ DEFAULT_BACKBONE = dict(n_filters=128, kernel_size=32, stride=16, bn_chan=64, hi
                         n_blocks=8, n_repeats=2)
 
 
+def _training_step(model, opt, forward, loss_of, clip: float, variant: str):
+    """One timed step: ``loss_of(forward())`` with the forward under bfloat16 autocast for the ``bf16`` variant,
+    backward, gradient clipping at ``clip``, the optimizer's update. Run once here (compilation / first touch
+    outside the timing)."""
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
+            out = forward()
+        loss = loss_of(out.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss
+
+    step()
+    return step
+
+
 def _step_fn(variant: str):
     torch.manual_seed(0)
     model = ConvTasNet(2, SR, **DEFAULT_BACKBONE)
@@ -44,19 +62,7 @@ def _step_fn(variant: str):
     net = torch.compile(model) if variant == "compiled" else model
     n = max(64, int(SECONDS * SR))
     mix, src = 0.1 * torch.randn(BATCH, n), 0.1 * torch.randn(BATCH, 2, n)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            est = net(mix)
-        loss = pit_si_sdr_loss(est.float(), src)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        return loss
-
-    step()  # compilation / first-touch outside the timing
-    return step
+    return _training_step(model, opt, lambda: net(mix), lambda est: pit_si_sdr_loss(est, src), 5.0, variant)
 
 
 @pytest.mark.parametrize("variant", ["reference", "bf16", "fused_adam", "compiled"])
@@ -80,19 +86,7 @@ def _prior_step_fn(variant: str):
     t = torch.randint(0, sched.steps, (BATCH,))
     noise = torch.randn(BATCH, n)
     x_t = sched.q_sample(x0, t, noise)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bf16"):
-            eps = net(x_t, t)
-        loss = (eps.float() - noise).square().mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        return loss
-
-    step()
-    return step
+    return _training_step(net, opt, lambda: net(x_t, t), lambda eps: (eps - noise).square().mean(), 1.0, variant)
 
 
 @pytest.mark.parametrize("variant", ["reference", "bf16"])

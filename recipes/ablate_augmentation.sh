@@ -25,11 +25,8 @@ restore_state backbone_all
 restore_state backbone_clean
 
 arm() {  # arm NAME AUGMENT
-  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" \
-     --init-from "$WORK/backbone/last" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" \
-     --out "$WORK/backbone_$1" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment "$2" \
-     --level-range 0 8 --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 \
-     --num-workers 1 --max-steps "$ARM_STEPS" --device "$DEVICE" --no-progress
+  FASTSEP_NUM_THREADS=1 finetune_b "$WORK/backbone/last" "$WORK/backbone_$1" "$ARM_STEPS" "$2" \
+     "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure"
 }
 echo "== 2 the two arms, side by side (one thread each)"
 arm all all & arm clean speed,overlap & wait

@@ -26,11 +26,7 @@ build_corpora
 base=(); for c in $BASE; do base+=("$WORK/$c"); done
 arm() {  # arm NAME DATA...
   local name=$1; shift
-  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" \
-     --init-from "$STATE/$FROM" --data "$@" --out "$OUT/$name" --segment 2 --batch-size 4 \
-     --train-items 2000 --valid-items 32 --augment speed,overlap --level-range 0 8 --lr 2.5e-4 --patience 0 \
-     --early-stop 0 --checkpoint-every 200 --keep-every 1000 --num-workers 1 --max-steps "$ARM_STEPS" \
-     --device "$DEVICE" --no-progress
+  FASTSEP_NUM_THREADS=1 finetune_b "$STATE/$FROM" "$OUT/$name" "$ARM_STEPS" speed,overlap "$@"
 }
 echo "== 2 the two arms from $FROM, side by side (one thread each), $ARM_STEPS steps"
 arm control "${base[@]}" & arm with "${base[@]}" "$WORK/$NEW" & wait

@@ -72,11 +72,8 @@ echo "== 2b/5 B without room and noise augmentation (from step $B_STEPS, $CLEAN_
 # next; the average is the best candidate on the training talkers' held-out utterances (adventure and game `valid`:
 # +0.34 and +0.62 dB over step 19799) and gains on recorded and festival (README).
 restore_state backbone_clean
-fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" --init-from "$WORK/backbone/last" \
-   --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" --out "$WORK/backbone_clean" --segment 2 \
-   --batch-size 4 --train-items 2000 --valid-items 32 --augment speed,overlap --level-range 0 8 --lr 2.5e-4 \
-   --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 --num-workers 1 --max-steps "$CLEAN_STEPS" \
-   --device "$DEVICE" --no-progress
+finetune_b "$WORK/backbone/last" "$WORK/backbone_clean" "$CLEAN_STEPS" speed,overlap \
+   "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure"
 averaged=("$WORK"/backbone_clean/steps/00{05,06,07,08,09,10}000)
 if ls -d "${averaged[@]}" >/dev/null 2>&1; then
   fs average --out "$WORK/backbone_average" "${averaged[@]}"
@@ -92,11 +89,8 @@ echo "== 2c/5 B with Drascula's casts added (from the average above, $DRASCULA_S
 # controlled pair of arms (recipes/ablate_drascula.sh) this moved every unseen source (recorded +0.25, festival +0.24,
 # steelsky +0.18 dB against the same steps without it), which more steps on the old data did not.
 if [[ ! -d "$STATE/backbone_drascula_average" || "${DRASCULA_RETRAIN:-0}" == 1 ]]; then
-  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" \
-     --init-from "$WORK/backbone_average" --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" \
-     "$WORK/drascula" --out "$WORK/backbone_drascula" --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 \
-     --augment speed,overlap --level-range 0 8 --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 \
-     --keep-every 1000 --num-workers 1 --max-steps "$DRASCULA_STEPS" --device "$DEVICE" --no-progress
+  FASTSEP_NUM_THREADS=1 finetune_b "$WORK/backbone_average" "$WORK/backbone_drascula" "$DRASCULA_STEPS" speed,overlap \
+     "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula"
   fs average --out "$WORK/backbone_drascula_average" "$WORK"/backbone_drascula/steps/00{05,06,07,08,09,10}000
   rm -rf "$STATE/backbone_drascula_average.tmp" \
     && cp -r "$WORK/backbone_drascula_average" "$STATE/backbone_drascula_average.tmp" \

@@ -47,7 +47,8 @@ def build_klettres(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, ut
     from .voices import _finish, _resampled, _write_cast_member
 
     data_dir = Path(data_dir)
-    if not data_dir.is_dir() or not language_files(data_dir):
+    languages = language_files(data_dir) if data_dir.is_dir() else {}
+    if not languages:
         raise RuntimeError(f"klettres voices need {' '.join(PACKAGES)} (apt-get install -y {' '.join(PACKAGES)}); "
                            f"no recordings under {data_dir}")
     if max_seconds < min_seconds:
@@ -58,7 +59,7 @@ def build_klettres(out, sample_rates: Sequence[int] = (8000,), seed: int = 0, ut
     records: List[dict] = []
     kept: Dict[str, dict] = {}
     dropped: Dict[str, float] = {}
-    for index, (lang, files) in enumerate(language_files(data_dir).items()):
+    for index, (lang, files) in enumerate(languages.items()):
         rng = np.random.default_rng([seed, 31, index])
         lines, failed, total = [], 0, 0
         for k in rng.permutation(len(files)):  # a random subset when the folder holds more than max_seconds

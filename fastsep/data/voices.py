@@ -387,16 +387,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(a game's dubbed dialogue: four real training talkers), adventure (the studio cast of "
                              "Flight of the Amazon Queen: about thirty real training talkers) or steelsky (the studio "
                              "cast of Beneath a Steel Sky: approximate talker labels, for training only) or drascula "
-                             "(the English and Spanish casts of Drascula: 16 real training talkers) or klettres (KLettres' "
-                             "letters and syllables: about twenty real talkers of twenty languages)")
+                             "(the English and Spanish casts of Drascula: 16 real training talkers) or klettres "
+                             "(KLettres' letters and syllables: about twenty real talkers of twenty languages)")
     parser.add_argument("out", help="output folder (a partial build is completed)")
     parser.add_argument("--sample-rates", type=int, nargs="+", default=[8000], help="rates to write (default 8000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no per-talker lines")
     parser.add_argument("--game-dir", default=None,
                         help="steelsky: the folder holding sky.dnr, sky.dsk and sky.cpt; drascula: the folder holding "
-                             "the en/ and es/ dubbings; klettres: the folder of the language folders (default: where Debian's packages install them), e.g. a "
-                             "package unpacked with dpkg-deb -x")
+                             "the en/ and es/ dubbings; klettres: the folder of the language folders (default: where "
+                             "Debian's packages install them), e.g. a package unpacked with dpkg-deb -x")
 
 
 def main(args: argparse.Namespace) -> int:
