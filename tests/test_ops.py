@@ -268,6 +268,27 @@ def test_diffwave_stack_bf16_matches_its_reference(channels, length, conditioned
 
 @pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("isa", ["", "avx512bf16"])
+def test_diffwave_stack_bf16_gate_saturates_like_the_reference(monkeypatch, isa):
+    # The bfloat16 stack's own gate (a shorter exp, a reciprocal instead of a division) clamps its arguments as the
+    # float32 gate does: with weights 60x larger most gate and filter sums lie far past +-40 and +-15, where sigmoid
+    # and tanh are 0 or 1 and nothing may overflow to inf or nan.
+    _needs_bf16()
+    _bf16_setting(monkeypatch, isa, "")
+    dilations = [1, 2, 4]
+    g = torch.Generator().manual_seed(11)
+    x, dstep, cond, w_dil, b_dil, w_out, b_out = diffwave_inputs(1, 32, 301, len(dilations), True, generator=g)
+    args = (x, dstep, cond * 60, w_dil * 60, b_dil, w_out, b_out)
+    with torch.no_grad():
+        pre = torch.nn.functional.conv1d(x + dstep[0].unsqueeze(-1), w_dil[0] * 60, padding=1) + cond[0] * 60
+        assert (pre.abs() > 40).float().mean() > 0.3  # the case is the saturated one
+        got = ops.diffwave_stack(*args, dilations, precision="bfloat16")
+        want = reference.diffwave_stack_bf16(*args, dilations)
+    assert torch.isfinite(got).all()
+    _assert_bf16_close(got, want)
+
+
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("isa", ["", "avx512bf16"])
 @pytest.mark.parametrize("tile", ["40", "96", "0"])
 @pytest.mark.parametrize("channels", [8, 32])
 def test_diffwave_stack_bf16_time_tiles_and_variants(monkeypatch, isa, tile, channels):

@@ -27,7 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu/diffwave_bf16_gemm.h"
+#include "cpu/diffwave_bf16_gemm.h"  // before the gate: FASTSEP_BF16_TARGET
+#include "cpu/diffwave_bf16_gate.h"
 #include "cpu/diffwave_blocks.h"
 #include "cpu/diffwave_checks.h"
 #include "cpu/diffwave_tiles.h"
@@ -93,7 +94,7 @@ FASTSEP_BF16_TARGET void layer_block_bf16(const Bf16Layer& a, int64_t t0, float*
         qg = q16[0];
         qf = q16[1];
       }
-      dwblock::gate_rows(z + h * N, z + (H + h) * N, a.b_dil[cg], a.b_dil[cf], qg, qf, gf + h * N, n, N);
+      gate_rows_bf16<N>(z + h * N, z + (H + h) * N, a.b_dil[cg], a.b_dil[cf], qg, qf, gf + h * N, n);
     }
     for (int p = 0; p < H / 2; ++p) {  // gated channels ob·H + 2p and ob·H + 2p + 1 form pair ob·H/2 + p
       uint32_t* dst = g + (ob * H / 2 + p) * N;
