@@ -7,7 +7,8 @@ import torch
 from scipy.io import wavfile
 
 from fastsep.data import DynamicMix, open_mixture_dataset
-from fastsep.data.augment import Augmentation, coloured_noise, speed_perturb, synthetic_rir
+from fastsep.data.augment import (Augmentation, coloured_noise, formant_shift, lpc_envelope, speed_perturb,
+                                  synthetic_rir)
 from fastsep.data.voices import _joined_utterances, build_game, build_recorded
 from helpers import assert_own_tone
 
@@ -30,6 +31,78 @@ def test_speed_perturb_scales_length_and_pitch():
     assert abs(_peak_hz(slow, SR) - 400) < 10
     with pytest.raises(ValueError):
         speed_perturb(tone, 0.0)
+
+
+def _vowel(formants, f0=125.0, seconds=1.0):
+    # A pulse train at f0 through second-order resonators: a vowel whose formants and pitch are known.
+    from scipy.signal import lfilter
+
+    x = np.zeros(int(seconds * SR))
+    x[:: int(round(SR / f0))] = 1.0
+    a = np.array([1.0])
+    for f, bw in formants:
+        r = np.exp(-np.pi * bw / SR)
+        a = np.convolve(a, [1.0, -2 * r * np.cos(2 * np.pi * f / SR), r * r])
+    return lfilter([1.0], a, x)
+
+
+def _formant_peaks(x):
+    from scipy.signal import find_peaks
+
+    frame = x[2000:2256] * np.hanning(256)
+    env = lpc_envelope(np.abs(np.fft.rfft(frame))[None] ** 2, 10)[0]
+    return np.array(find_peaks(env)[0]) * SR / 256
+
+
+def _pitch(x):
+    seg = x[2000:4000]
+    ac = np.correlate(seg, seg, "full")[len(seg) - 1:]
+    return SR / (30 + np.argmax(ac[30:200]))
+
+
+def test_formant_shift_moves_the_formants_and_keeps_the_pitch():
+    vowel = _vowel([(500, 80), (1500, 100), (2500, 120)])
+    assert np.allclose(_formant_peaks(vowel), [500, 1500, 2500], atol=20)
+    for factor in (0.85, 1.15):
+        out = formant_shift(vowel, factor, SR)
+        assert out.shape == vowel.shape
+        assert np.allclose(_formant_peaks(out), factor * np.array([500, 1500, 2500]), atol=SR / 256)  # a bin
+        assert abs(_pitch(out) - 125.0) < 2.0  # the harmonics stayed where they were
+        assert np.sqrt(np.mean(out ** 2)) == pytest.approx(np.sqrt(np.mean(vowel ** 2)), rel=1e-6)
+    # a factor of 1 is the input itself; next to 1, the analysis-resynthesis is transparent
+    assert formant_shift(vowel, 1.0, SR) is vowel
+    assert np.max(np.abs(formant_shift(vowel, 1.0 + 1e-9, SR) - vowel)) < 1e-6 * np.max(np.abs(vowel))
+    with pytest.raises(ValueError):
+        formant_shift(vowel, 0.0, SR)
+
+
+def test_formant_augmentation_is_opt_in_and_leaves_other_streams_alone():
+    # formant_prob 0 (the default) draws nothing: runs without it keep the random stream they had before it existed
+    crop = np.random.default_rng(1).standard_normal(SR)
+    plain = Augmentation(reverb_prob=0.0)
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    assert np.array_equal(plain.crop(crop, rng_a, SR), crop)
+    rng_b.random()  # what the reverberation draw consumes
+    assert rng_a.random() == rng_b.random()
+    shifted = Augmentation(reverb_prob=0.0, formant_prob=1.0, formant=(1.1, 1.1)).crop(crop, np.random.default_rng(5),
+                                                                                       SR)
+    assert np.allclose(shifted, formant_shift(crop, 1.1, SR))
+    with pytest.raises(ValueError):
+        Augmentation(formant_prob=2.0)
+    with pytest.raises(ValueError):
+        Augmentation(formant=(1.2, 0.9))
+
+
+def test_augment_option_names_the_formant_shift():
+    import argparse
+
+    from fastsep.train.separator import augmentation_from_args
+
+    aug = augmentation_from_args(argparse.Namespace(augment="speed,overlap,formant"))
+    assert (aug.formant_prob, aug.reverb_prob, aug.noise_prob) == (0.5, 0.0, 0.0) and aug.speed_prob > 0
+    assert augmentation_from_args(argparse.Namespace(augment="all")).formant_prob == 0.0
+    with pytest.raises(ValueError, match="formant"):
+        augmentation_from_args(argparse.Namespace(augment="speed,vtlp"))
 
 
 def test_synthetic_rir_direct_path_ratio_and_decay():

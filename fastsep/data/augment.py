@@ -5,7 +5,9 @@ storage cost. Per source (before levels are set): speed perturbation (resampling
 formants -- a vocal-tract-length change -- and tempo together, turning one talker into a family of talkers),
 synthetic room reverberation (exponentially decaying noise tails, RT60 drawn per source; the target is the
 reverberant source, so the task stays separation, not dereverberation), and partial overlap (one source silent for
-a leading or trailing part of the segment, as in real conversations). Per mixture: background noise (recorded music
+a leading or trailing part of the segment, as in real conversations), and, when asked for, a formant shift (the
+spectral envelope warped along frequency with the harmonics left in place: a longer or shorter vocal tract at the
+same pitch, so that with speed perturbation pitch and vocal-tract length vary independently). Per mixture: background noise (recorded music
 or coloured noise) at a drawn SNR; the targets stay noise-free, so the separator also learns to reject it.
 
 Every draw comes from the generator the caller passes, so a fixed evaluation list stays fixed.
@@ -20,7 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["Augmentation", "speed_perturb", "synthetic_rir", "coloured_noise", "NOISE_FOLDERS"]
+__all__ = ["Augmentation", "speed_perturb", "formant_shift", "lpc_envelope", "synthetic_rir", "coloured_noise",
+           "NOISE_FOLDERS"]
 
 #: Folders searched for background recordings when ``noise_files`` is not given (Debian asterisk-moh-opsound-wav).
 NOISE_FOLDERS = ("/usr/share/asterisk/moh",)
@@ -36,6 +39,68 @@ def speed_perturb(wave: np.ndarray, factor: float) -> np.ndarray:
     if ratio == 1:
         return wave
     return resample_poly(wave, ratio.denominator, ratio.numerator)
+
+
+def lpc_envelope(frames_power: np.ndarray, order: int) -> np.ndarray:
+    """Magnitude of the all-pole (LPC) envelope of each frame, on the same rfft grid as ``frames_power``.
+
+    ``frames_power`` is ``(frames, bins)`` power spectra; the autocorrelation is their inverse FFT and the
+    Levinson-Durbin recursion runs over all frames at once. Only the envelope's shape is meaningful (its gain is
+    each frame's prediction error, which a ratio of two envelopes of one frame cancels).
+    """
+    r = np.fft.irfft(frames_power, axis=-1)[:, : order + 1]
+    r[:, 0] *= 1.0 + 1e-4  # white-noise correction: keeps the recursion well conditioned on silent frames
+    r[:, 0] += 1e-12
+    a = np.zeros((r.shape[0], order + 1))
+    a[:, 0] = 1.0
+    err = r[:, 0].copy()
+    for i in range(1, order + 1):
+        k = -(a[:, :i] * r[:, i:0:-1]).sum(-1) / err
+        a[:, 1:i + 1] = a[:, 1:i + 1] + k[:, None] * a[:, i - 1::-1][:, :i]
+        err *= 1.0 - k ** 2
+    n_fft = 2 * (frames_power.shape[-1] - 1)
+    return 1.0 / np.maximum(np.abs(np.fft.rfft(a, n_fft, axis=-1)), 1e-8)
+
+
+def formant_shift(wave: np.ndarray, factor: float, sample_rate: int, max_gain_db: float = 20.0) -> np.ndarray:
+    """``wave`` with its formants moved by ``factor`` (> 1 up: a shorter vocal tract) and its pitch kept.
+
+    Per 32 ms frame (75 % overlap), the LPC envelope E(f) is replaced by E(f / factor): the spectrum is multiplied
+    by the real gain E(f / factor) / E(f) (limited to +-``max_gain_db``) and overlap-added back. The harmonics, and
+    so the pitch and the phase, stay where they were. The output has the input's RMS.
+    """
+    if not factor > 0:
+        raise ValueError(f"formant factor must be positive, got {factor}")
+    if factor == 1.0 or wave.size == 0:
+        return wave
+    n_fft = 1 << int(np.ceil(np.log2(0.032 * sample_rate)))
+    hop = n_fft // 4
+    order = 2 + sample_rate // 1000
+    n = len(wave)
+    padded = np.pad(wave, (n_fft, n_fft + hop))
+    starts = np.arange(0, n + n_fft, hop)
+    window = np.hanning(n_fft + 1)[:n_fft]  # periodic Hann: its squares overlap-add to a constant at hop n_fft/4
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[starts] * window
+    spec = np.fft.rfft(frames, axis=-1)
+    env = lpc_envelope(np.abs(spec) ** 2, order)
+    bins = np.arange(env.shape[-1])
+    src = np.minimum(bins / factor, bins[-1])  # E(f / factor); above Nyquist / factor hold the last value
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, bins[-1])
+    w = src - lo
+    warped = env[:, lo] * (1 - w) + env[:, hi] * w
+    limit = 10 ** (max_gain_db / 20)
+    gain = np.clip(warped / env, 1 / limit, limit)
+    out_frames = np.fft.irfft(spec * gain, n_fft, axis=-1) * window
+    out = np.zeros(len(padded))
+    norm = np.zeros(len(padded))
+    for j, s in enumerate(starts):  # a few hundred frames: the loop is cheap next to the FFTs
+        out[s:s + n_fft] += out_frames[j]
+        norm[s:s + n_fft] += window ** 2
+    out = out[n_fft:n_fft + n] / np.maximum(norm[n_fft:n_fft + n], 1e-8)
+    rms_in = float(np.sqrt(np.mean(wave ** 2)))
+    rms_out = float(np.sqrt(np.mean(out ** 2)))
+    return out * (rms_in / rms_out) if rms_out > 1e-12 else out
 
 
 def synthetic_rir(rng: np.random.Generator, sample_rate: int, rt60: float, direct_to_reverb_db: float) -> np.ndarray:
@@ -75,6 +140,9 @@ class Augmentation:
             and coloured noise is used where none is found.
         overlap_prob: probability that one source is silenced over a leading or trailing part of the segment.
         max_silent: largest fraction of the segment that source is silent for.
+        formant: range of the formant factor (0.85-1.18: vocal tracts ~15 % longer to ~15 % shorter).
+        formant_prob: probability that a source's crop is formant-shifted (0 unless asked for: ``--augment
+            ...,formant``; ``all`` keeps the four parts it always meant).
     """
 
     speed: Tuple[float, float] = (0.85, 1.15)
@@ -87,20 +155,22 @@ class Augmentation:
     noise_files: Optional[Sequence[str]] = None
     overlap_prob: float = 0.25
     max_silent: float = 0.5
+    formant: Tuple[float, float] = (0.85, 1.18)
+    formant_prob: float = 0.0
     _noise_bank: Optional[List[np.ndarray]] = field(default=None, repr=False)
     _noise_rate: int = field(default=0, repr=False)
 
     def __post_init__(self):
-        for name in ("speed_prob", "reverb_prob", "noise_prob", "overlap_prob"):
+        for name in ("speed_prob", "reverb_prob", "noise_prob", "overlap_prob", "formant_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
-        for name in ("speed", "rt60", "drr_db", "snr_db"):
+        for name in ("speed", "rt60", "drr_db", "snr_db", "formant"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(lo, hi)!r}")
-        if self.speed[0] <= 0 or self.rt60[0] <= 0:
-            raise ValueError("speed and rt60 ranges must be positive")
+        if self.speed[0] <= 0 or self.rt60[0] <= 0 or self.formant[0] <= 0:
+            raise ValueError("speed, rt60 and formant ranges must be positive")
         if not 0.0 <= self.max_silent < 1.0:
             raise ValueError(f"max_silent must be in [0, 1), got {self.max_silent!r}")
 
@@ -112,6 +182,9 @@ class Augmentation:
 
     # -- per source crop, after cropping ------------------------------------------------------------------------
     def crop(self, crop: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+        # drawn only when enabled, so runs without it keep the random stream they always had
+        if self.formant_prob > 0 and rng.random() < self.formant_prob:
+            crop = formant_shift(crop, float(rng.uniform(*self.formant)), sample_rate)
         if rng.random() < self.reverb_prob:
             from scipy.signal import fftconvolve
 

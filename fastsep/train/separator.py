@@ -167,14 +167,16 @@ def augmentation_from_args(args: argparse.Namespace):
     aug = Augmentation()
     if args.augment != "all":
         keep = set(args.augment.split(","))
-        unknown = keep - {"speed", "reverb", "noise", "overlap"}
+        unknown = keep - {"speed", "reverb", "noise", "overlap", "formant"}
         if unknown:
             raise ValueError(f"--augment: unknown part(s) {sorted(unknown)}; use all, none or a comma list of "
-                             "speed,reverb,noise,overlap")
+                             "speed,reverb,noise,overlap,formant")
         for part, attr in (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"),
                            ("overlap", "overlap_prob")):
             if part not in keep:
                 setattr(aug, attr, 0.0)
+        if "formant" in keep:
+            aug.formant_prob = 0.5
     return aug
 
 
@@ -195,8 +197,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "grown into the larger size computing the same function (fastsep.models.growth). "
                              "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
-                        help="training augmentation: none (default), all, or a comma list of "
-                             "speed,reverb,noise,overlap (see fastsep.data.augment)")
+                        help="training augmentation: none (default), all (speed,reverb,noise,overlap), or a comma "
+                             "list of speed,reverb,noise,overlap,formant (see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
     parser.add_argument("--segment", type=float, default=4.0, help="training segment length in seconds")
