@@ -103,6 +103,11 @@ def test_augment_option_names_the_formant_shift():
     assert augmentation_from_args(argparse.Namespace(augment="all")).formant_prob == 0.0
     with pytest.raises(ValueError, match="formant"):
         augmentation_from_args(argparse.Namespace(augment="speed,vtlp"))
+    strong = augmentation_from_args(argparse.Namespace(augment="speed:0.3,formant:0.9"))
+    assert (strong.speed_prob, strong.formant_prob, strong.overlap_prob) == (0.3, 0.9, 0.0)
+    for bad in ("formant:1.5", "speed:fast"):
+        with pytest.raises(ValueError):
+            augmentation_from_args(argparse.Namespace(augment=bad))
 
 
 def test_synthetic_rir_direct_path_ratio_and_decay():

@@ -166,17 +166,26 @@ def augmentation_from_args(args: argparse.Namespace):
         return None
     aug = Augmentation()
     if args.augment != "all":
-        keep = set(args.augment.split(","))
-        unknown = keep - {"speed", "reverb", "noise", "overlap", "formant"}
+        probs = {}
+        for item in args.augment.split(","):
+            part, _, p = item.partition(":")
+            try:
+                probs[part] = float(p) if p else None
+            except ValueError:
+                raise ValueError(f"--augment: {item!r} is not PART or PART:PROBABILITY") from None
+        unknown = set(probs) - {"speed", "reverb", "noise", "overlap", "formant"}
         if unknown:
             raise ValueError(f"--augment: unknown part(s) {sorted(unknown)}; use all, none or a comma list of "
-                             "speed,reverb,noise,overlap,formant")
+                             "speed,reverb,noise,overlap,formant (each may carry its probability: formant:0.8)")
         for part, attr in (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"),
-                           ("overlap", "overlap_prob")):
-            if part not in keep:
+                           ("overlap", "overlap_prob"), ("formant", "formant_prob")):
+            if part not in probs:
                 setattr(aug, attr, 0.0)
-        if "formant" in keep:
-            aug.formant_prob = 0.5
+            elif probs[part] is not None:
+                setattr(aug, attr, probs[part])
+            elif part == "formant":
+                aug.formant_prob = 0.5
+        aug.__post_init__()  # a probability given here is checked like one given to the constructor
     return aug
 
 
@@ -198,7 +207,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
                         help="training augmentation: none (default), all (speed,reverb,noise,overlap), or a comma "
-                             "list of speed,reverb,noise,overlap,formant (see fastsep.data.augment)")
+                             "list of speed,reverb,noise,overlap,formant, each with its default probability or "
+                             "PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
     parser.add_argument("--segment", type=float, default=4.0, help="training segment length in seconds")
