@@ -321,6 +321,17 @@ def test_prior_training_loss_falls_with_ema_and_export(tmp_path):
     torch.testing.assert_close(prior.epsilon(x, t), final.ema(x, t))
     # the run's best/ (the training wrapper) loads as its EMA network too
     assert isinstance(load_prior(str(tmp_path / "run" / "best")), NetworkPrior)
+    # a run resumed after its export: once last/ is newer than prior/, the run folder passes the stale export over
+    stamp = os.path.getmtime(tmp_path / "run" / "prior" / "model.json")
+    os.utime(tmp_path / "run" / "last" / "model.json", (stamp - 10, stamp - 10))
+    assert load_prior(str(tmp_path / "run")).epsilon(x, t).equal(prior.epsilon(x, t))
+    with torch.no_grad():
+        next(final.ema.parameters()).add_(0.5)  # the export goes stale: other weights than the run's from now on
+    export_prior(final, str(tmp_path / "run" / "prior"))
+    os.utime(tmp_path / "run" / "prior" / "model.json", (stamp - 20, stamp - 20))
+    from_run = load_prior(str(tmp_path / "run")).epsilon(x, t)
+    assert from_run.equal(load_prior(str(tmp_path / "run" / "best")).epsilon(x, t))
+    assert not from_run.equal(load_prior(str(tmp_path / "run" / "prior")).epsilon(x, t))
     # a run still training has only last/: the run folder resolves to it
     shutil.rmtree(tmp_path / "run" / "prior")
     shutil.rmtree(tmp_path / "run" / "best")

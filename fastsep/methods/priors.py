@@ -72,11 +72,28 @@ def as_prior(obj: Any) -> SourcePrior:
                     f"unconditional DiffWave or a saved prior's folder")
 
 
+def _run_prior_folder(run: str) -> str:
+    """The folder of a training run to load: its exported ``prior/``, else ``best/``, else ``last/``.
+
+    A run still training has only last/ (best/ comes with the first validation, prior/ at the end), and a run resumed
+    after an export trains on while its prior/ stays as it was: a prior/ older than the run's last/ is passed over
+    for best/ (else last/), which hold what the run has learnt since.
+    """
+    found = {sub: os.path.join(run, sub, "model.json") for sub in ("prior", "best", "last")}
+    found = {sub: f for sub, f in found.items() if os.path.isfile(f)}
+    if not found:
+        raise FileNotFoundError(f"no prior at {run}: expected model.json there, or a training run's prior/, best/ or "
+                                f"last/ folder")
+    if "prior" in found and "last" in found and os.path.getmtime(found["last"]) > os.path.getmtime(found["prior"]):
+        del found["prior"]
+    return os.path.join(run, next(iter(found)))
+
+
 def load_prior(path: Union[str, "os.PathLike[str]"], map_location: str = "cpu") -> SourcePrior:
     """Load a trained prior: a folder holding ``model.json`` + ``model.safetensors`` of a TFAttentionUNet or an
     unconditional DiffWave (what ``fastsep train prior`` writes to ``<run>/prior``), the training wrapper saved in a
     run's ``best/`` or ``last/`` (its EMA weights are used), or a run folder (``<run>/prior``, else ``<run>/best``,
-    else ``<run>/last``). Weights are checked against their recorded SHA-256 and loaded strictly; the network is put in
+    else ``<run>/last``; a ``prior/`` older than ``last/`` is stale and passed over). Weights are checked against their recorded SHA-256 and loaded strictly; the network is put in
     eval mode."""
     from safetensors.torch import load_file
 
@@ -85,14 +102,7 @@ def load_prior(path: Union[str, "os.PathLike[str]"], map_location: str = "cpu") 
 
     path = os.fspath(path)
     if not os.path.isfile(os.path.join(path, "model.json")):
-        # A run still training has only last/ (best/ comes with the first validation, prior/ at the end).
-        for sub in ("prior", "best", "last"):
-            if os.path.isfile(os.path.join(path, sub, "model.json")):
-                path = os.path.join(path, sub)
-                break
-        else:
-            raise FileNotFoundError(f"no prior at {path}: expected model.json there, or a training run's prior/, "
-                                    f"best/ or last/ folder")
+        path = _run_prior_folder(path)
     info = read_model_info(path)
     weights = os.path.join(path, info.get("weights", "model.safetensors"))
     if not os.path.isfile(weights):
