@@ -7,8 +7,9 @@ synthetic room reverberation (exponentially decaying noise tails, RT60 drawn per
 reverberant source, so the task stays separation, not dereverberation), and partial overlap (one source silent for
 a leading or trailing part of the segment, as in real conversations), and, when asked for, a formant shift (the
 spectral envelope warped along frequency with the harmonics left in place: a longer or shorter vocal tract at the
-same pitch, so that with speed perturbation pitch and vocal-tract length vary independently). Per mixture: background noise (recorded music
-or coloured noise) at a drawn SNR; the targets stay noise-free, so the separator also learns to reject it.
+same pitch, so that with speed perturbation pitch and vocal-tract length vary independently). Per mixture:
+background noise (recorded music or coloured noise) at a drawn SNR; the targets stay noise-free, so the separator
+also learns to reject it.
 
 Every draw comes from the generator the caller passes, so a fixed evaluation list stays fixed.
 """
