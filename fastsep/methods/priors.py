@@ -93,8 +93,8 @@ def load_prior(path: Union[str, "os.PathLike[str]"], map_location: str = "cpu") 
     """Load a trained prior: a folder holding ``model.json`` + ``model.safetensors`` of a TFAttentionUNet or an
     unconditional DiffWave (what ``fastsep train prior`` writes to ``<run>/prior``), the training wrapper saved in a
     run's ``best/`` or ``last/`` (its EMA weights are used), or a run folder (``<run>/prior``, else ``<run>/best``,
-    else ``<run>/last``; a ``prior/`` older than ``last/`` is stale and passed over). Weights are checked against their recorded SHA-256 and loaded strictly; the network is put in
-    eval mode."""
+    else ``<run>/last``; a ``prior/`` older than ``last/`` is stale and passed over). Weights are checked against
+    their recorded SHA-256 and loaded strictly; the network is put in eval mode."""
     from safetensors.torch import load_file
 
     from ..models.io import _sha256, load_state_dict_checked, read_model_info
