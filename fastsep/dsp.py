@@ -29,8 +29,9 @@ class StftConfig:
         return torch.hann_window(self.win_length or self.n_fft, periodic=True, device=device, dtype=dtype)
 
 
-def stft(wave: Tensor, cfg: StftConfig = StftConfig()) -> Tensor:
-    """Complex STFT ``[..., F, K]`` of ``wave [..., T]`` (centred, Hann window, not normalised)."""
+def stft(wave: Tensor, cfg: StftConfig = StftConfig(), pad_mode: str = "reflect") -> Tensor:
+    """Complex STFT ``[..., F, K]`` of ``wave [..., T]`` (centred, Hann window, not normalised). ``pad_mode`` pads
+    the ends for the centred first and last frames ("constant": zeros, for signals shorter than half a frame)."""
     lead = wave.shape[:-1]
     flat = wave.reshape(-1, wave.shape[-1])
     spec = torch.stft(
@@ -40,6 +41,7 @@ def stft(wave: Tensor, cfg: StftConfig = StftConfig()) -> Tensor:
         win_length=cfg.win_length,
         window=cfg.window(wave.device, wave.dtype),
         center=True,
+        pad_mode=pad_mode,
         return_complex=True,
     )
     return spec.reshape(*lead, *spec.shape[-2:])

@@ -24,7 +24,10 @@ import numpy as np
 import torch
 
 __all__ = ["Augmentation", "speed_perturb", "formant_shift", "lpc_envelope", "synthetic_rir", "coloured_noise",
-           "NOISE_FOLDERS"]
+           "FORMANT_PROB", "NOISE_FOLDERS"]
+
+#: The formant shift's probability when it is asked for by name without one (it is off by default: formant_prob 0).
+FORMANT_PROB = 0.5
 
 #: Folders searched for background recordings when ``noise_files`` is not given (Debian asterisk-moh-opsound-wav).
 NOISE_FOLDERS = ("/usr/share/asterisk/moh",)
@@ -66,24 +69,21 @@ def lpc_envelope(frames_power: np.ndarray, order: int) -> np.ndarray:
 def formant_shift(wave: np.ndarray, factor: float, sample_rate: int, max_gain_db: float = 20.0) -> np.ndarray:
     """``wave`` with its formants moved by ``factor`` (> 1 up: a shorter vocal tract) and its pitch kept.
 
-    Per 32 ms frame (75 % overlap), the LPC envelope E(f) is replaced by E(f / factor): the spectrum is multiplied
-    by the real gain E(f / factor) / E(f) (limited to +-``max_gain_db``) and overlap-added back. The harmonics, and
-    so the pitch and the phase, stay where they were. The output has the input's RMS.
+    Per 32 ms frame (75 % overlap; :func:`fastsep.dsp.stft`), the LPC envelope E(f) is replaced by E(f / factor):
+    the spectrum is multiplied by the real gain E(f / factor) / E(f) (limited to +-``max_gain_db``) and inverted
+    (:func:`fastsep.dsp.istft`). The harmonics, and so the pitch and the phase, stay where they were. The output
+    has the input's RMS.
     """
+    from ..dsp import StftConfig, istft, stft
+
     if not factor > 0:
         raise ValueError(f"formant factor must be positive, got {factor}")
     if factor == 1.0 or wave.size == 0:
         return wave
     n_fft = 1 << int(np.ceil(np.log2(0.032 * sample_rate)))
-    hop = n_fft // 4
-    order = 2 + sample_rate // 1000
-    n = len(wave)
-    padded = np.pad(wave, (n_fft, n_fft + hop))
-    starts = np.arange(0, n + n_fft, hop)
-    window = np.hanning(n_fft + 1)[:n_fft]  # periodic Hann: its squares overlap-add to a constant at hop n_fft/4
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[starts] * window
-    spec = np.fft.rfft(frames, axis=-1)
-    env = lpc_envelope(np.abs(spec) ** 2, order)
+    cfg = StftConfig(n_fft=n_fft, hop_length=n_fft // 4)
+    spec = stft(torch.from_numpy(np.asarray(wave, dtype=np.float64)), cfg, pad_mode="constant")  # [F, frames]
+    env = lpc_envelope((spec.abs() ** 2).T.numpy(), 2 + sample_rate // 1000)  # (frames, bins)
     bins = np.arange(env.shape[-1])
     src = np.minimum(bins / factor, bins[-1])  # E(f / factor); above Nyquist / factor hold the last value
     lo = np.floor(src).astype(np.int64)
@@ -92,13 +92,7 @@ def formant_shift(wave: np.ndarray, factor: float, sample_rate: int, max_gain_db
     warped = env[:, lo] * (1 - w) + env[:, hi] * w
     limit = 10 ** (max_gain_db / 20)
     gain = np.clip(warped / env, 1 / limit, limit)
-    out_frames = np.fft.irfft(spec * gain, n_fft, axis=-1) * window
-    out = np.zeros(len(padded))
-    norm = np.zeros(len(padded))
-    for j, s in enumerate(starts):  # a few hundred frames: the loop is cheap next to the FFTs
-        out[s:s + n_fft] += out_frames[j]
-        norm[s:s + n_fft] += window ** 2
-    out = out[n_fft:n_fft + n] / np.maximum(norm[n_fft:n_fft + n], 1e-8)
+    out = istft(spec * torch.from_numpy(gain.T), len(wave), cfg).numpy()
     rms_in = float(np.sqrt(np.mean(wave ** 2)))
     rms_out = float(np.sqrt(np.mean(out ** 2)))
     return out * (rms_in / rms_out) if rms_out > 1e-12 else out
@@ -143,7 +137,7 @@ class Augmentation:
         max_silent: largest fraction of the segment that source is silent for.
         formant: range of the formant factor (0.85-1.18: vocal tracts ~15 % longer to ~15 % shorter).
         formant_prob: probability that a source's crop is formant-shifted (0 unless asked for: ``--augment
-            ...,formant``; ``all`` keeps the four parts it always meant).
+            ...,formant`` sets :data:`FORMANT_PROB`; ``all`` keeps the four parts it always meant).
     """
 
     speed: Tuple[float, float] = (0.85, 1.15)

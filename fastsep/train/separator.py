@@ -160,7 +160,7 @@ def initial_model(folder: str, name: str, n_src: int, overrides: Optional[Dict[s
 
 def augmentation_from_args(args: argparse.Namespace):
     """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
-    from ..data.augment import Augmentation
+    from ..data.augment import FORMANT_PROB, Augmentation
 
     if args.augment == "none":
         return None
@@ -184,7 +184,7 @@ def augmentation_from_args(args: argparse.Namespace):
             elif probs[part] is not None:
                 setattr(aug, attr, probs[part])
             elif part == "formant":
-                aug.formant_prob = 0.5
+                aug.formant_prob = FORMANT_PROB
         aug.__post_init__()  # a probability given here is checked like one given to the constructor
     return aug
 
