@@ -3,7 +3,7 @@
 # the same B, the same steps, settings and seed, side by side with one thread each:
 #   control   the base data, speed and overlap augmentation
 #   with      the base data pooled with CORPUS (one of `fastsep corpus voices`' sources, built by build_corpora; or
-#             `none`), augmented with WITH_AUGMENT (default: the control's speed,overlap)
+#             `none`), augmented with WITH_AUGMENT (default: the control's speed,overlap) and WITH_ARGS (more training options)
 # then each arm's kept checkpoints averaged (as the default's B is) and backbone SI-SDRi on 100 fixed mixtures of
 # every unseen test set and of the training talkers' valid splits, paired (with - control).
 #
@@ -11,9 +11,10 @@
 #   FROM=backbone_average BASE="synth recorded game adventure" ARM_STEPS=10001 AVERAGE="05 06 07 08 09 10" \
 #     bash recipes/ablate_corpus.sh drascula                     # session 13's Drascula arms (ablate_drascula.sh)
 #   NAME=formant WITH_AUGMENT=speed,overlap,formant bash recipes/ablate_corpus.sh none   # (recipes/ablate_formant.sh)
+#   NAME=within WITH_ARGS="--mix-within-corpus 1" bash recipes/ablate_corpus.sh none     # (recipes/ablate_pairing.sh)
 #
 # Environment: FROM (a B in recipes/state; default backbone_drascula_average, the default's B), BASE (corpora of
-# the control), ARM_STEPS, AVERAGE (the kept checkpoints averaged, in thousands of steps), EVAL_ITEMS, WITH_AUGMENT,
+# the control), ARM_STEPS, AVERAGE (the kept checkpoints averaged, in thousands of steps), EVAL_ITEMS, WITH_AUGMENT, WITH_ARGS,
 # NAME (default CORPUS), WORK, DEVICE. Writes $WORK/ablate_<NAME>/{control,with}/ (runs), .../{control,with}_avg/ and
 # per-mixture CSVs.
 set -euo pipefail
@@ -28,12 +29,12 @@ build_corpora
 
 base=(); for c in $BASE; do base+=("$WORK/$c"); done
 with=("${base[@]}"); [[ "$NEW" == none ]] || with+=("$WORK/$NEW")
-arm() {  # arm NAME AUGMENT DATA...
-  local name=$1 augment=$2; shift 2
-  FASTSEP_NUM_THREADS=1 finetune_b "$STATE/$FROM" "$OUT/$name" "$ARM_STEPS" "$augment" "$@"
+arm() {  # arm NAME AUGMENT EXTRA_OPTIONS DATA...
+  local name=$1 augment=$2 extra=$3; shift 3
+  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="$extra" finetune_b "$STATE/$FROM" "$OUT/$name" "$ARM_STEPS" "$augment" "$@"
 }
 echo "== 2 the two arms from $FROM, side by side (one thread each), $ARM_STEPS steps"
-arm control speed,overlap "${base[@]}" & arm with "$WITH_AUGMENT" "${with[@]}" & wait
+arm control speed,overlap "" "${base[@]}" & arm with "$WITH_AUGMENT" "${WITH_ARGS:-}" "${with[@]}" & wait
 
 echo "== 3 each arm's checkpoints ${AVERAGE// /, } (thousands of steps) averaged"
 for a in control with; do

@@ -17,13 +17,14 @@ DEFAULT_B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_
 fs() { python -m fastsep "$@"; }
 # finetune_b INIT OUT STEPS AUGMENT DATA...: the default's B fine-tuned from INIT (a model folder) the way every
 # fine-tuning stage and ablation arm does it: lr 2.5e-4 fixed (patience 0), fresh Adam, levels U[0, 8] dB, the
-# checkpoint of every 1000th step kept for averaging (OUT/steps/).
+# checkpoint of every 1000th step kept for averaging (OUT/steps/). FINETUNE_ARGS (whitespace-separated options,
+# e.g. "--mix-within-corpus 1") is appended when set.
 finetune_b() {
   local init=$1 out=$2 steps=$3 augment=$4; shift 4
   fs train separator --model convtasnet --model-args "$DEFAULT_B_ARGS" --init-from "$init" --data "$@" --out "$out" \
      --segment 2 --batch-size 4 --train-items 2000 --valid-items 32 --augment "$augment" --level-range 0 8 \
      --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 --num-workers 1 \
-     --max-steps "$steps" --device "$DEVICE" --no-progress
+     --max-steps "$steps" --device "$DEVICE" --no-progress ${FINETUNE_ARGS:-}
 }
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):

@@ -1,5 +1,6 @@
 """Training augmentation (fastsep.data.augment), pooled corpora and the recorded-voice corpus builder."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -213,6 +214,46 @@ def test_pooled_corpora_weighted_by_duration(tmp_path):
         open_mixture_dataset([short, dup], 2, SR, segment=1.0)
     with pytest.raises(ValueError, match="split"):
         open_mixture_dataset([short, long], 2, SR, segment=1.0, split="test")
+
+
+def _pair_corpora(ident):
+    """The corpora (first letters of the talker names a1, b2, ...) of a mixture's id."""
+    return {spk[0] for spk in re.findall(r"(?:^|_)([a-z]\d)-", ident)}
+
+
+def test_pooled_corpora_mixed_within_one_corpus(tmp_path):
+    a = _corpus(tmp_path / "a", ["a1", "a2", "a3"], 1.5, seed=1)
+    b = _corpus(tmp_path / "b", ["b1", "b2"], 3.0, seed=2)
+    c = _corpus(tmp_path / "c", ["c1"], 6.0, seed=3)  # one talker: can never fill a within-corpus mixture
+    pool = open_mixture_dataset([a, b, c], 2, SR, segment=1.0, length=300)
+    within = open_mixture_dataset([a, b, c], 2, SR, segment=1.0, length=300, within_corpus=1.0)
+    pool_ids = [pool[i]["id"] for i in range(120)]
+    within_ids = [within[i]["id"] for i in range(120)]
+    assert sum(len(_pair_corpora(i)) == 2 for i in pool_ids) > 40  # the pool mostly crosses corpora
+    assert all(len(_pair_corpora(i)) == 1 for i in within_ids) and not any("c1-" in i for i in within_ids)
+    # corpora are chosen by their speech (a: 4.5 s, b: 6 s, c unusable): both are drawn, b more often
+    n_b = sum(_pair_corpora(i) == {"b"} for i in within_ids)
+    assert 50 <= n_b <= 95
+    half = open_mixture_dataset([a, b, c], 2, SR, segment=1.0, length=300, within_corpus=0.5)
+    n_cross = sum(len(_pair_corpora(half[i]["id"])) == 2 for i in range(120))
+    assert 0 < n_cross < sum(len(_pair_corpora(i)) == 2 for i in pool_ids)
+
+
+def test_within_group_draws_nothing_when_off_and_checks_settings(tmp_path):
+    a = _corpus(tmp_path / "a", ["a1", "a2"], 1.5, seed=1)
+    b = _corpus(tmp_path / "b", ["b1", "b2"], 1.5, seed=2)
+    plain = open_mixture_dataset([a, b], 2, SR, segment=1.0, length=10, fixed=True)
+    off = open_mixture_dataset([a, b], 2, SR, segment=1.0, length=10, fixed=True, within_corpus=0.0)
+    assert [plain[i]["id"] for i in range(10)] == [off[i]["id"] for i in range(10)]  # earlier runs keep their streams
+    pooled = {s: plain.pools[s] for s in plain.speakers}
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DynamicMix(pooled, 2, SR, segment=1.0, speaker_groups={s: s[0] for s in pooled}, within_group=1.5)
+    with pytest.raises(ValueError, match="needs speaker_groups"):
+        DynamicMix(pooled, 2, SR, segment=1.0, within_group=0.5)
+    with pytest.raises(ValueError, match="no group for"):
+        DynamicMix(pooled, 2, SR, segment=1.0, speaker_groups={"a1": "a"}, within_group=0.5)
+    with pytest.raises(ValueError, match="at least n_src=2 speakers"):
+        DynamicMix(pooled, 2, SR, segment=1.0, speaker_groups={s: s for s in pooled}, within_group=0.5)
 
 
 def test_joined_utterances_reach_the_target_length():

@@ -130,3 +130,10 @@ def test_cli_reports_bad_data_clearly(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("fastsep train separator: error: ") and "does not exist" in err
+
+
+def test_cli_refuses_a_within_corpus_probability_outside_0_1(tmp_path, capsys):
+    code = cli_main(["train", "separator", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--small",
+                     "--mix-within-corpus", "1.5", "--no-progress"])
+    assert code == 2
+    assert "--mix-within-corpus must lie in [0, 1]" in capsys.readouterr().err

@@ -53,13 +53,22 @@ class DynamicMix(SkipLog, Dataset):
         speaker_weighting: ``"uniform"`` draws talkers with equal probability; ``"duration"`` in proportion to
             their audio (every second of speech equally likely), so that a few talkers with hours of recordings are
             not drowned by hundreds of synthetic talkers with minutes each when corpora are pooled.
+        speaker_groups: ``{speaker: group}``, e.g. the corpus each talker comes from (its recording channel:
+            studio, codec, synthesis engine). Needed by ``within_group``.
+        within_group: probability that a mixture's talkers all come from one group. With 0 (the default) talkers
+            are drawn from the whole pool, so when corpora are pooled most mixtures pair talkers of different
+            recording channels, which a model can tell apart by the channel instead of the voice; a test mixture
+            of two talkers of one recording has no such cue. With p > 0 a group is first chosen in proportion to
+            its talkers' summed weight (so each talker is still drawn about as often as without grouping) and the
+            talkers are drawn within it; groups with fewer than ``n_src`` talkers are never chosen.
     """
 
     def __init__(self, utterances_by_speaker: Mapping[str, Sequence[Union[str, os.PathLike, Utterance]]],
                  n_src: int = 2, sample_rate: int = 8000, segment: Optional[float] = 4.0, length: int = 20000,
                  seed: int = 0, fixed: bool = False, level_range_db: Tuple[float, float] = (0.0, 5.0),
                  resample: bool = True, max_retries: int = 50, augment: Optional[Augmentation] = None,
-                 speaker_weighting: str = "uniform"):
+                 speaker_weighting: str = "uniform", speaker_groups: Optional[Mapping[str, str]] = None,
+                 within_group: float = 0.0):
         self._init_skips()
         if augment is not None and not isinstance(augment, Augmentation):
             raise TypeError(f"augment must be a fastsep.data.augment.Augmentation or None, got {type(augment).__name__}")
@@ -102,6 +111,45 @@ class DynamicMix(SkipLog, Dataset):
         if len(self.speakers) < n_src:
             raise ValueError(f"DynamicMix needs at least n_src={n_src} speakers with usable utterances, "
                              f"got {len(self.speakers)} (skipped: {dict(self.skipped)})")
+        self.within_group, self.group_of = self._check_groups(speaker_groups, within_group)
+
+    def _check_groups(self, speaker_groups, within_group) -> Tuple[float, Dict[str, str]]:
+        try:
+            p = float(within_group)
+        except (TypeError, ValueError):
+            raise TypeError(f"within_group must be a probability, got {within_group!r}") from None
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"within_group must lie in [0, 1], got {within_group!r}")
+        if speaker_groups is None:
+            if p > 0:
+                raise ValueError("within_group > 0 needs speaker_groups ({speaker: group})")
+            return p, {}
+        if not isinstance(speaker_groups, Mapping):
+            raise TypeError(f"speaker_groups must be a mapping {{speaker: group}}, got {type(speaker_groups).__name__}")
+        missing = [s for s in self.speakers if s not in speaker_groups]
+        if missing:
+            raise ValueError(f"speaker_groups has no group for {len(missing)} speaker(s), e.g. {missing[:3]}")
+        group_of = {s: str(speaker_groups[s]) for s in self.speakers}
+        sizes: Dict[str, int] = {}
+        for g in group_of.values():
+            sizes[g] = sizes.get(g, 0) + 1
+        if p > 0 and max(sizes.values()) < self.n_src:
+            raise ValueError(f"within_group > 0 needs a group with at least n_src={self.n_src} speakers; "
+                             f"group sizes: {sizes}")
+        return p, group_of
+
+    def _choose_speakers(self, live: List[str], rng: np.random.Generator) -> List[str]:
+        """``n_src`` distinct talkers of ``live``, in proportion to their weight; from one group when drawn so."""
+        if self.within_group > 0 and (self.within_group >= 1.0 or rng.random() < self.within_group):
+            members: Dict[str, List[str]] = {}
+            for s in live:
+                members.setdefault(self.group_of[s], []).append(s)
+            usable = [g for g in sorted(members) if len(members[g]) >= self.n_src]
+            if usable:
+                gw = np.array([sum(self._weight[s] for s in members[g]) for g in usable], dtype=np.float64)
+                live = members[usable[int(rng.choice(len(usable), p=gw / gw.sum()))]]
+        w = np.array([self._weight[s] for s in live], dtype=np.float64)
+        return [live[i] for i in rng.choice(len(live), size=self.n_src, replace=False, p=w / w.sum())]
 
     def __len__(self) -> int:
         return self.length
@@ -142,8 +190,7 @@ class DynamicMix(SkipLog, Dataset):
             live = [s for s in self.speakers if self.pools[s]]
             if len(live) < self.n_src:
                 break
-            w = np.array([self._weight[s] for s in live], dtype=np.float64)
-            chosen = [live[i] for i in rng.choice(len(live), size=self.n_src, replace=False, p=w / w.sum())]
+            chosen = self._choose_speakers(live, rng)
             picks = [self.pools[s][int(rng.integers(len(self.pools[s])))] for s in chosen]
             try:
                 waves = [self._read(u, rng) for u in picks]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .augment import Augmentation
 from .dynamic import DynamicMix
@@ -60,9 +60,12 @@ def _speakers_from_files(ds, layout: str) -> Dict[str, List[Utterance]]:
     return groups
 
 
-def _pooled_speakers(roots: Sequence, split: str, sample_rate: int) -> Dict[str, List[Utterance]]:
-    """The speakers of ``split`` in several fastsep corpora, pooled (corpora without that split contribute none)."""
+def _pooled_speakers(roots: Sequence, split: str, sample_rate: int
+                     ) -> Tuple[Dict[str, List[Utterance]], Dict[str, str]]:
+    """The speakers of ``split`` in several fastsep corpora, pooled (corpora without that split contribute none),
+    and the corpus each speaker comes from (``{speaker: corpus folder}``)."""
     groups: Dict[str, List[Utterance]] = {}
+    corpus_of: Dict[str, str] = {}
     for root in roots:
         if find_manifest(root) is None:
             raise ValueError(f"{root}: several data folders can only be pooled when each is a fastsep corpus "
@@ -75,22 +78,25 @@ def _pooled_speakers(roots: Sequence, split: str, sample_rate: int) -> Dict[str,
             if spk in groups:
                 raise ValueError(f"speaker {spk!r} appears in more than one of the pooled corpora {list(roots)}")
             groups[spk] = utts
+            corpus_of[spk] = str(root)
     if not groups:
         raise ValueError(f"none of {[str(r) for r in roots]} has utterances in split {split!r}")
-    return groups
+    return groups, corpus_of
 
 
 def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[float] = None,
                          split: str = "train", dynamic_mixing: Optional[bool] = None, seed: int = 0,
                          length: Optional[int] = None, resample: bool = True,
                          augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0),
-                         fixed: Optional[bool] = None):
+                         fixed: Optional[bool] = None, within_corpus: float = 0.0):
     """A mixture data set for ``root``, whatever its layout.
 
     ``root`` may also be a list of fastsep corpora (folders with ``manifest.jsonl``): their speakers in ``split`` are
     pooled and mixed on the fly across corpora (e.g. synthetic talkers with recorded ones), each talker drawn in
     proportion to its amount of speech (see ``DynamicMix(speaker_weighting=)``). ``augment`` and
-    ``level_range_db`` reach :class:`DynamicMix` (on-the-fly mixing only).
+    ``level_range_db`` reach :class:`DynamicMix` (on-the-fly mixing only). ``within_corpus`` is the probability
+    that a pooled mixture's talkers all come from one of the corpora (``DynamicMix(within_group=)``): a test
+    mixture's talkers share one recording, and pairs across corpora can be told apart by their channel.
 
     - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
       mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
@@ -113,8 +119,9 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
         if len(root) == 1:
             root = root[0]
         else:
-            return DynamicMix(_pooled_speakers(root, split, sample_rate), n_src, sample_rate, segment,
-                              speaker_weighting="duration", **mix_options)
+            pooled, corpus_of = _pooled_speakers(root, split, sample_rate)
+            return DynamicMix(pooled, n_src, sample_rate, segment, speaker_weighting="duration",
+                              speaker_groups=corpus_of, within_group=within_corpus, **mix_options)
     layout = detect_layout(root, split, n_src, sample_rate)
     if layout == "manifest":
         if dynamic_mixing is False:

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Does pairing talkers within one corpus move the unseen-source score? Pooled corpora are mixed across each other by
+# default, so most training mixtures pair two recording channels (a synthesiser with a studio, one studio with
+# another), which B can separate by the channel; every test mixture pairs two talkers of one recording. The
+# controlled pair of arms of recipes/ablate_corpus.sh from the default's B, no new corpus: `control` draws talkers
+# from the whole pool, `with` draws both talkers of every mixture from one corpus (--mix-within-corpus 1; the corpus
+# in proportion to its speech, so each talker is drawn about as often as in the control).
+#
+#   bash recipes/ablate_pairing.sh          # 6001 steps per arm, checkpoints 3000-6000 averaged
+set -euo pipefail
+NAME=within WITH_ARGS="--mix-within-corpus ${WITHIN:-1}" bash "$(dirname "${BASH_SOURCE[0]}")/ablate_corpus.sh" none
