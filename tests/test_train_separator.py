@@ -137,3 +137,10 @@ def test_cli_refuses_a_within_corpus_probability_outside_0_1(tmp_path, capsys):
                      "--mix-within-corpus", "1.5", "--no-progress"])
     assert code == 2
     assert "--mix-within-corpus must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_combiner_cli_refuses_a_within_corpus_probability_outside_0_1(tmp_path, capsys):
+    code = cli_main(["train", "combiner", "--data", str(tmp_path), "--backbone", str(tmp_path), "--vocoder",
+                     str(tmp_path), "--out", str(tmp_path / "o"), "--mix-within-corpus", "-0.1", "--no-progress"])
+    assert code == 2
+    assert "--mix-within-corpus must lie in [0, 1]" in capsys.readouterr().err

@@ -18,7 +18,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, report_usage_error
+from .options import (USAGE_ERRORS, add_loop_arguments, add_pairing_argument, config_from_args,
+                      pairing_from_args, report_usage_error)
 
 __all__ = ["CombinerTask", "add_arguments", "main"]
 
@@ -102,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--segment", type=float, default=2.0, help="training segment in seconds")
     parser.add_argument("--train-items", type=int, default=None, help="mixtures per epoch (corpus: on the fly)")
     parser.add_argument("--valid-items", type=int, default=16)
+    add_pairing_argument(parser)
     # The shared loop's options; batch size 3 and Adam at 1e-3 are the paper's.
     add_loop_arguments(parser, batch_size=3, lr=1e-3, grad_clip=5.0, epochs=20, early_stop=8)
 
@@ -131,6 +133,7 @@ def main(args: argparse.Namespace) -> int:
     from .separator import pad_collate
 
     try:
+        within_corpus = pairing_from_args(args)
         backbone = load_model(args.backbone, "model")
         vocoder = load_model(args.vocoder, "model")
         n_src = int(backbone.config.get("n_src", 2))
@@ -140,7 +143,8 @@ def main(args: argparse.Namespace) -> int:
         else:
             model = Combiner(n_fft=args.n_fft, hop_length=args.hop_length, init=args.init)
         train_set = open_mixture_dataset(args.data, n_src, rate, segment=args.segment, split="train",
-                                         seed=args.seed, length=args.train_items)
+                                         seed=args.seed, length=args.train_items,
+                                         within_corpus=within_corpus)
         valid_set = open_mixture_dataset(args.data, n_src, rate, segment=args.segment, split="valid",
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:

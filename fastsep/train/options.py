@@ -12,7 +12,24 @@ import sys
 # shows its traceback).
 USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
-__all__ = ["add_loop_arguments", "config_from_args", "format_metrics", "USAGE_ERRORS", "report_usage_error"]
+__all__ = ["add_loop_arguments", "add_pairing_argument", "config_from_args", "format_metrics",
+           "pairing_from_args", "USAGE_ERRORS", "report_usage_error"]
+
+
+def add_pairing_argument(parser: argparse.ArgumentParser) -> None:
+    """``--mix-within-corpus P``: how the talkers of a training mixture are paired when corpora are pooled."""
+    parser.add_argument("--mix-within-corpus", type=float, default=0.0, metavar="P",
+                        help="with several --data corpora: probability that a training mixture's talkers all come "
+                             "from one corpus (one recording channel, as in a real recording) instead of the "
+                             "whole pool (default 0: the pool)")
+
+
+def pairing_from_args(args: argparse.Namespace) -> float:
+    """The checked ``--mix-within-corpus`` probability."""
+    p = float(args.mix_within_corpus)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"--mix-within-corpus must lie in [0, 1], got {args.mix_within_corpus}")
+    return p
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, grad_clip: float,

@@ -14,7 +14,8 @@ from typing import Any, Dict, Iterable, List, Optional
 import torch
 from torch import Tensor, nn
 
-from .options import USAGE_ERRORS, add_loop_arguments, config_from_args, report_usage_error
+from .options import (USAGE_ERRORS, add_loop_arguments, add_pairing_argument, config_from_args,
+                      pairing_from_args, report_usage_error)
 
 __all__ = ["BACKBONES", "SeparationTask", "pad_collate", "build_model", "add_arguments", "main"]
 
@@ -211,10 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
-    parser.add_argument("--mix-within-corpus", type=float, default=0.0, metavar="P",
-                        help="with several --data corpora: probability that a training mixture's talkers all come "
-                             "from one corpus (one recording channel, as in a real recording) instead of the "
-                             "whole pool (default 0: the pool)")
+    add_pairing_argument(parser)
     parser.add_argument("--segment", type=float, default=4.0, help="training segment length in seconds")
     parser.add_argument("--sample-rate", type=int, default=8000)
     parser.add_argument("--dynamic-mixing", action="store_true",
@@ -231,8 +229,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--n-src must be at least 1, got {args.n_src}")
     if args.segment is not None and args.segment <= 0:
         raise ValueError(f"--segment must be positive seconds, got {args.segment}")
-    if not 0.0 <= args.mix_within_corpus <= 1.0:
-        raise ValueError(f"--mix-within-corpus must lie in [0, 1], got {args.mix_within_corpus}")
+    pairing_from_args(args)
     if args.valid_items is not None and args.valid_items < 1:
         raise ValueError(f"--valid-items must be at least 1, got {args.valid_items}")
     for folder in args.data:
@@ -261,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
                                          split="train", dynamic_mixing=True if args.dynamic_mixing else None,
                                          seed=args.seed, length=args.train_items,
                                          augment=augmentation_from_args(args), level_range_db=args.level_range,
-                                         within_corpus=args.mix_within_corpus)
+                                         within_corpus=pairing_from_args(args))
         valid_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=None, split="valid",
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:
