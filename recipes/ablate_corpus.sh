@@ -3,7 +3,8 @@
 # the same B, the same steps, settings and seed, side by side with one thread each:
 #   control   the base data, speed and overlap augmentation
 #   with      the base data pooled with CORPUS (one of `fastsep corpus voices`' sources, built by build_corpora; or
-#             `none`), augmented with WITH_AUGMENT (default: the control's speed,overlap) and WITH_ARGS (more training options)
+#             `none`), augmented with WITH_AUGMENT (default: the control's speed,overlap), with the training
+#             options WITH_ARGS (e.g. "--mix-within-corpus 1") added
 # then each arm's kept checkpoints averaged (as the default's B is) and backbone SI-SDRi on 100 fixed mixtures of
 # every unseen test set and of the training talkers' valid splits, paired (with - control).
 #
@@ -13,10 +14,10 @@
 #   NAME=formant WITH_AUGMENT=speed,overlap,formant bash recipes/ablate_corpus.sh none   # (recipes/ablate_formant.sh)
 #   NAME=within WITH_ARGS="--mix-within-corpus 1" bash recipes/ablate_corpus.sh none     # (recipes/ablate_pairing.sh)
 #
-# Environment: FROM (a B in recipes/state; default backbone_drascula_average, the default's B), BASE (corpora of
-# the control), ARM_STEPS, AVERAGE (the kept checkpoints averaged, in thousands of steps), EVAL_ITEMS, WITH_AUGMENT, WITH_ARGS,
-# NAME (default CORPUS), WORK, DEVICE. Writes $WORK/ablate_<NAME>/{control,with}/ (runs), .../{control,with}_avg/ and
-# per-mixture CSVs.
+# Environment: FROM (a B in recipes/state; default backbone_drascula_average, the default's B of sessions 14-15),
+# BASE (corpora of the control), ARM_STEPS, AVERAGE (the kept checkpoints averaged, in thousands of steps),
+# EVAL_ITEMS, WITH_AUGMENT, WITH_ARGS, NAME (default CORPUS), WORK, DEVICE, SKIP_CORPORA. Writes
+# $WORK/ablate_<NAME>/{control,with}/ (runs), .../{control,with}_avg/ and per-mixture CSVs.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers

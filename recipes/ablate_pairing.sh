@@ -6,6 +6,8 @@
 # from the whole pool, `with` draws both talkers of every mixture from one corpus (--mix-within-corpus 1; the corpus
 # in proportion to its speech, so each talker is drawn about as often as in the control).
 #
-#   bash recipes/ablate_pairing.sh          # 6001 steps per arm, checkpoints 3000-6000 averaged
+#   bash recipes/ablate_pairing.sh          # 4001 steps per arm, checkpoints 2000-4000 averaged (session 16, ~80 min)
+#   WITHIN=0.5 NAME=within50 bash recipes/ablate_pairing.sh   # another dose
 set -euo pipefail
-NAME=within WITH_ARGS="--mix-within-corpus ${WITHIN:-1}" bash "$(dirname "${BASH_SOURCE[0]}")/ablate_corpus.sh" none
+FROM=backbone_drascula_average ARM_STEPS="${ARM_STEPS:-4001}" AVERAGE="${AVERAGE:-02 03 04}" NAME="${NAME:-within}" \
+  WITH_ARGS="--mix-within-corpus ${WITHIN:-1}" bash "$(dirname "${BASH_SOURCE[0]}")/ablate_corpus.sh" none

@@ -42,7 +42,8 @@ keep_state() {
 # never stands in for the state).
 swap_state() { rm -rf "$STATE/$1" && mv "$STATE/$1.tmp" "$STATE/$1"; }
 
-build_corpora() {
+build_corpora() {  # SKIP_CORPORA=1: the corpora in $WORK are already built (each builder takes ~5 min to re-check)
+  if [[ "${SKIP_CORPORA:-0}" == 1 ]]; then echo "== 0-1 corpora in $WORK kept as built (SKIP_CORPORA=1)"; return; fi
   echo "== 0 system packages (voices, recordings, background music)"
   missing=(); for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   if (( ${#missing[@]} )); then
