@@ -128,7 +128,7 @@ def test_inference_heads_fuse_prelu_and_residual_without_changing_them():
     torch.testing.assert_close(fused, plain.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_bfloat16_heads_stay_close_to_float32():
+def test_bfloat16_heads_stay_close_to_float32(monkeypatch):
     # precision="bfloat16" rounds the heads' conv inputs and weights: the output moves by bfloat16's relative step
     # (~0.4 %), not more; with no native bfloat16 products it warns and computes in float32 (the same output).
     from fastsep.roofline import cpu_bf16_support
@@ -149,6 +149,8 @@ def test_bfloat16_heads_stay_close_to_float32():
             assert 1e-5 < rel(b1, d1) < 2e-2 and 1e-5 < rel(b2, d2) < 2e-2  # rounded, and only by bfloat16's step
             assert rel(got, want) < 2e-2
         else:
+            # the warning is once per process: an earlier test (test_cli's --precision) may have had it already
+            monkeypatch.setattr("fastsep.models.combiner._BF16_WARNED", False)
             with pytest.warns(UserWarning, match="float32"):
                 got = comb(vd, vg, precision="bfloat16")
             assert torch.equal(got, want)
