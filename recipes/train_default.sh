@@ -47,13 +47,13 @@
 # +0.10 +- 0.20 dB).
 #
 # Environment overrides: WORK (scratch folder), DEVICE (auto|cpu|cuda), B_STEPS, CLEAN_STEPS, DRASCULA_STEPS,
-# DRASCULA_RETRAIN, F_STEPS, GM_STEPS (0 reuses the
+# DRASCULA_RETRAIN, WITHIN_STEPS, WITHIN_RETRAIN, F_STEPS, GM_STEPS (0 reuses the
 # vocoder of the installed default bundle), EVAL_ITEMS.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 DEST="${DEST:-$ROOT/fastsep/assets/default}"
-B_STEPS="${B_STEPS:-19799}"; CLEAN_STEPS="${CLEAN_STEPS:-10001}"; DRASCULA_STEPS="${DRASCULA_STEPS:-10001}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
+B_STEPS="${B_STEPS:-19799}"; CLEAN_STEPS="${CLEAN_STEPS:-10001}"; DRASCULA_STEPS="${DRASCULA_STEPS:-10001}"; WITHIN_STEPS="${WITHIN_STEPS:-4001}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 build_corpora
 
 echo "== 2/5 backbone B (to $B_STEPS steps in all)"
@@ -98,7 +98,25 @@ if [[ ! -d "$STATE/backbone_drascula_average" || "${DRASCULA_RETRAIN:-0}" == 1 ]
 else  # kept in the repo (1.8 MB): DRASCULA_RETRAIN=1 trains it again
   rm -rf "$WORK/backbone_drascula_average" && cp -r "$STATE/backbone_drascula_average" "$WORK/backbone_drascula_average"
 fi
-B_DIR="$WORK/backbone_drascula_average"
+
+echo "== 2d/5 B, each mixture's talkers from one corpus (from the average above, $WITHIN_STEPS steps), averaged"
+# Pooled corpora were mixed across each other, so 80 % of B's training mixtures paired two recording channels
+# (a synthesiser with a studio, one studio with another) and B could separate them by the channel; every test
+# mixture pairs two talkers of one recording. The same fine-tuning with --mix-within-corpus 1 (both talkers of every
+# mixture from one corpus, the corpus drawn by its speech) against the same steps without it: recipes/ablate_pairing.sh
+# (README). Its checkpoints 2000-4000 averaged.
+if [[ ! -d "$STATE/backbone_within_average" || "${WITHIN_RETRAIN:-0}" == 1 ]]; then
+  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="--mix-within-corpus 1" finetune_b "$WORK/backbone_drascula_average" \
+     "$WORK/backbone_within" "$WITHIN_STEPS" speed,overlap \
+     "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula"
+  fs average --out "$WORK/backbone_within_average" "$WORK"/backbone_within/steps/00{02,03,04}000
+  rm -rf "$STATE/backbone_within_average.tmp" \
+    && cp -r "$WORK/backbone_within_average" "$STATE/backbone_within_average.tmp" \
+    && swap_state backbone_within_average
+else  # kept in the repo (1.8 MB): WITHIN_RETRAIN=1 trains it again
+  rm -rf "$WORK/backbone_within_average" && cp -r "$STATE/backbone_within_average" "$WORK/backbone_within_average"
+fi
+B_DIR="$WORK/backbone_within_average"
 
 echo "== 3/5 vocoder GM (to $GM_STEPS steps in all)"
 if (( GM_STEPS > 0 )); then
@@ -124,7 +142,7 @@ echo "== 4/5 combiner F (B and GM frozen)"
 # default's F was: 150 steps).
 f_init=(); [[ -f "$DEST/bundle.json" && "${F_FROM_SCRATCH:-0}" != 1 ]] && f_init=(--init-from "$DEST")
 fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" \
-   --backbone "$B_DIR" \
+   --backbone "$B_DIR" --mix-within-corpus 1 \
    --vocoder "$GM_DIR" --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
    "${f_init[@]}" --device "$DEVICE" --no-progress
 
