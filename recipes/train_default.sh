@@ -24,7 +24,8 @@
 # Steps: 1) corpora, 2) backbone B (Conv-TasNet sized for this CPU) with dynamic mixing and augmentation (speed,
 # reverberation, partial overlap, background noise; levels U[0, 8] dB), 2b) B fine-tuned without reverberation and
 # noise, its checkpoints averaged, 2c) the same with Drascula's casts pooled in, from that average, its checkpoints
-# averaged, 3) vocoder GM, 4) combiner F with B and GM frozen, 5) bundle, evaluation on the
+# averaged, 2d) the same with both talkers of every mixture from one corpus, averaged, 3) vocoder GM, 4) combiner F
+# with B and GM frozen, 5) bundle, evaluation on the
 # four test sets (eval_*.json next to the bundle) and installation.
 #
 # The training states of B and GM (weights, Adam moments, step, RNG; 7-8 MB of safetensors + JSON each) are kept in
