@@ -41,6 +41,10 @@ keep_state() {
 # swap_state NAME: recipes/state/NAME.tmp, filled by the caller, replaces recipes/state/NAME (a half-written copy
 # never stands in for the state).
 swap_state() { rm -rf "$STATE/$1" && mv "$STATE/$1.tmp" "$STATE/$1"; }
+# keep_model NAME: the model folder $WORK/NAME (an averaged B, 1.8 MB) kept as recipes/state/NAME, atomically;
+# restore_model NAME: the kept one copied back into $WORK/NAME (a new machine, or a stage not retrained).
+keep_model() { rm -rf "$STATE/$1.tmp" && cp -r "$WORK/$1" "$STATE/$1.tmp" && swap_state "$1"; }
+restore_model() { rm -rf "$WORK/$1" && cp -r "$STATE/$1" "$WORK/$1"; }
 
 build_corpora() {  # SKIP_CORPORA=1: the corpora in $WORK are already built (each builder takes ~5 min to re-check)
   if [[ "${SKIP_CORPORA:-0}" == 1 ]]; then echo "== 0-1 corpora in $WORK kept as built (SKIP_CORPORA=1)"; return; fi

@@ -79,11 +79,10 @@ averaged=("$WORK"/backbone_clean/steps/00{05,06,07,08,09,10}000)
 if ls -d "${averaged[@]}" >/dev/null 2>&1; then
   fs average --out "$WORK/backbone_average" "${averaged[@]}"
 else  # a new machine: the checkpoints are not kept (10 MB), their average is (recipes/state/backbone_average)
-  rm -rf "$WORK/backbone_average" && cp -r "$STATE/backbone_average" "$WORK/backbone_average"
+  restore_model backbone_average
 fi
 keep_state backbone_clean
-rm -rf "$STATE/backbone_average.tmp" && cp -r "$WORK/backbone_average" "$STATE/backbone_average.tmp" \
-  && swap_state backbone_average
+keep_model backbone_average
 
 echo "== 2c/5 B with Drascula's casts added (from the average above, $DRASCULA_STEPS more steps), checkpoints averaged"
 # The same fine-tuning again with the 16 real talkers of Drascula's English and Spanish dubbing pooled in: in a
@@ -93,11 +92,9 @@ if [[ ! -d "$STATE/backbone_drascula_average" || "${DRASCULA_RETRAIN:-0}" == 1 ]
   FASTSEP_NUM_THREADS=1 finetune_b "$WORK/backbone_average" "$WORK/backbone_drascula" "$DRASCULA_STEPS" speed,overlap \
      "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula"
   fs average --out "$WORK/backbone_drascula_average" "$WORK"/backbone_drascula/steps/00{05,06,07,08,09,10}000
-  rm -rf "$STATE/backbone_drascula_average.tmp" \
-    && cp -r "$WORK/backbone_drascula_average" "$STATE/backbone_drascula_average.tmp" \
-    && swap_state backbone_drascula_average
+  keep_model backbone_drascula_average
 else  # kept in the repo (1.8 MB): DRASCULA_RETRAIN=1 trains it again
-  rm -rf "$WORK/backbone_drascula_average" && cp -r "$STATE/backbone_drascula_average" "$WORK/backbone_drascula_average"
+  restore_model backbone_drascula_average
 fi
 
 echo "== 2d/5 B, each mixture's talkers from one corpus (from the average above, $WITHIN_STEPS steps), averaged"
@@ -111,11 +108,9 @@ if [[ ! -d "$STATE/backbone_within_average" || "${WITHIN_RETRAIN:-0}" == 1 ]]; t
      "$WORK/backbone_within" "$WITHIN_STEPS" speed,overlap \
      "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula"
   fs average --out "$WORK/backbone_within_average" "$WORK"/backbone_within/steps/00{02,03,04}000
-  rm -rf "$STATE/backbone_within_average.tmp" \
-    && cp -r "$WORK/backbone_within_average" "$STATE/backbone_within_average.tmp" \
-    && swap_state backbone_within_average
+  keep_model backbone_within_average
 else  # kept in the repo (1.8 MB): WITHIN_RETRAIN=1 trains it again
-  rm -rf "$WORK/backbone_within_average" && cp -r "$STATE/backbone_within_average" "$WORK/backbone_within_average"
+  restore_model backbone_within_average
 fi
 B_DIR="$WORK/backbone_within_average"
 
