@@ -34,6 +34,8 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "plot": {
         "bounds": ("fastsep.commands.plot", "PNG of the paper's analysis: rho(sigma^2) and the SDR bounds"),
         "curves": ("fastsep.commands.plot_curves", "PNG of training runs' learning curves (loss, validation, lr)"),
+        "checkpoints": ("fastsep.commands.plot_checkpoints",
+                        "PNG of a run's checkpoints scored on test sets against the step (fastsep eval JSONs)"),
     },
     "corpus": {
         "synth": ("fastsep.data.corpus", "build a synthetic multi-talker speech corpus with espeak-ng and flite"),

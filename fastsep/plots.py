@@ -14,7 +14,8 @@ from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Measured", "bounds_figure", "spectrogram_figure", "demo_panels", "save_figure", "require_matplotlib",
-           "MatplotlibMissing", "roofline_figure", "throughput_figure", "learning_curves_figure"]
+           "MatplotlibMissing", "roofline_figure", "throughput_figure", "learning_curves_figure",
+           "CheckpointScore", "checkpoint_scores_figure"]
 
 
 class MatplotlibMissing(ImportError):
@@ -325,6 +326,49 @@ def learning_curves_figure(logs: Sequence, smooth: int = 10, title: Optional[str
     for ax in (ax_loss, ax_valid):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+class CheckpointScore(NamedTuple):
+    """One model's score on one test set: ``step`` is the training step of a checkpoint, or None for a reference
+    model (a bundle, an average) drawn as a level line across the steps."""
+    name: str
+    step: Optional[int]
+    mean: float
+    low: float
+    high: float
+
+
+def checkpoint_scores_figure(panels: Sequence[Tuple[str, Sequence[CheckpointScore]]], metric: str = "SI-SDRi (dB)",
+                             title: Optional[str] = None):
+    """One panel per test set: the checkpoints' scores against their step (mean with its 95 % interval as a band)
+    and each reference model as a dashed level line with its label, so that a reader sees at once whether more
+    training moved the score on unseen voices and where it stands against the shipped model."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    panels = [(label, list(scores)) for label, scores in panels]
+    if not panels:
+        raise ValueError("checkpoint_scores_figure: no test sets")
+    fig = Figure(figsize=(8, 2.2 + 2.0 * len(panels)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0])
+    for ax, (label, scores) in zip(axes, panels):
+        steps = sorted((s for s in scores if s.step is not None), key=lambda s: s.step)
+        if steps:
+            x = [s.step for s in steps]
+            ax.fill_between(x, [s.low for s in steps], [s.high for s in steps], color="C0", alpha=0.15, lw=0)
+            ax.plot(x, [s.mean for s in steps], "o-", color="C0", ms=4, lw=1.5, label="checkpoints")
+        for i, ref in enumerate(s for s in scores if s.step is None):
+            colour = f"C{(i + 1) % 10}"
+            ax.axhline(ref.mean, color=colour, ls="--", lw=1.2, label=f"{ref.name} {ref.mean:.2f}")
+            ax.axhspan(ref.low, ref.high, color=colour, alpha=0.07, lw=0)
+        ax.set_title(label, fontsize=10, loc="left")
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    axes[-1].set_xlabel("training step")
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

@@ -264,6 +264,9 @@ class Separator:
                     f"from the fastsep source tree (it trains B, GM and F on a synthetic corpus and writes the bundle "
                     f"there), or pass the folder of a trained bundle: Separator.from_pretrained('path/to/bundle')."
                 )
+            if not os.path.exists(directory):
+                raise FileNotFoundError(f"{directory} does not exist (expected a fastsep bundle or a training "
+                                        f"checkpoint folder)")
             raise FileNotFoundError(f"{directory} is not a fastsep bundle ({bundle.MANIFEST} missing); bundles are "
                                     f"written by Separator.save_pretrained, fastsep.bundle.save_bundle, "
                                     f"write_diffsep_bundle or write_priors_bundle")

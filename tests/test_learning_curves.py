@@ -86,3 +86,45 @@ def test_plot_curves_command(tmp_path, capsys):
     assert cli.main(["plot", "curves", str(runs[0]), "-o", str(out), "--labels", "x,y"]) == 2
     assert cli.main(["plot", "curves", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
     assert "no training log" in capsys.readouterr().err
+
+
+def _eval_json(path, rows, data="recorded"):
+    results = {f"{name}:{mode}": {"bundle": name, "mode": mode, "si_sdri": v, "si_sdri_ci95": [v - 1, v + 1]}
+               for name, mode, v in rows}
+    path.write_text(json.dumps({"data": data, "split": "test", "items": 100, "results": results}))
+    return path
+
+
+def test_checkpoint_scores_read_steps_and_references(tmp_path):
+    from fastsep.commands.plot_checkpoints import scores_from_eval
+
+    path = _eval_json(tmp_path / "e.json", [("0006000", "backbone", 1.5), ("default", "backbone", 1.2),
+                                            ("0006000", "full", 1.9), ("average", "backbone", 1.4)])
+    label, scores = scores_from_eval(str(path), "backbone", "si_sdri")
+    assert label == "recorded (test, 100 mixtures)"
+    by_name = {s.name: s for s in scores}
+    assert set(by_name) == {"0006000", "default", "average"}  # the full-mode row is another mode's
+    assert by_name["0006000"].step == 6000 and by_name["0006000"].mean == 1.5
+    assert by_name["default"].step is None
+    assert (by_name["default"].low, by_name["default"].high) == pytest.approx((0.2, 2.2))
+    with pytest.raises(ValueError, match="no 'xcorr' scores"):
+        scores_from_eval(str(path), "xcorr", "si_sdri")
+
+
+def test_plot_checkpoints_command(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (optional)")
+    from matplotlib import image as mpimg
+
+    a = _eval_json(tmp_path / "a.json", [("0005000", "backbone", 1.0), ("0006000", "backbone", 1.6),
+                                         ("default", "backbone", 1.2)])
+    b = _eval_json(tmp_path / "b.json", [("0005000", "backbone", 4.0), ("0006000", "backbone", 3.8)], "festival")
+    out = tmp_path / "ck.png"
+    assert cli.main(["plot", "checkpoints", str(a), str(b), "-o", str(out)]) == 0
+    image = mpimg.imread(str(out))
+    assert image.shape[0] > 400 and image[..., :3].std() > 0.05
+    text = capsys.readouterr().out
+    assert "recorded (test, 100 mixtures): 3 model(s), highest 0006000 1.60" in text
+    assert "festival (test, 100 mixtures): 2 model(s), highest 0005000 4.00" in text
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert cli.main(["plot", "checkpoints", str(tmp_path / "bad.json"), "-o", str(out)]) == 2
+    assert "not a fastsep eval JSON" in capsys.readouterr().err

@@ -402,6 +402,8 @@ def test_from_pretrained_without_default_says_how_to_make_one(monkeypatch, tmp_p
         Separator.from_pretrained()
     with pytest.raises(FileNotFoundError, match="not a fastsep bundle"):
         Separator.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # a mistyped path is named as such
+        Separator.from_pretrained(tmp_path / "no_such_folder")
 
 
 def test_a_training_checkpoint_serves_backbone_mode(tmp_path):
