@@ -30,6 +30,8 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "bundle": {
         "diffsep": ("fastsep.methods.diffsep", "write a DiffSep bundle from a `fastsep train diffsep` run"),
         "priors": ("fastsep.methods.priors", "write a priors bundle from `fastsep train prior` runs"),
+        "separate-and-diffuse": ("fastsep.commands.bundle_sad",
+                                 "assemble a Separate-And-Diffuse bundle from trained B, GM and F folders"),
     },
     "plot": {
         "bounds": ("fastsep.commands.plot", "PNG of the paper's analysis: rho(sigma^2) and the SDR bounds"),
