@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .augment import Augmentation
+from .channels import talker_channels
 from .dynamic import DynamicMix
 from .manifest import Utterance, find_manifest, utterances_by_speaker
 from .mixtures import (AUDIO_EXTENSIONS, LibriMix, Wsj0Mix, find_librimix_csv, find_wsj0_split)
@@ -60,13 +61,15 @@ def _speakers_from_files(ds, layout: str) -> Dict[str, List[Utterance]]:
     return groups
 
 
-def _pooled_speakers(roots: Sequence, split: str, sample_rate: int
+def _pooled_speakers(roots: Sequence, split: str, sample_rate: int, pair_by: str = "corpus"
                      ) -> Tuple[Dict[str, List[Utterance]], Dict[str, str]]:
     """The speakers of ``split`` in several fastsep corpora, pooled (corpora without that split contribute none),
-    and the corpus each speaker comes from (``{speaker: corpus folder}``)."""
+    and the group each speaker belongs to: its corpus folder (``pair_by="corpus"``), or its corpus folder and
+    recording channel within it (``"channel"``, :func:`fastsep.data.channels.talker_channels`)."""
     groups: Dict[str, List[Utterance]] = {}
     corpus_of: Dict[str, str] = {}
     for root in roots:
+        channels = talker_channels(root) if pair_by == "channel" else {}
         if find_manifest(root) is None:
             raise ValueError(f"{root}: several data folders can only be pooled when each is a fastsep corpus "
                              "(manifest.jsonl)")
@@ -78,7 +81,8 @@ def _pooled_speakers(roots: Sequence, split: str, sample_rate: int
             if spk in groups:
                 raise ValueError(f"speaker {spk!r} appears in more than one of the pooled corpora {list(roots)}")
             groups[spk] = utts
-            corpus_of[spk] = str(root)
+            channel = channels.get(spk, "")
+            corpus_of[spk] = f"{root}|{channel}" if channel else str(root)
     if not groups:
         raise ValueError(f"none of {[str(r) for r in roots]} has utterances in split {split!r}")
     return groups, corpus_of
@@ -88,7 +92,7 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
                          split: str = "train", dynamic_mixing: Optional[bool] = None, seed: int = 0,
                          length: Optional[int] = None, resample: bool = True,
                          augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0),
-                         fixed: Optional[bool] = None, within_corpus: float = 0.0):
+                         fixed: Optional[bool] = None, within_corpus: float = 0.0, pair_by: str = "corpus"):
     """A mixture data set for ``root``, whatever its layout.
 
     ``root`` may also be a list of fastsep corpora (folders with ``manifest.jsonl``): their speakers in ``split`` are
@@ -97,6 +101,8 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
     ``level_range_db`` reach :class:`DynamicMix` (on-the-fly mixing only). ``within_corpus`` is the probability
     that a pooled mixture's talkers all come from one of the corpora (``DynamicMix(within_group=)``): a test
     mixture's talkers share one recording, and pairs across corpora can be told apart by their channel.
+    ``pair_by="channel"`` narrows "one corpus" to one recording channel inside a corpus (its synthesiser, package,
+    dubbing; :mod:`fastsep.data.channels`), also for a single corpus.
 
     - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
       mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
@@ -115,11 +121,13 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
         length = TRAIN_LENGTH if not fixed else EVAL_LENGTH
     mix_options = dict(length=length, seed=seed, fixed=fixed, resample=resample, augment=augment,
                        level_range_db=tuple(level_range_db))
+    if pair_by not in ("corpus", "channel"):
+        raise ValueError(f"pair_by must be 'corpus' or 'channel', got {pair_by!r}")
     if isinstance(root, (list, tuple)):
         if len(root) == 1:
             root = root[0]
         else:
-            pooled, corpus_of = _pooled_speakers(root, split, sample_rate)
+            pooled, corpus_of = _pooled_speakers(root, split, sample_rate, pair_by)
             return DynamicMix(pooled, n_src, sample_rate, segment, speaker_weighting="duration",
                               speaker_groups=corpus_of, within_group=within_corpus, **mix_options)
     layout = detect_layout(root, split, n_src, sample_rate)
@@ -128,6 +136,10 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
             raise ValueError(f"{root} is a fastsep single-speaker corpus: it can only be mixed on the fly "
                              "(dynamic_mixing must be None or True)")
         groups = utterances_by_speaker(root, split, sample_rate)
+        if pair_by == "channel" and within_corpus > 0:
+            channels = talker_channels(root)
+            return DynamicMix(groups, n_src, sample_rate, segment, within_group=within_corpus,
+                              speaker_groups={spk: channels.get(spk, "") for spk in groups}, **mix_options)
         return DynamicMix(groups, n_src, sample_rate, segment, **mix_options)
     ds = (LibriMix if layout == "librimix" else Wsj0Mix)(root, split=split, n_src=n_src, sample_rate=sample_rate,
                                                           segment=segment, resample=resample)

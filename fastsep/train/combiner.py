@@ -133,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
     from .separator import pad_collate
 
     try:
-        within_corpus = pairing_from_args(args)
+        pairing = pairing_from_args(args)
         backbone = load_model(args.backbone, "model")
         vocoder = load_model(args.vocoder, "model")
         n_src = int(backbone.config.get("n_src", 2))
@@ -143,8 +143,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             model = Combiner(n_fft=args.n_fft, hop_length=args.hop_length, init=args.init)
         train_set = open_mixture_dataset(args.data, n_src, rate, segment=args.segment, split="train",
-                                         seed=args.seed, length=args.train_items,
-                                         within_corpus=within_corpus)
+                                         seed=args.seed, length=args.train_items, **pairing)
         valid_set = open_mixture_dataset(args.data, n_src, rate, segment=args.segment, split="valid",
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:

@@ -22,14 +22,20 @@ def add_pairing_argument(parser: argparse.ArgumentParser) -> None:
                         help="with several --data corpora: probability that a training mixture's talkers all come "
                              "from one corpus (one recording channel, as in a real recording) instead of the "
                              "whole pool (default 0: the pool)")
+    parser.add_argument("--pair-by", choices=("corpus", "channel"), default="corpus",
+                        help="what one group is for --mix-within-corpus: a --data corpus (default), or one recording "
+                             "channel inside a corpus (its synthesiser, Debian package or dubbing, from its "
+                             "corpus.json; see fastsep.data.channels), which also applies to a single corpus")
 
 
-def pairing_from_args(args: argparse.Namespace) -> float:
-    """The checked ``--mix-within-corpus`` probability."""
+def pairing_from_args(args: argparse.Namespace) -> dict:
+    """The checked pairing options as ``open_mixture_dataset`` keywords (``within_corpus``, ``pair_by``)."""
     p = float(args.mix_within_corpus)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"--mix-within-corpus must lie in [0, 1], got {args.mix_within_corpus}")
-    return p
+    if args.pair_by != "corpus" and p == 0:
+        raise ValueError(f"--pair-by {args.pair_by} takes effect only with --mix-within-corpus P > 0")
+    return {"within_corpus": p, "pair_by": args.pair_by}
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, grad_clip: float,

@@ -258,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
                                          split="train", dynamic_mixing=True if args.dynamic_mixing else None,
                                          seed=args.seed, length=args.train_items,
                                          augment=augmentation_from_args(args), level_range_db=args.level_range,
-                                         within_corpus=args.mix_within_corpus)
+                                         **pairing_from_args(args))
         valid_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=None, split="valid",
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:
