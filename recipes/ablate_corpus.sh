@@ -5,7 +5,8 @@
 #   with      the base data pooled with CORPUS (one of `fastsep corpus voices`' sources, built by build_corpora; or
 #             `none`), augmented with WITH_AUGMENT (default: the control's speed,overlap), with the training
 #             options WITH_ARGS (e.g. "--mix-within-corpus 1") added
-# then each arm's kept checkpoints averaged (as the default's B is) and backbone SI-SDRi on 100 fixed mixtures of
+# (CONTROL_ARGS, e.g. "--mix-within-corpus 1", go to the control's training only, so that the arms differ by one
+# option) then each arm's kept checkpoints averaged (as the default's B is) and backbone SI-SDRi on 100 fixed mixtures of
 # every unseen test set and of the training talkers' valid splits, paired (with - control).
 #
 #   bash recipes/ablate_corpus.sh klettres                      # from the default's B, 6001 steps
@@ -16,7 +17,7 @@
 #
 # Environment: FROM (a B in recipes/state; default backbone_drascula_average, the default's B of sessions 14-15),
 # BASE (corpora of the control), ARM_STEPS, AVERAGE (the kept checkpoints averaged, in thousands of steps),
-# EVAL_ITEMS, WITH_AUGMENT, WITH_ARGS, NAME (default CORPUS), WORK, DEVICE, SKIP_CORPORA. Writes
+# EVAL_ITEMS, WITH_AUGMENT, WITH_ARGS, CONTROL_ARGS, NAME (default CORPUS), WORK, DEVICE, SKIP_CORPORA. Writes
 # $WORK/ablate_<NAME>/{control,with}/ (runs), .../{control,with}_avg/ and per-mixture CSVs.
 set -euo pipefail
 
@@ -35,7 +36,7 @@ arm() {  # arm NAME AUGMENT EXTRA_OPTIONS DATA...
   FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="$extra" finetune_b "$STATE/$FROM" "$OUT/$name" "$ARM_STEPS" "$augment" "$@"
 }
 echo "== 2 the two arms from $FROM, side by side (one thread each), $ARM_STEPS steps"
-arm control speed,overlap "" "${base[@]}" & arm with "$WITH_AUGMENT" "${WITH_ARGS:-}" "${with[@]}" & wait
+arm control speed,overlap "${CONTROL_ARGS:-}" "${base[@]}" & arm with "$WITH_AUGMENT" "${WITH_ARGS:-}" "${with[@]}" & wait
 
 echo "== 3 each arm's checkpoints ${AVERAGE// /, } (thousands of steps) averaged"
 for a in control with; do
