@@ -88,11 +88,30 @@ def test_plot_curves_command(tmp_path, capsys):
     assert "no training log" in capsys.readouterr().err
 
 
-def _eval_json(path, rows, data="recorded"):
+def _eval_json(path, rows, data="recorded", items=100):
     results = {f"{name}:{mode}": {"bundle": name, "mode": mode, "si_sdri": v, "si_sdri_ci95": [v - 1, v + 1]}
                for name, mode, v in rows}
-    path.write_text(json.dumps({"data": data, "split": "test", "items": 100, "results": results}))
+    path.write_text(json.dumps({"data": data, "split": "test", "items": items, "seed": 0, "segment": 4.0,
+                                "results": results}))
     return path
+
+
+def test_tables_of_one_set_share_a_panel(tmp_path):
+    from fastsep.commands.plot_checkpoints import panels_from_evals
+
+    early = _eval_json(tmp_path / "early.json", [("0005000", "backbone", 1.0), ("default", "backbone", 1.2)])
+    late = _eval_json(tmp_path / "late.json", [("0006000", "backbone", 1.5), ("default", "backbone", 9.9)])
+    other = _eval_json(tmp_path / "f.json", [("0006000", "backbone", 4.0)], "festival")
+    panels = dict(panels_from_evals([str(early), str(other), str(late)], "backbone", "si_sdri"))
+    assert list(panels) == ["recorded (test, 100 mixtures)", "festival (test, 100 mixtures)"]
+    rec = {s.name: s.mean for s in panels["recorded (test, 100 mixtures)"]}
+    assert rec == {"0005000": 1.0, "default": 1.2, "0006000": 1.5}  # a model scored twice keeps its first score
+    fewer = _eval_json(tmp_path / "fewer.json", [("0007000", "backbone", 2.0)], items=50)
+    panels = panels_from_evals([str(fewer)], "backbone", "si_sdri")  # alone it is a panel of its own
+    assert panels[0][0] == "recorded (test, 50 mixtures)"
+    fewer.write_text(early.read_text().replace('"seed": 0', '"seed": 7'))
+    with pytest.raises(ValueError, match="other mixtures"):
+        panels_from_evals([str(early), str(fewer)], "backbone", "si_sdri")
 
 
 def test_checkpoint_scores_read_steps_and_references(tmp_path):

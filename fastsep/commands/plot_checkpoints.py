@@ -2,9 +2,10 @@
 against the step -- the learning curve on unseen voices, which the training log's own validation (held-out lines of
 the training talkers) cannot show.
 
-Each JSON is one ``fastsep eval --model A B C ...`` table on one test set. A model whose folder name is a step
-number (``RUN/steps/0006000``, as ``fastsep train`` keeps them) is a point at that step; any other model (the shipped
-bundle, an average) is a reference level line.
+Each JSON is one ``fastsep eval --model A B C ...`` table on one test set; tables of the same set on the same mixtures
+(data, split, items, seed, segment) share one panel, so checkpoints scored as a run went along add up. A model whose
+folder name is a step number (``RUN/steps/0006000``, as ``fastsep train`` keeps them) is a point at that step; any
+other model (the shipped bundle, an average) is a reference level line.
 """
 from __future__ import annotations
 
@@ -25,9 +26,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", default=None, help="figure title")
 
 
-def scores_from_eval(path: str, mode: str, metric: str) -> Tuple[str, list]:
+def _mixtures(data: dict) -> tuple:
+    """What makes two tables' mixtures the same ones."""
+    return tuple(data.get(k) for k in ("data", "split", "items", "seed", "segment"))
+
+
+def panels_from_evals(paths: List[str], mode: str, metric: str) -> List[Tuple[str, list]]:
+    """One panel per test set: the tables of one set merged (a model scored twice keeps its first score); tables of
+    one set on different mixtures are refused, since their scores do not compare."""
+    panels: dict = {}
+    for path in paths:
+        label, scores, key = scores_from_eval(path, mode, metric, with_key=True)
+        if label in panels and panels[label][0] != key:
+            raise ValueError(f"{path} scores {label} on other mixtures (items, seed or segment) than an earlier table")
+        seen = {s.name for s in panels.get(label, (None, []))[1]}
+        panels.setdefault(label, (key, []))[1].extend(s for s in scores if s.name not in seen)
+    return [(label, scores) for label, (_, scores) in panels.items()]
+
+
+def scores_from_eval(path: str, mode: str, metric: str, with_key: bool = False):
     """The panel label (``data (split)``) and one :class:`fastsep.plots.CheckpointScore` per model of ``mode`` in a
-    ``fastsep eval`` JSON."""
+    ``fastsep eval`` JSON (and, ``with_key``, what identifies its mixtures)."""
     from ..plots import CheckpointScore
 
     with open(path) as f:
@@ -45,14 +64,14 @@ def scores_from_eval(path: str, mode: str, metric: str) -> Tuple[str, list]:
     if not scores:
         raise ValueError(f"{path} holds no {mode!r} scores of {metric!r}")
     label = f"{data.get('data', os.path.basename(path))} ({data.get('split', '?')}, {data.get('items', '?')} mixtures)"
-    return label, scores
+    return (label, scores, _mixtures(data)) if with_key else (label, scores)
 
 
 def main(args: argparse.Namespace) -> int:
     from ..plots import MatplotlibMissing, checkpoint_scores_figure, save_figure
 
     try:
-        panels: List[Tuple[str, list]] = [scores_from_eval(p, args.mode, args.metric) for p in args.evals]
+        panels = panels_from_evals(args.evals, args.mode, args.metric)
         unit = "SI-SDRi (dB)" if args.metric == "si_sdri" else args.metric
         fig = checkpoint_scores_figure(panels, metric=unit, title=args.title)
         save_figure(fig, args.out)
