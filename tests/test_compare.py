@@ -45,3 +45,38 @@ def test_other_mixtures_and_bad_files_are_refused(tmp_path, capsys):
     same = _write(tmp_path / "same.csv", {"backbone": [1.0, 3.0]}, ids=["a", "b"])
     assert cli_main(["compare", old, same]) == 0
     assert "backbone   +0.50" in capsys.readouterr().out
+
+
+def _write_table(path, models):
+    """One eval CSV of several models: ``models`` is {name: {mode: [scores]}}, all on mixtures m0, m1, ..."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["item", "id", "mode", "si_sdri", "si_sdr", "method", "bundle"])
+        n = len(next(iter(next(iter(models.values())).values())))
+        for i in range(n):
+            for name, modes in models.items():
+                for mode, values in modes.items():
+                    w.writerow([i, f"m{i}", mode, values[i], 0, "separate_and_diffuse", name])
+    return str(path)
+
+
+def test_one_table_of_several_models_is_compared_against_one(tmp_path, capsys):
+    from fastsep.commands.compare import compare_within
+
+    table = _write_table(tmp_path / "t.csv", {"default": {"backbone": [1.0, 2.0, 3.0]},
+                                              "0006000": {"backbone": [1.5, 2.5, 3.5]},
+                                              "0007000": {"backbone": [0.0, 2.0, 3.0], "full": [9.0, 9.0, 9.0]}})
+    rows = {(r["bundle"], r["mode"]): r["mean"] for r in compare_within(table)}
+    assert rows == pytest.approx({("0006000", "backbone"): 0.5, ("0007000", "backbone"): -1 / 3})  # no full in default
+    rows = {(r["bundle"], r["mode"]): r["mean"] for r in compare_within(table, against="0006000")}
+    assert rows[("default", "backbone")] == pytest.approx(-0.5)
+    assert cli_main(["compare", table]) == 0
+    out = capsys.readouterr().out
+    assert "- default, paired" in out and "0006000: backbone   +0.50" in out
+    assert cli_main(["compare", table, "--against", "nobody"]) == 2
+    assert "scores default, 0006000, 0007000" in capsys.readouterr().err
+    single = _write(tmp_path / "one.csv", {"backbone": [1.0, 2.0]})
+    assert cli_main(["compare", single]) == 2
+    assert "give a second CSV" in capsys.readouterr().err
+    assert cli_main(["compare", single, single, "--against", "b"]) == 2
+    assert "--against is for one CSV" in capsys.readouterr().err
