@@ -49,7 +49,8 @@ for set in recorded:test festival:test steelsky:train adventure:valid game:valid
   s=${set%%:*}; split=${set##*:}
   for a in control with; do
     FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "$OUT/${a}_avg" --modes backbone \
-       --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --csv "$OUT/${a}_$s.csv" --no-progress &
+       --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --csv "$OUT/${a}_$s.csv" \
+       --json "$OUT/${a}_$s.json" --no-progress &
   done
   wait
   fs compare "$OUT/control_$s.csv" "$OUT/with_$s.csv"

@@ -31,7 +31,8 @@ for set in recorded:test festival:test steelsky:train adventure:valid game:valid
   s=${set%%:*}; split=${set##*:}
   for m in default:"$DEFAULT" longer:"$AVG"; do
     FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone \
-       --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --csv "$OUT/${m%%:*}_$s.csv" --no-progress &
+       --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --csv "$OUT/${m%%:*}_$s.csv" \
+       --json "$OUT/${m%%:*}_$s.json" --no-progress &
   done
   wait
   fs compare "$OUT/default_$s.csv" "$OUT/longer_$s.csv"

@@ -41,7 +41,8 @@ for src in recorded festival steelsky; do
   for model in "$WORK/backbone_wide/last" "$ROOT/fastsep/assets/default"; do
     tag=$(basename "$(dirname "$model")")_$(basename "$model")
     FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$src" "${split[@]}" --model "$model" --modes backbone --segment 4 \
-       --max-items "${EVAL_ITEMS:-100}" --metrics si_sdr --csv "$WORK/wide_${src}_$tag.csv" --no-progress
+       --max-items "${EVAL_ITEMS:-100}" --metrics si_sdr --csv "$WORK/wide_${src}_$tag.csv" \
+       --json "$WORK/wide_${src}_$tag.json" --no-progress
   done
   fs compare "$WORK/wide_${src}_assets_default.csv" "$WORK/wide_${src}_backbone_wide_last.csv"
 done

@@ -233,3 +233,24 @@ def test_commands_apply_the_thread_setting(monkeypatch, tmp_path, capsys):
         assert "FASTSEP_NUM_THREADS must be a positive integer" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_eval_never_writes_into_the_installed_default(bundle, tmp_path, monkeypatch):
+    import fastsep.separator as sepmod
+
+    rng = np.random.default_rng(2)
+    root = tmp_path / "wsj"
+    s1, s2 = rng.uniform(-0.2, 0.2, 3000), rng.uniform(-0.2, 0.2, 3000)
+    write_wav(root / "tt" / "s1" / "m1.wav", s1)
+    write_wav(root / "tt" / "s2" / "m1.wav", s2)
+    write_wav(root / "tt" / "mix" / "m1.wav", s1 + s2)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    # another bundle gets its eval.json beside it; the installed default (the package's files) never does
+    assert run_cli("eval", "--data", root, "--model", bundle, "--modes", "backbone", "--no-progress") == 0
+    assert os.path.isfile(os.path.join(bundle, "eval.json")) and not (work / "eval.json").exists()
+    os.remove(os.path.join(bundle, "eval.json"))
+    monkeypatch.setattr(sepmod, "DEFAULT_BUNDLE", str(bundle))
+    assert run_cli("eval", "--data", root, "--model", bundle, "--modes", "backbone", "--no-progress") == 0
+    assert not os.path.exists(os.path.join(bundle, "eval.json")) and (work / "eval.json").is_file()

@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "choose), estoi, or all (default: %(default)s). Metrics that cannot be computed here "
                              "are reported absent")
     parser.add_argument("--json", default=None,
-                        help="write the results here (default: <model>/eval.json for one bundle, else ./eval.json)")
+                        help="write the results here (default: <model>/eval.json for one bundle other than the "
+                             "installed default, else ./eval.json)")
     parser.add_argument("--csv", default=None, help="also write one row per mixture and mode here")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
@@ -525,9 +526,13 @@ def main(args: argparse.Namespace) -> int:
           + (" (--max-items 0 scores all)" if run.n < total else ""))
     from ..bundle import is_bundle
 
-    # beside a single bundle; never inside a training checkpoint (its folder is training state)
+    # beside a single bundle; never inside a training checkpoint (its folder is training state) nor inside the
+    # package's installed default (shipped files, maybe read-only)
+    from ..separator import DEFAULT_BUNDLE
+
     single = len(entries) == 1
-    beside = single and args.model and is_bundle(args.model[0])
+    beside = (single and args.model and is_bundle(args.model[0])
+              and os.path.realpath(args.model[0]) != os.path.realpath(DEFAULT_BUNDLE))
     out = args.json or os.path.join(args.model[0] if beside else ".", "eval.json")
     summary = {"data": os.path.basename(os.path.normpath(args.data)), "split": args.split, "segment": segment,
                "seed": args.seed, "items": run.n, "items_available": total, "sample_rate": first.sample_rate,
