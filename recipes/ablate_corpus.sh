@@ -45,13 +45,4 @@ for a in control with; do
 done
 
 echo "== 4 backbone SI-SDRi on the unseen sets and the valid splits, paired (with - control)"
-for set in recorded:test festival:test steelsky:train adventure:valid game:valid; do
-  s=${set%%:*}; split=${set##*:}
-  for a in control with; do
-    FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "$OUT/${a}_avg" --modes backbone \
-       --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --csv "$OUT/${a}_$s.csv" \
-       --json "$OUT/${a}_$s.json" --no-progress &
-  done
-  wait
-  fs compare "$OUT/control_$s.csv" "$OUT/with_$s.csv"
-done
+score_pair "$OUT" control:"$OUT/control_avg" with:"$OUT/with_avg"

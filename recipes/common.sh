@@ -26,6 +26,22 @@ finetune_b() {
      --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 --num-workers 1 \
      --max-steps "$steps" --device "$DEVICE" --no-progress ${FINETUNE_ARGS:-}
 }
+# score_pair OUT NAME_A:MODEL_A NAME_B:MODEL_B: backbone SI-SDRi of two models on the same fixed mixtures (EVAL_ITEMS,
+# default 100) of the unseen sets and the training casts' valid splits, one thread each side by side; per-mixture
+# OUT/<NAME>_<set>.csv and .json, then B - A paired per set.
+score_pair() {
+  local out=$1 a=$2 b=$3 pair s split m
+  for pair in recorded:test festival:test steelsky:train adventure:valid game:valid; do
+    s=${pair%%:*}; split=${pair##*:}
+    for m in "$a" "$b"; do
+      FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone \
+         --segment 4 --max-items "${EVAL_ITEMS:-100}" --metrics si_sdr --csv "$out/${m%%:*}_$s.csv" \
+         --json "$out/${m%%:*}_$s.json" --no-progress &
+    done
+    wait
+    fs compare "$out/${a%%:*}_$s.csv" "$out/${b%%:*}_$s.csv"
+  done
+}
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
 # restore it into an empty work folder, and write it back atomically after training.

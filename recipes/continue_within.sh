@@ -29,13 +29,4 @@ fs average --out "$AVG" "${ck[@]}"
 keep_model "$(basename "$AVG")"  # the average in recipes/state (1.8 MB): its checkpoints stay in the work folder
 
 echo "== 3 backbone SI-SDRi on the unseen sets and the valid splits, paired (longer - default)"
-for set in recorded:test festival:test steelsky:train adventure:valid game:valid; do
-  s=${set%%:*}; split=${set##*:}
-  for m in default:"$DEFAULT" longer:"$AVG"; do
-    FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone \
-       --segment 4 --max-items "$EVAL_ITEMS" --metrics si_sdr --csv "$OUT/${m%%:*}_$s.csv" \
-       --json "$OUT/${m%%:*}_$s.json" --no-progress &
-  done
-  wait
-  fs compare "$OUT/default_$s.csv" "$OUT/longer_$s.csv"
-done
+score_pair "$OUT" default:"$DEFAULT" longer:"$AVG"
