@@ -66,9 +66,13 @@ def test_one_table_of_several_models_is_compared_against_one(tmp_path, capsys):
     table = _write_table(tmp_path / "t.csv", {"default": {"backbone": [1.0, 2.0, 3.0]},
                                               "0006000": {"backbone": [1.5, 2.5, 3.5]},
                                               "0007000": {"backbone": [0.0, 2.0, 3.0], "full": [9.0, 9.0, 9.0]}})
-    rows = {(r["bundle"], r["mode"]): r["mean"] for r in compare_within(table)}
+    ref, found = compare_within(table)
+    assert ref == "default"
+    rows = {(r["bundle"], r["mode"]): r["mean"] for r in found}
     assert rows == pytest.approx({("0006000", "backbone"): 0.5, ("0007000", "backbone"): -1 / 3})  # no full in default
-    rows = {(r["bundle"], r["mode"]): r["mean"] for r in compare_within(table, against="0006000")}
+    ref, found = compare_within(table, against="0006000")
+    rows = {(r["bundle"], r["mode"]): r["mean"] for r in found}
+    assert ref == "0006000"
     assert rows[("default", "backbone")] == pytest.approx(-0.5)
     assert cli_main(["compare", table]) == 0
     out = capsys.readouterr().out

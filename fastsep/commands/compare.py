@@ -63,9 +63,9 @@ def _paired(a: Dict[str, float], b: Dict[str, float], mode: str) -> dict:
     return {"mode": mode, "n": len(diffs), "mean": mean, "low": low, "high": high}
 
 
-def compare_within(path: str, against: Optional[str] = None, metric: str = "si_sdri") -> List[dict]:
+def compare_within(path: str, against: Optional[str] = None, metric: str = "si_sdri") -> Tuple[str, List[dict]]:
     """Every model of one multi-model eval CSV against the model ``against`` (default: the file's first), mode by
-    mode: one dict per (model, mode) with ``bundle`` added."""
+    mode: the reference's name and one dict per (model, mode) with ``bundle`` added."""
     scores, names = read_table(path, metric)
     if len(names) < 2:
         raise ValueError(f"{path} scores one model: give a second CSV to compare it with")
@@ -81,7 +81,7 @@ def compare_within(path: str, against: Optional[str] = None, metric: str = "si_s
                 rows.append({"bundle": name, **_paired(scores[(ref, mode)], b, mode)})
     if not rows:
         raise ValueError(f"no model of {path} shares a mode with {ref}")
-    return rows
+    return ref, rows
 
 
 def compare(before: str, after: str, metric: str = "si_sdri") -> List[dict]:
@@ -102,8 +102,7 @@ def compare(before: str, after: str, metric: str = "si_sdri") -> List[dict]:
 def main(args: argparse.Namespace) -> int:
     try:
         if args.after is None:
-            rows = compare_within(args.before, args.against, args.metric)
-            ref = args.against or read_table(args.before, args.metric)[1][0]
+            ref, rows = compare_within(args.before, args.against, args.metric)
             print(f"{args.metric}: each model of {args.before} - {ref}, paired per mixture (mean ± 95% t interval)")
         else:
             if args.against is not None:

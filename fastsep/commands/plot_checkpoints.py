@@ -36,7 +36,9 @@ def panels_from_evals(paths: List[str], mode: str, metric: str) -> List[Tuple[st
     one set on different mixtures are refused, since their scores do not compare."""
     panels: dict = {}
     for path in paths:
-        label, scores, key = scores_from_eval(path, mode, metric, with_key=True)
+        data = _read_eval(path)
+        label, scores = _panel(data, path, mode, metric)
+        key = _mixtures(data)
         if label in panels and panels[label][0] != key:
             raise ValueError(f"{path} scores {label} on other mixtures (items, seed or segment) than an earlier table")
         seen = {s.name for s in panels.get(label, (None, []))[1]}
@@ -44,15 +46,23 @@ def panels_from_evals(paths: List[str], mode: str, metric: str) -> List[Tuple[st
     return [(label, scores) for label, (_, scores) in panels.items()]
 
 
-def scores_from_eval(path: str, mode: str, metric: str, with_key: bool = False):
+def scores_from_eval(path: str, mode: str, metric: str) -> Tuple[str, list]:
     """The panel label (``data (split)``) and one :class:`fastsep.plots.CheckpointScore` per model of ``mode`` in a
-    ``fastsep eval`` JSON (and, ``with_key``, what identifies its mixtures)."""
-    from ..plots import CheckpointScore
+    ``fastsep eval`` JSON."""
+    return _panel(_read_eval(path), path, mode, metric)
 
+
+def _read_eval(path: str) -> dict:
     with open(path) as f:
         data = json.load(f)
     if not isinstance(data, dict) or "results" not in data:
         raise ValueError(f"{path} is not a fastsep eval JSON (no results)")
+    return data
+
+
+def _panel(data: dict, path: str, mode: str, metric: str) -> Tuple[str, list]:
+    from ..plots import CheckpointScore
+
     scores = []
     for row in data["results"].values():
         if row.get("mode") != mode or row.get(metric) is None:
@@ -64,7 +74,7 @@ def scores_from_eval(path: str, mode: str, metric: str, with_key: bool = False):
     if not scores:
         raise ValueError(f"{path} holds no {mode!r} scores of {metric!r}")
     label = f"{data.get('data', os.path.basename(path))} ({data.get('split', '?')}, {data.get('items', '?')} mixtures)"
-    return (label, scores, _mixtures(data)) if with_key else (label, scores)
+    return label, scores
 
 
 def main(args: argparse.Namespace) -> int:

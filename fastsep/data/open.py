@@ -69,10 +69,10 @@ def _pooled_speakers(roots: Sequence, split: str, sample_rate: int, pair_by: str
     groups: Dict[str, List[Utterance]] = {}
     corpus_of: Dict[str, str] = {}
     for root in roots:
-        channels = talker_channels(root) if pair_by == "channel" else {}
         if find_manifest(root) is None:
             raise ValueError(f"{root}: several data folders can only be pooled when each is a fastsep corpus "
                              "(manifest.jsonl)")
+        channels = talker_channels(root) if pair_by == "channel" else {}
         try:
             part = utterances_by_speaker(root, split, sample_rate)
         except ValueError:
