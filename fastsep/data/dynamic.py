@@ -61,6 +61,8 @@ class DynamicMix(SkipLog, Dataset):
             of two talkers of one recording has no such cue. With p > 0 a group is first chosen in proportion to
             its talkers' summed weight (so each talker is still drawn about as often as without grouping) and the
             talkers are drawn within it; groups with fewer than ``n_src`` talkers are never chosen.
+        speaker_scale: ``{speaker: factor}`` multiplying a talker's draw weight (absent talkers: 1), e.g. to give
+            a small corpus a larger share of the mixtures than its amount of speech would.
     """
 
     def __init__(self, utterances_by_speaker: Mapping[str, Sequence[Union[str, os.PathLike, Utterance]]],
@@ -68,7 +70,7 @@ class DynamicMix(SkipLog, Dataset):
                  seed: int = 0, fixed: bool = False, level_range_db: Tuple[float, float] = (0.0, 5.0),
                  resample: bool = True, max_retries: int = 50, augment: Optional[Augmentation] = None,
                  speaker_weighting: str = "uniform", speaker_groups: Optional[Mapping[str, str]] = None,
-                 within_group: float = 0.0):
+                 within_group: float = 0.0, speaker_scale: Optional[Mapping[str, float]] = None):
         self._init_skips()
         if augment is not None and not isinstance(augment, Augmentation):
             raise TypeError(f"augment must be a fastsep.data.augment.Augmentation or None, got {type(augment).__name__}")
@@ -108,6 +110,11 @@ class DynamicMix(SkipLog, Dataset):
         self.speaker_weighting = speaker_weighting
         self._weight = {s: (sum(u.duration or 1.0 for u in pools[s]) if speaker_weighting == "duration" else 1.0)
                         for s in self.speakers}
+        for s, factor in (speaker_scale or {}).items():
+            if not (isinstance(factor, (int, float)) and factor > 0 and np.isfinite(factor)):
+                raise ValueError(f"speaker_scale[{s!r}] must be a positive number, got {factor!r}")
+            if s in self._weight:
+                self._weight[s] *= float(factor)
         if len(self.speakers) < n_src:
             raise ValueError(f"DynamicMix needs at least n_src={n_src} speakers with usable utterances, "
                              f"got {len(self.speakers)} (skipped: {dict(self.skipped)})")

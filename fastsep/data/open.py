@@ -88,11 +88,18 @@ def _pooled_speakers(roots: Sequence, split: str, sample_rate: int, pair_by: str
     return groups, corpus_of
 
 
+def _speakers_of_corpus(corpus_of: Dict[str, str], root) -> List[str]:
+    """The pooled speakers whose group (``root`` or ``root|channel``) is corpus ``root``."""
+    name = str(root)
+    return [spk for spk, group in corpus_of.items() if group == name or group.startswith(name + "|")]
+
+
 def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[float] = None,
                          split: str = "train", dynamic_mixing: Optional[bool] = None, seed: int = 0,
                          length: Optional[int] = None, resample: bool = True,
                          augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0),
-                         fixed: Optional[bool] = None, within_corpus: float = 0.0, pair_by: str = "corpus"):
+                         fixed: Optional[bool] = None, within_corpus: float = 0.0, pair_by: str = "corpus",
+                         corpus_weights: Optional[Sequence[float]] = None):
     """A mixture data set for ``root``, whatever its layout.
 
     ``root`` may also be a list of fastsep corpora (folders with ``manifest.jsonl``): their speakers in ``split`` are
@@ -102,7 +109,9 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
     that a pooled mixture's talkers all come from one of the corpora (``DynamicMix(within_group=)``): a test
     mixture's talkers share one recording, and pairs across corpora can be told apart by their channel.
     ``pair_by="channel"`` narrows "one corpus" to one recording channel inside a corpus (its synthesiser, package,
-    dubbing; :mod:`fastsep.data.channels`), also for a single corpus.
+    dubbing; :mod:`fastsep.data.channels`), also for a single corpus. ``corpus_weights`` (one positive factor per
+    pooled corpus) scales each corpus's talkers' draw weights: a corpus's share of the mixtures, relative to its
+    share of the speech.
 
     - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
       mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
@@ -123,13 +132,21 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
                        level_range_db=tuple(level_range_db))
     if pair_by not in ("corpus", "channel"):
         raise ValueError(f"pair_by must be 'corpus' or 'channel', got {pair_by!r}")
+    if corpus_weights is not None and (not isinstance(root, (list, tuple)) or len(corpus_weights) != len(root)):
+        n = len(root) if isinstance(root, (list, tuple)) else 1
+        raise ValueError(f"corpus_weights needs one weight per corpus: {len(corpus_weights)} for {n} corpora")
     if isinstance(root, (list, tuple)):
         if len(root) == 1:
             root = root[0]
         else:
             pooled, corpus_of = _pooled_speakers(root, split, sample_rate, pair_by)
+            scale = None
+            if corpus_weights is not None:
+                scale = {spk: float(w) for r, w in zip(root, corpus_weights)
+                         for spk in _speakers_of_corpus(corpus_of, r)}
             return DynamicMix(pooled, n_src, sample_rate, segment, speaker_weighting="duration",
-                              speaker_groups=corpus_of, within_group=within_corpus, **mix_options)
+                              speaker_groups=corpus_of, within_group=within_corpus, speaker_scale=scale,
+                              **mix_options)
     layout = detect_layout(root, split, n_src, sample_rate)
     if layout == "manifest":
         if dynamic_mixing is False:

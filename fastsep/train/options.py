@@ -26,16 +26,29 @@ def add_pairing_argument(parser: argparse.ArgumentParser) -> None:
                         help="what one group is for --mix-within-corpus: a --data corpus (default), or one recording "
                              "channel inside a corpus (its synthesiser, Debian package or dubbing, from its "
                              "corpus.json; see fastsep.data.channels), which also applies to a single corpus")
+    parser.add_argument("--data-weights", type=float, nargs="+", default=None, metavar="W",
+                        help="one factor per --data corpus scaling its share of the training mixtures (default: "
+                             "every corpus in proportion to its speech; 4 gives a corpus four times that share)")
 
 
 def pairing_from_args(args: argparse.Namespace) -> dict:
-    """The checked pairing options as ``open_mixture_dataset`` keywords (``within_corpus``, ``pair_by``)."""
+    """The checked pairing options as ``open_mixture_dataset`` keywords (``within_corpus``, ``pair_by``,
+    ``corpus_weights``)."""
     p = float(args.mix_within_corpus)
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"--mix-within-corpus must lie in [0, 1], got {args.mix_within_corpus}")
     if args.pair_by != "corpus" and p == 0:
         raise ValueError(f"--pair-by {args.pair_by} takes effect only with --mix-within-corpus P > 0")
-    return {"within_corpus": p, "pair_by": args.pair_by}
+    weights = getattr(args, "data_weights", None)
+    if weights is not None:
+        data = args.data if isinstance(args.data, (list, tuple)) else [args.data]
+        if len(weights) != len(data):
+            raise ValueError(f"--data-weights takes one weight per --data corpus: {len(weights)} for {len(data)}")
+        if any(not (w > 0) for w in weights):
+            raise ValueError(f"--data-weights must be positive, got {weights}")
+        if len(data) < 2:
+            raise ValueError("--data-weights applies to several pooled --data corpora")
+    return {"within_corpus": p, "pair_by": args.pair_by, "corpus_weights": weights}
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, grad_clip: float,
