@@ -20,7 +20,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] 
   "$PY" -m pip install -q "torch==$TORCH_VERSION"
 fi
 "$PY" -m pip install -q numpy scipy safetensors tqdm soundfile pybind11 ninja pytest pytest-benchmark hypothesis \
-  pesq pystoi matplotlib
+  pesq pystoi matplotlib onnx onnxruntime
 # The extension builds against the installed torch: no build isolation. Skipped when this tree is already installed
 # and its compiled extension is newer than every C++/CUDA source and the build files (a rerun costs seconds, not the
 # ~75 s of a rebuild); FASTSEP_REBUILD=1 forces it.
