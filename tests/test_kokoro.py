@@ -77,3 +77,41 @@ def test_float_conv_rewrite_matches_the_integer_model(tmp_path):
     assert err_int < 0.05 and err_new < 0.05
     assert err_new <= err_int + 1e-6
     assert np.abs(run[rewritten] - run[int_path]).max() / scale < 0.05
+
+
+class _RecordingSession:
+    """Stands in for the onnxruntime session: records its feeds, answers with a second of a tone."""
+
+    def __init__(self):
+        self.feeds = []
+
+    def run(self, _outputs, feeds):
+        self.feeds.append(feeds)
+        return [np.sin(np.arange(24000, dtype=np.float32) * 0.05)[None]]
+
+
+def test_synthesis_feeds_the_blended_style_for_the_token_count(monkeypatch, tmp_path):
+    import shutil
+
+    from fastsep.data import kokoro
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    session = _RecordingSession()
+    packs = {"a": np.tile(np.arange(8, dtype=np.float32)[:, None], (1, 4)),  # row r of pack a: all r
+             "b": np.full((8, 4), 100.0, np.float32)}
+    vocab = {c: i + 1 for i, c in enumerate("ðəbˈAhIWstYOɪnkɹl ,")}
+    monkeypatch.setattr(kokoro, "_STATE", {"session": session, "packs": packs, "vocab": vocab})
+    talker = {"name": "k000", "engine": "kokoro", "blend": {"a": 0.75, "b": 0.25}, "speed": 1.1, "accent": "en-us"}
+    audio = kokoro.synthesise_kokoro(talker, "the bay")
+    assert audio.shape == (24000,) and audio.dtype == np.float32
+    feed = session.feeds[0]
+    tokens = feed["tokens"][0]
+    assert tokens[0] == 0 and tokens[-1] == 0 and len(tokens) > 2
+    n = min(len(tokens) - 2, 8)  # the packs hold 8 rows: longer texts use the last one
+    assert np.allclose(feed["style"], 0.75 * (n - 1) + 0.25 * 100.0)
+    assert np.allclose(feed["speed"], [1.1])
+    kokoro.write_kokoro_wav(talker, "the bay", str(tmp_path / "x.wav"))
+    from scipy.io import wavfile
+    rate, pcm = wavfile.read(tmp_path / "x.wav")
+    assert rate == kokoro.KOKORO_RATE and len(pcm) == 24000 and pcm.dtype == np.int16
