@@ -263,15 +263,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def main(args: argparse.Namespace) -> int:
-    n_talkers, hours = (8, 8 * 20 / 3600.0) if args.tiny else (args.talkers, args.hours)
+def run_build(command: str, build, n_talkers: int, sample_rates: Sequence[int]) -> int:
+    """Run ``build()`` (returns the manifest path) for the CLI ``fastsep corpus <command>``: a clear error and status
+    1 on a bad setting or a missing tool, else the corpus's size on stdout and status 0."""
     try:
-        manifest = build_corpus(args.out, args.sample_rates, n_talkers, hours, args.jobs, args.seed,
-                                progress=False if args.quiet else None)
+        manifest = build()
     except (RuntimeError, ValueError) as exc:
-        print(f"fastsep corpus synth: {exc}", file=sys.stderr)
+        print(f"fastsep corpus {command}: {exc}", file=sys.stderr)
         return 1
     lines = manifest.read_text().splitlines()
-    total = sum(json.loads(x)["duration"] for x in lines) / max(1, len(args.sample_rates))
+    total = sum(json.loads(x)["duration"] for x in lines) / max(1, len(sample_rates))
     print(f"wrote {manifest} ({len(lines)} files, {total / 3600:.2f} h of speech per rate, {n_talkers} talkers)")
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    n_talkers, hours = (8, 8 * 20 / 3600.0) if args.tiny else (args.talkers, args.hours)
+    return run_build("synth", lambda: build_corpus(args.out, args.sample_rates, n_talkers, hours, args.jobs, args.seed,
+                                                   progress=False if args.quiet else None),
+                     n_talkers, args.sample_rates)

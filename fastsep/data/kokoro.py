@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -233,13 +232,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        manifest = build_kokoro_corpus(args.out, args.talkers, args.hours, args.sample_rates, args.jobs, args.seed,
-                                       progress=False if args.quiet else None)
-    except (RuntimeError, ValueError) as exc:
-        print(f"fastsep corpus kokoro: {exc}", file=sys.stderr)
-        return 1
-    lines = manifest.read_text().splitlines()
-    total = sum(json.loads(x)["duration"] for x in lines) / max(1, len(args.sample_rates))
-    print(f"wrote {manifest} ({len(lines)} files, {total / 3600:.2f} h of speech per rate, {args.talkers} talkers)")
-    return 0
+    from .corpus import run_build
+
+    return run_build("kokoro", lambda: build_kokoro_corpus(args.out, args.talkers, args.hours, args.sample_rates,
+                                                           args.jobs, args.seed,
+                                                           progress=False if args.quiet else None),
+                     args.talkers, args.sample_rates)
