@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Two follow-ups of recipes/ablate_kokoro.sh, each a single change against its `with` arm (the default's B since
+# session 19, kept as recipes/state/backbone_kokoro_average), trained side by side from the same B with the same
+# steps, settings and seed (one thread each):
+#   more      twice the Kokoro talkers at the same share of the mixtures: a second corpus of 100 new blends
+#             ($WORK/kokoro2: fastsep corpus kokoro --seed 1 --prefix kb, 0.3 h) pooled in, each corpus at weight 5
+#   channel   the same data as `with`, both talkers of each mixture from one recording channel (--pair-by channel)
+# then each arm's checkpoints 1000 and 2000 averaged and backbone SI-SDRi on 100 fixed mixtures of every unseen set
+# and of the training casts' valid splits, paired against `with` (arm - with).
+#
+#   SKIP_CORPORA=1 bash recipes/ablate_kokoro_next.sh
+#
+# Environment: ARMS (default "more channel"), ARM_STEPS (2001), EVAL_ITEMS (100), WORK, DEVICE, SKIP_CORPORA.
+# Writes $WORK/ablate_kokoro_next/{more,channel}[_avg]/ and per-mixture CSVs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
+ARMS="${ARMS:-more channel}"; ARM_STEPS="${ARM_STEPS:-2001}"; OUT="$WORK/ablate_kokoro_next"
+FROM="$STATE/backbone_within_average"; REF="$STATE/backbone_kokoro_average"
+build_corpora
+build_kokoro
+if [[ " $ARMS " == *" more "* && ! -f "$WORK/kokoro2/manifest.jsonl" ]]; then
+  echo "== the second Kokoro corpus -> $WORK/kokoro2"
+  FASTSEP_NUM_THREADS=1 fs corpus kokoro "$WORK/kokoro2" --talkers 100 --hours 0.3 --seed 1 --prefix kb \
+     --jobs "${KOKORO_JOBS:-2}" --quiet
+fi
+base=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula")
+arm() {  # arm NAME EXTRA_OPTIONS DATA...
+  local name=$1 extra=$2; shift 2
+  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="$extra" finetune_b "$FROM" "$OUT/$name" "$ARM_STEPS" speed,overlap "$@"
+  fs average --out "$OUT/${name}_avg" "$OUT/$name/steps/0001000" "$OUT/$name/steps/0002000"
+}
+echo "== the arms ($ARMS) from the default's B of session 16, side by side, $ARM_STEPS steps"
+for a in $ARMS; do
+  case $a in
+    more) arm more "--mix-within-corpus 1 --data-weights 1 1 1 1 1 5 5" "${base[@]}" "$WORK/kokoro" "$WORK/kokoro2" & ;;
+    channel) arm channel "--mix-within-corpus 1 --pair-by channel --data-weights 1 1 1 1 1 10" "${base[@]}" \
+                "$WORK/kokoro" & ;;
+    *) echo "unknown arm $a" >&2; exit 1 ;;
+  esac
+done
+wait
+
+echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
+for pair in recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid; do
+  s=${pair%%:*}; split=${pair##*:}
+  for m in with:"$REF" $(for a in $ARMS; do echo "$a:$OUT/${a}_avg"; done); do
+    [[ -f "$OUT/${m%%:*}_$s.csv" ]] && continue
+    FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone --segment 4 \
+       --max-items "${EVAL_ITEMS:-100}" --metrics si_sdr --csv "$OUT/${m%%:*}_$s.csv" --json "$OUT/${m%%:*}_$s.json" \
+       --no-progress &
+  done
+  wait
+  for a in $ARMS; do fs compare "$OUT/with_$s.csv" "$OUT/${a}_$s.csv"; done
+done
