@@ -20,11 +20,7 @@ ARMS="${ARMS:-more channel}"; ARM_STEPS="${ARM_STEPS:-2001}"; OUT="$WORK/ablate_
 FROM="$STATE/backbone_within_average"; REF="$STATE/backbone_kokoro_average"
 build_corpora
 build_kokoro
-if [[ " $ARMS " == *" more "* && ! -f "$WORK/kokoro2/manifest.jsonl" ]]; then
-  echo "== the second Kokoro corpus -> $WORK/kokoro2"
-  FASTSEP_NUM_THREADS=1 fs corpus kokoro "$WORK/kokoro2" --talkers 100 --hours 0.3 --seed 1 --prefix kb \
-     --jobs "${KOKORO_JOBS:-2}" --quiet
-fi
+[[ " $ARMS " == *" more "* ]] && build_kokoro kokoro2 --talkers 100 --hours 0.3 --seed 1 --prefix kb
 base=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula")
 arm() {  # arm NAME EXTRA_OPTIONS DATA...
   local name=$1 extra=$2; shift 2
@@ -45,14 +41,6 @@ done
 wait
 
 echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
-for pair in recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid; do
-  s=${pair%%:*}; split=${pair##*:}
-  for m in with:"$REF" $(for a in $ARMS; do echo "$a:$OUT/${a}_avg"; done); do
-    [[ -f "$OUT/${m%%:*}_$s.csv" ]] && continue
-    FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone --segment 4 \
-       --max-items "${EVAL_ITEMS:-100}" --metrics si_sdr --csv "$OUT/${m%%:*}_$s.csv" --json "$OUT/${m%%:*}_$s.json" \
-       --no-progress &
-  done
-  wait
-  for a in $ARMS; do fs compare "$OUT/with_$s.csv" "$OUT/${a}_$s.csv"; done
-done
+arms=(); for a in $ARMS; do arms+=("$a:$OUT/${a}_avg"); done
+SCORE_SETS="recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid" SCORE_REUSE_A=1 \
+  score_pair "$OUT" with:"$REF" "${arms[@]}"

