@@ -18,6 +18,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "compare": ("fastsep.commands.compare", "paired per-mixture difference between two `fastsep eval --csv` files"),
     "bench": ("fastsep.commands.bench", "latency and real-time factor of each pipeline stage"),
     "average": ("fastsep.commands.average", "average the weights of several checkpoints of one training run"),
+    "ensemble": ("fastsep.commands.ensemble", "one backbone from several: their separated outputs averaged"),
     "demo": ("fastsep.commands.demo", "separate a bundled two-talker example and report SI-SDRi"),
     "train": {
         "separator": ("fastsep.train.separator", "train a separation backbone (Conv-TasNet, DPRNN, MulCat, SepFormer)"),

@@ -304,7 +304,11 @@ def model_flops(model: nn.Module, kind: str, items: int, length: int, **kwargs) 
     from .models.combiner import Combiner
     from .models.convtasnet import ConvTasNet
     from .models.diffwave import DiffWave
+    from .models.ensemble import BackboneEnsemble
 
+    if isinstance(model, BackboneEnsemble):  # the members' own counts; the alignment and mean are not counted
+        counts = [model_flops(m, kind, items, length, **kwargs) for m in model.members]
+        return None if any(c is None for c in counts) else sum(counts)
     if isinstance(model, ConvTasNet):
         return convtasnet_flops(model, items, length)
     if isinstance(model, DiffWave):

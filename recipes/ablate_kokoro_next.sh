@@ -5,8 +5,9 @@
 #   more      twice the Kokoro talkers at the same share of the mixtures: a second corpus of 100 new blends
 #             ($WORK/kokoro2: fastsep corpus kokoro --seed 1 --prefix kb, 0.3 h) pooled in, each corpus at weight 5
 #   channel   the same data as `with`, both talkers of each mixture from one recording channel (--pair-by channel)
-#   with_seed1  `with` itself again under another seed (--seed 1: other mixtures, crops, augmentation draws): how far
-#             two runs of one recipe land apart, the yardstick for the differences above (ARMS=with_seed1)
+#   with_seedN  `with` itself again under another seed (--seed N: other mixtures, crops, augmentation draws): how far
+#             runs of one recipe land apart, the yardstick for the differences above (ARMS=with_seed1; session 20
+#             added seeds 2 and 3 for recipes/soup_seeds.sh)
 # then each arm's checkpoints 1000 and 2000 averaged and backbone SI-SDRi on 100 fixed mixtures of every unseen set
 # and of the training casts' valid splits, paired against `with` (arm - with).
 #
@@ -31,7 +32,7 @@ echo "== the arms ($ARMS) from the default's B of session 16, side by side, $ARM
 for a in $ARMS; do
   case $a in
     more) arm more "--mix-within-corpus 1 --data-weights 1 1 1 1 1 5 5" "${base[@]}" "$WORK/kokoro" "$WORK/kokoro2" & ;;
-    with_seed1) arm with_seed1 "--mix-within-corpus 1 --data-weights 1 1 1 1 1 10 --seed 1" "${base[@]}" \
+    with_seed*) arm "$a" "--mix-within-corpus 1 --data-weights 1 1 1 1 1 10 --seed ${a#with_seed}" "${base[@]}" \
                    "$WORK/kokoro" & ;;
     channel) arm channel "--mix-within-corpus 1 --pair-by channel --data-weights 1 1 1 1 1 10" "${base[@]}" \
                 "$WORK/kokoro" & ;;

@@ -14,6 +14,7 @@ _WHERE = {
     "Combiner": "fastsep.models.combiner",
     "NCSNpp": "fastsep.models.ncsnpp",  # DiffSep's score network
     "TFAttentionUNet": "fastsep.models.tf_attention_unet",  # a source prior's noise predictor
+    "BackboneEnsemble": "fastsep.models.ensemble",  # several separators, their estimates averaged
 }
 
 __all__ = list(_WHERE)
