@@ -306,9 +306,10 @@ def model_flops(model: nn.Module, kind: str, items: int, length: int, **kwargs) 
     from .models.diffwave import DiffWave
     from .models.ensemble import BackboneEnsemble
 
-    if isinstance(model, BackboneEnsemble):  # the members' own counts; the alignment and mean are not counted
-        counts = [model_flops(m, kind, items, length, **kwargs) for m in model.members]
-        return None if any(c is None for c in counts) else sum(counts)
+    if isinstance(model, BackboneEnsemble):  # the members' own counts per view; alignment and mean not counted
+        counts = [model_flops(m, kind, items, length + shift, **kwargs) for m in model.members
+                  for shift in model.shifts]
+        return None if any(c is None for c in counts) else sum(counts) * len(model.polarities)
     if isinstance(model, ConvTasNet):
         return convtasnet_flops(model, items, length)
     if isinstance(model, DiffWave):

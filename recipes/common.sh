@@ -14,6 +14,9 @@ PACKAGES=(espeak-ng flite sox festival festvox-kallpc16k festvox-kdlpc16k festvo
 # The default backbone: Conv-TasNet with a 32-sample (4 ms) encoder at 2 ms hop, 16 blocks of 64/128 channels
 # (0.44 M parameters); see BENCHMARKS.md for its training throughput on 2 CPU cores.
 DEFAULT_B_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
+# --data-weights of the default's B and F data since session 19, for the corpora in this order: synth recorded game
+# adventure drascula kokoro (the Kokoro voices drawn at ten times their share of the speech)
+KOKORO_DATA_WEIGHTS="1 1 1 1 1 10"
 fs() { python -m fastsep "$@"; }
 # finetune_b INIT OUT STEPS AUGMENT DATA...: the default's B fine-tuned from INIT (a model folder) the way every
 # fine-tuning stage and ablation arm does it: lr 2.5e-4 fixed (patience 0), fresh Adam, levels U[0, 8] dB, the

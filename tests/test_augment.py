@@ -94,6 +94,23 @@ def test_formant_augmentation_is_opt_in_and_leaves_other_streams_alone():
         Augmentation(formant=(1.2, 0.9))
 
 
+def test_polarity_flip_negates_about_its_share_of_the_crops_and_is_opt_in():
+    crop = np.random.default_rng(1).standard_normal(400)
+    # off by default: no draw, so the stream after it is the one runs without the option always had
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    assert np.array_equal(Augmentation(reverb_prob=0.0).crop(crop, rng_a, SR), crop)
+    rng_b.random()  # the reverberation draw
+    assert rng_a.random() == rng_b.random()
+    aug = Augmentation(reverb_prob=0.0, polarity_prob=0.3)
+    rng = np.random.default_rng(7)
+    outs = [aug.crop(crop, rng, SR) for _ in range(2000)]
+    negated = sum(np.array_equal(o, -crop) for o in outs)
+    assert all(np.array_equal(o, crop) or np.array_equal(o, -crop) for o in outs)
+    assert abs(negated / 2000 - 0.3) < 0.04
+    with pytest.raises(ValueError, match="polarity_prob"):
+        Augmentation(polarity_prob=-0.1)
+
+
 def test_augment_option_names_the_formant_shift():
     import argparse
 
@@ -102,6 +119,9 @@ def test_augment_option_names_the_formant_shift():
     aug = augmentation_from_args(argparse.Namespace(augment="speed,overlap,formant"))
     assert (aug.formant_prob, aug.reverb_prob, aug.noise_prob) == (0.5, 0.0, 0.0) and aug.speed_prob > 0
     assert augmentation_from_args(argparse.Namespace(augment="all")).formant_prob == 0.0
+    assert augmentation_from_args(argparse.Namespace(augment="all")).polarity_prob == 0.0
+    assert augmentation_from_args(argparse.Namespace(augment="speed,polarity")).polarity_prob == 0.5
+    assert augmentation_from_args(argparse.Namespace(augment="polarity:0.2")).polarity_prob == 0.2
     with pytest.raises(ValueError, match="formant"):
         augmentation_from_args(argparse.Namespace(augment="speed,vtlp"))
     strong = augmentation_from_args(argparse.Namespace(augment="speed:0.3,formant:0.9"))

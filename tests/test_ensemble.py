@@ -52,6 +52,21 @@ def test_output_is_the_mean_of_the_members_in_the_first_ones_talker_order():
         torch.testing.assert_close(ensemble(x), a(x))
 
 
+def test_views_are_the_negated_and_the_delayed_mixture_undone():
+    a = _tiny(0)
+    x = torch.randn(2, 1603)
+    with torch.no_grad():
+        polarity = BackboneEnsemble.from_models([a], polarities=[1, -1])
+        torch.testing.assert_close(polarity(x), _aligned_mean(a(x), -a(-x)))
+        shifted = BackboneEnsemble.from_models([a], shifts=[0, 3])
+        delayed = a(torch.nn.functional.pad(x, (3, 0)))[..., 3:3 + x.shape[-1]]
+        torch.testing.assert_close(shifted(x), _aligned_mean(a(x), delayed))
+        both = BackboneEnsemble.from_models([a, _tiny(1)], shifts=[0, 3], polarities=[1, -1])
+        assert both.passes == 8 and both(x).shape == a(x).shape
+    # the views differ from the plain estimate (else they would add nothing)
+    assert not torch.allclose(a(x), -a(-x), atol=1e-3)
+
+
 def test_members_are_copies_and_the_config_rebuilds_the_ensemble(tmp_path):
     a, b, c = _tiny(0), _tiny(1), _tiny(2, n_blocks=3)  # members may differ in size
     ensemble = BackboneEnsemble.from_models([a, b, c])
@@ -74,6 +89,14 @@ def test_bad_ensembles_are_refused():
     spec = {"class": "ConvTasNet", "config": a.config}
     with pytest.raises(ValueError, match="at least two"):
         BackboneEnsemble([spec])
+    with pytest.raises(ValueError, match="shifts"):
+        BackboneEnsemble([spec, spec], shifts=[0, -4])
+    with pytest.raises(ValueError, match="shifts"):
+        BackboneEnsemble([spec, spec], shifts=[0, 0])
+    with pytest.raises(ValueError, match="polarities"):
+        BackboneEnsemble([spec, spec], polarities=[1, 2])
+    with pytest.raises(ValueError, match="whole numbers"):
+        BackboneEnsemble([spec, spec], shifts=[0.5])
     with pytest.raises(ValueError, match="n_src"):
         BackboneEnsemble.from_models([a, _tiny(1, n_src=3)])
     with pytest.raises(ValueError, match="sample_rate"):
@@ -97,6 +120,9 @@ def test_flops_are_the_members_sum():
     ensemble = BackboneEnsemble.from_models([a, b])
     assert model_flops(ensemble, "backbone", 2, 1600) == (model_flops(a, "backbone", 2, 1600)
                                                            + model_flops(b, "backbone", 2, 1600))
+    views = BackboneEnsemble.from_models([a], shifts=[0, 8], polarities=[1, -1])
+    assert model_flops(views, "backbone", 2, 1600) == 2 * (model_flops(a, "backbone", 2, 1600)
+                                                            + model_flops(a, "backbone", 2, 1608))
 
 
 def test_cli_writes_an_ensemble_that_bundles_and_separates(tmp_path, capsys):
@@ -107,7 +133,7 @@ def test_cli_writes_an_ensemble_that_bundles_and_separates(tmp_path, capsys):
         save_model(_tiny(seed), tmp_path / f"s{seed}")
         dirs.append(str(tmp_path / f"s{seed}"))
     assert cli_main(["ensemble", *dirs, "--out", str(tmp_path / "ens")]) == 0
-    assert "ensemble of 2 backbones" in capsys.readouterr().out
+    assert "2 passes per call" in capsys.readouterr().out
     ensemble = load_model(tmp_path / "ens")
     members = [load_model(d) for d in dirs]
     x = torch.randn(1, 1600)
@@ -120,6 +146,11 @@ def test_cli_writes_an_ensemble_that_bundles_and_separates(tmp_path, capsys):
     assert out.shape[-2:] == (2, 8000) and torch.isfinite(out).all()
     # bad calls: one folder, --out among the members, a missing folder, an ensemble as a member, not a backbone
     assert cli_main(["ensemble", dirs[0], "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["ensemble", dirs[0], "--polarities", "1,x", "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["ensemble", dirs[0], "--shifts", "0,-1", "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["ensemble", dirs[0], "--polarities", "1,-1", "--out", str(tmp_path / "tta")]) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(tmp_path / "tta")(x), _aligned_mean(members[0](x), -members[0](-x)))
     assert cli_main(["ensemble", *dirs, "--out", dirs[1]]) == 2
     assert cli_main(["ensemble", dirs[0], str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert cli_main(["ensemble", dirs[0], str(tmp_path / "ens"), "--out", str(tmp_path / "z")]) == 2

@@ -7,7 +7,11 @@ synthetic room reverberation (exponentially decaying noise tails, RT60 drawn per
 reverberant source, so the task stays separation, not dereverberation), and partial overlap (one source silent for
 a leading or trailing part of the segment, as in real conversations), and, when asked for, a formant shift (the
 spectral envelope warped along frequency with the harmonics left in place: a longer or shorter vocal tract at the
-same pitch, so that with speed perturbation pitch and vocal-tract length vary independently). Per mixture:
+same pitch, so that with speed perturbation pitch and vocal-tract length vary independently), and a polarity flip
+(the source negated: a microphone, codec or synthesiser may deliver speech either way up, and voiced speech is not
+symmetric about zero -- its glottal pulses point one way -- so a network that only ever saw one polarity per corpus
+separates the other one worse; measured in session 20: the default's B scored up to 0.85 dB higher on an unseen
+engine's voices when the negated mixture's estimate was averaged in). Per mixture:
 background noise (recorded music or coloured noise) at a drawn SNR; the targets stay noise-free, so the separator
 also learns to reject it.
 
@@ -24,10 +28,13 @@ import numpy as np
 import torch
 
 __all__ = ["Augmentation", "speed_perturb", "formant_shift", "lpc_envelope", "synthetic_rir", "coloured_noise",
-           "FORMANT_PROB", "NOISE_FOLDERS"]
+           "FORMANT_PROB", "POLARITY_PROB", "NOISE_FOLDERS"]
 
 #: The formant shift's probability when it is asked for by name without one (it is off by default: formant_prob 0).
 FORMANT_PROB = 0.5
+
+#: The polarity flip's probability when it is asked for by name without one (off by default: polarity_prob 0).
+POLARITY_PROB = 0.5
 
 #: Folders searched for background recordings when ``noise_files`` is not given (Debian asterisk-moh-opsound-wav).
 NOISE_FOLDERS = ("/usr/share/asterisk/moh",)
@@ -138,6 +145,8 @@ class Augmentation:
         formant: range of the formant factor (0.85-1.18: vocal tracts ~15 % longer to ~15 % shorter).
         formant_prob: probability that a source's crop is formant-shifted (0 unless asked for: ``--augment
             ...,formant`` sets :data:`FORMANT_PROB`; ``all`` keeps the four parts it always meant).
+        polarity_prob: probability that a source's crop is negated (each source drawn on its own; 0 unless asked
+            for: ``--augment ...,polarity`` sets :data:`POLARITY_PROB`).
     """
 
     speed: Tuple[float, float] = (0.85, 1.15)
@@ -152,11 +161,12 @@ class Augmentation:
     max_silent: float = 0.5
     formant: Tuple[float, float] = (0.85, 1.18)
     formant_prob: float = 0.0
+    polarity_prob: float = 0.0
     _noise_bank: Optional[List[np.ndarray]] = field(default=None, repr=False)
     _noise_rate: int = field(default=0, repr=False)
 
     def __post_init__(self):
-        for name in ("speed_prob", "reverb_prob", "noise_prob", "overlap_prob", "formant_prob"):
+        for name in ("speed_prob", "reverb_prob", "noise_prob", "overlap_prob", "formant_prob", "polarity_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
@@ -185,6 +195,8 @@ class Augmentation:
 
             rir = synthetic_rir(rng, sample_rate, float(rng.uniform(*self.rt60)), float(rng.uniform(*self.drr_db)))
             crop = fftconvolve(crop, rir)[: len(crop)]
+        if self.polarity_prob > 0 and rng.random() < self.polarity_prob:  # drawn only when enabled, as above
+            crop = -crop
         return crop
 
     def overlap(self, sources: np.ndarray, rng: np.random.Generator) -> np.ndarray:

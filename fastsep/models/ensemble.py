@@ -1,18 +1,25 @@
-"""A backbone that is several separators of one task, their estimates averaged.
+"""A backbone that averages several separations of one mixture: several separators, several views of the input.
 
 Why: runs of one training recipe that differ only in their seed (or in a small change of data) land up to ±0.5 dB
 apart on voices they never heard, and not in the same direction on every source of voices; the mean of their
 separated waveforms is nearer the truth than a typical member (each member's errors are partly its own). Averaging
 their *weights* instead (:mod:`fastsep.models.averaging`, a "model soup") measured no better than the members here,
-so the members are run one after another and their outputs averaged. The cost is one backbone pass per member; in
-full mode the vocoder and F dominate, so a few members add little to the latency.
+so the members are run one after another and their outputs averaged.
 
-A separator names its talkers in an arbitrary order, so each member's estimates are first put into the first
-member's order (:func:`fastsep.chunking.match_sources`, the Hungarian match on normalised correlation that also
+One network also errs differently on other *views* of the same mixture, which it answers exactly in principle:
+
+* **polarity**: the negated mixture's sources are the negated sources, so ``-B(-x)`` is a second estimate. A
+  Conv-TasNet's ReLU encoder is far from odd (``B(-x) != -B(x)``), so the two estimates differ;
+* **shift**: a mixture delayed by ``s`` samples has the delayed sources; with ``s`` a fraction of the encoder's hop
+  the network sees other frame boundaries (Demucs' "shift trick").
+
+Every (member, view) pair costs one backbone pass; in full mode the vocoder and F dominate, so a few passes add
+little to the latency. A separator names its talkers in an arbitrary order, so each estimate is first put into the
+first one's order (:func:`fastsep.chunking.match_sources`, the Hungarian match on normalised correlation that also
 joins a long file's chunks).
 
 The ensemble saves and loads like any model (:func:`fastsep.models.io.save_model`): its config lists each member's
-class and config, its weights are the members' under ``members.<i>.``.
+class and config and the views, its weights are the members' under ``members.<i>.``.
 """
 from __future__ import annotations
 
@@ -26,19 +33,28 @@ __all__ = ["BackboneEnsemble"]
 
 class BackboneEnsemble(nn.Module):
     """Average of the estimates ``[B, C, T]`` of ``members`` (each ``{"class": name, "config": {...}}`` of a
-    :mod:`fastsep.models` separator), every member's talkers reordered to the first member's.
+    :mod:`fastsep.models` separator) over the input views ``shifts`` (samples of delay, each >= 0) x ``polarities``
+    (+1 and/or -1), every estimate's talkers reordered to the first one's (member 0, first shift, first polarity).
 
     Use :meth:`from_models` to build one from loaded models; ``BackboneEnsemble(members=...)`` builds untrained
-    members (what :func:`fastsep.models.io.load_model` does before loading the weights)."""
+    members (what :func:`fastsep.models.io.load_model` does before loading the weights). One member with several
+    views is test-time augmentation of a single network."""
 
-    def __init__(self, members: Sequence[Dict[str, Any]], n_src: Optional[int] = None,
-                 sample_rate: Optional[int] = None):
+    def __init__(self, members: Sequence[Dict[str, Any]], shifts: Sequence[int] = (0,),
+                 polarities: Sequence[int] = (1,), n_src: Optional[int] = None, sample_rate: Optional[int] = None):
         super().__init__()
         from .io import _resolve_class
 
         members = list(members)
-        if len(members) < 2:
-            raise ValueError(f"BackboneEnsemble needs at least two members, got {len(members)}")
+        shifts = [self._int(s, "shifts") for s in shifts]
+        polarities = [self._int(p, "polarities") for p in polarities]
+        if not shifts or any(s < 0 for s in shifts) or len(set(shifts)) != len(shifts):
+            raise ValueError(f"BackboneEnsemble: shifts must be distinct sample delays >= 0, got {shifts}")
+        if not polarities or any(p not in (1, -1) for p in polarities) or len(set(polarities)) != len(polarities):
+            raise ValueError(f"BackboneEnsemble: polarities must be 1 and/or -1, got {polarities}")
+        if not members or len(members) * len(shifts) * len(polarities) < 2:
+            raise ValueError("BackboneEnsemble needs at least two members, or one member with several views "
+                             f"(got {len(members)} member(s), shifts {shifts}, polarities {polarities})")
         built: List[nn.Module] = []
         for i, spec in enumerate(members):
             if not isinstance(spec, dict) or not isinstance(spec.get("class"), str) \
@@ -50,6 +66,7 @@ class BackboneEnsemble(nn.Module):
             built.append(_resolve_class(spec["class"])(**spec["config"]))
         self._check_compatible([m.__class__.__name__ for m in built], [spec["config"] for spec in members])
         self.members = nn.ModuleList(built)
+        self.shifts, self.polarities = shifts, polarities
         first = members[0]["config"]
         self.n_src = int(first["n_src"])
         self.sample_rate = getattr(built[0], "sample_rate", first.get("sample_rate"))
@@ -59,7 +76,14 @@ class BackboneEnsemble(nn.Module):
             if given is not None and given != actual:
                 raise ValueError(f"BackboneEnsemble: {name}={given} does not match its members' {actual}")
         self.config = {"members": [{"class": s["class"], "config": dict(s["config"])} for s in members],
-                       "n_src": self.n_src, "sample_rate": self.sample_rate}
+                       "shifts": list(shifts), "polarities": list(polarities), "n_src": self.n_src,
+                       "sample_rate": self.sample_rate}
+
+    @staticmethod
+    def _int(value, name: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ValueError(f"BackboneEnsemble: {name} must hold whole numbers, got {value!r}")
+        return int(value)
 
     @staticmethod
     def _check_compatible(names: Sequence[str], configs: Sequence[Dict[str, Any]]) -> None:
@@ -72,7 +96,8 @@ class BackboneEnsemble(nn.Module):
                                  + ", ".join(f"{n}={c.get(key)}" for n, c in zip(names, configs)))
 
     @classmethod
-    def from_models(cls, models: Sequence[nn.Module]) -> "BackboneEnsemble":
+    def from_models(cls, models: Sequence[nn.Module], shifts: Sequence[int] = (0,),
+                    polarities: Sequence[int] = (1,)) -> "BackboneEnsemble":
         """An ensemble holding copies of the weights of ``models`` (each with a ``config``, as saved models have)."""
         models = list(models)
         specs = []
@@ -82,21 +107,36 @@ class BackboneEnsemble(nn.Module):
                 raise ValueError(f"model {i} ({type(model).__name__}) has no config dict; load it with "
                                  f"fastsep.models.io.load_model")
             specs.append({"class": type(model).__name__, "config": config})
-        ensemble = cls(specs)
+        ensemble = cls(specs, shifts=shifts, polarities=polarities)
         for target, source in zip(ensemble.members, models):
             target.load_state_dict(source.state_dict(), strict=True)
         return ensemble.eval()
 
+    @property
+    def passes(self) -> int:
+        """Backbone passes per call: members x shifts x polarities."""
+        return len(self.members) * len(self.shifts) * len(self.polarities)
+
     def forward(self, mixture: Tensor) -> Tensor:
         from ..chunking import _reorder, match_sources
 
-        first = self.members[0](mixture)
-        total = first.clone()
-        for member in self.members[1:]:
-            estimate = member(mixture)
-            if estimate.shape != first.shape:
-                raise ValueError(f"BackboneEnsemble: a member returned {tuple(estimate.shape)}, the first "
-                                 f"{tuple(first.shape)}")
-            # the order is chosen without gradient (a permutation); the reordered estimate keeps its own
-            total += _reorder(estimate, match_sources(first.detach(), estimate.detach()))
-        return total / len(self.members)
+        length = mixture.shape[-1]
+        first: Optional[Tensor] = None
+        total: Optional[Tensor] = None
+        for member in self.members:
+            for shift in self.shifts:
+                view = nn.functional.pad(mixture, (shift, 0)) if shift else mixture
+                for sign in self.polarities:
+                    estimate = member(-view if sign < 0 else view)
+                    estimate = estimate[..., shift:shift + length]
+                    if sign < 0:
+                        estimate = -estimate
+                    if first is None:
+                        first, total = estimate, estimate.clone()
+                        continue
+                    if estimate.shape != first.shape:
+                        raise ValueError(f"BackboneEnsemble: a member returned {tuple(estimate.shape)}, the first "
+                                         f"{tuple(first.shape)}")
+                    # the order is chosen without gradient (a permutation); the reordered estimate keeps its own
+                    total += _reorder(estimate, match_sources(first.detach(), estimate.detach()))
+        return total / self.passes

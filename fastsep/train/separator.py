@@ -161,7 +161,7 @@ def initial_model(folder: str, name: str, n_src: int, overrides: Optional[Dict[s
 
 def augmentation_from_args(args: argparse.Namespace):
     """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
-    from ..data.augment import FORMANT_PROB, Augmentation
+    from ..data.augment import FORMANT_PROB, POLARITY_PROB, Augmentation
 
     if args.augment == "none":
         return None
@@ -174,18 +174,21 @@ def augmentation_from_args(args: argparse.Namespace):
                 probs[part] = float(p) if p else None
             except ValueError:
                 raise ValueError(f"--augment: {item!r} is not PART or PART:PROBABILITY") from None
-        unknown = set(probs) - {"speed", "reverb", "noise", "overlap", "formant"}
+        unknown = set(probs) - {"speed", "reverb", "noise", "overlap", "formant", "polarity"}
         if unknown:
             raise ValueError(f"--augment: unknown part(s) {sorted(unknown)}; use all, none or a comma list of "
-                             "speed,reverb,noise,overlap,formant (each may carry its probability: formant:0.8)")
+                             "speed,reverb,noise,overlap,formant,polarity (each may carry its probability: "
+                             "formant:0.8)")
         for part, attr in (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"),
-                           ("overlap", "overlap_prob"), ("formant", "formant_prob")):
+                           ("overlap", "overlap_prob"), ("formant", "formant_prob"), ("polarity", "polarity_prob")):
             if part not in probs:
                 setattr(aug, attr, 0.0)
             elif probs[part] is not None:
                 setattr(aug, attr, probs[part])
             elif part == "formant":
                 aug.formant_prob = FORMANT_PROB
+            elif part == "polarity":
+                aug.polarity_prob = POLARITY_PROB
         aug.__post_init__()  # a probability given here is checked like one given to the constructor
     return aug
 
@@ -208,7 +211,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
                         help="training augmentation: none (default), all (speed,reverb,noise,overlap), or a comma "
-                             "list of speed,reverb,noise,overlap,formant, each with its default probability or "
+                             "list of speed,reverb,noise,overlap,formant,polarity, each with its default probability or "
                              "PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
