@@ -127,7 +127,7 @@ echo "== 2e/5 B with Kokoro's blended neural voices added (from the average abov
 # steelsky +0.38 dB against the same steps without it; festival -0.46). Its checkpoints 1000 and 2000 averaged.
 build_kokoro  # F trains on it too
 if [[ ! -d "$STATE/backbone_kokoro_average" || "${KOKORO_RETRAIN:-0}" == 1 ]]; then
-  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="--mix-within-corpus 1 --data-weights 1 1 1 1 1 10" finetune_b \
+  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS" finetune_b \
      "$WORK/backbone_within_average" "$WORK/backbone_kokoro" "$KOKORO_STEPS" speed,overlap \
      "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro"
   fs average --out "$WORK/backbone_kokoro_average" "$WORK"/backbone_kokoro/steps/00{01,02}000
@@ -161,7 +161,7 @@ echo "== 4/5 combiner F (B and GM frozen)"
 # default's F was: 150 steps).
 f_init=(); [[ -f "$DEST/bundle.json" && "${F_FROM_SCRATCH:-0}" != 1 ]] && f_init=(--init-from "$DEST")
 fs train combiner --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" \
-   "$WORK/kokoro" --data-weights 1 1 1 1 1 10 --backbone "$B_DIR" --mix-within-corpus 1 \
+   "$WORK/kokoro" --data-weights $KOKORO_DATA_WEIGHTS --backbone "$B_DIR" --mix-within-corpus 1 \
    --vocoder "$GM_DIR" --out "$WORK/combiner" --bundle-out "$WORK/bundle" --max-steps "$F_STEPS" --valid-items 8 \
    "${f_init[@]}" --device "$DEVICE" --no-progress
 

@@ -61,6 +61,8 @@ def test_views_are_the_negated_and_the_delayed_mixture_undone():
         shifted = BackboneEnsemble.from_models([a], shifts=[0, 3])
         delayed = a(torch.nn.functional.pad(x, (3, 0)))[..., 3:3 + x.shape[-1]]
         torch.testing.assert_close(shifted(x), _aligned_mean(a(x), delayed))
+        negated = BackboneEnsemble.from_models([a], polarities=[-1])  # a single view other than the mixture
+        torch.testing.assert_close(negated(x), -a(-x))
         both = BackboneEnsemble.from_models([a, _tiny(1)], shifts=[0, 3], polarities=[1, -1])
         assert both.passes == 8 and both(x).shape == a(x).shape
     # the views differ from the plain estimate (else they would add nothing)

@@ -52,9 +52,11 @@ class BackboneEnsemble(nn.Module):
             raise ValueError(f"BackboneEnsemble: shifts must be distinct sample delays >= 0, got {shifts}")
         if not polarities or any(p not in (1, -1) for p in polarities) or len(set(polarities)) != len(polarities):
             raise ValueError(f"BackboneEnsemble: polarities must be 1 and/or -1, got {polarities}")
-        if not members or len(members) * len(shifts) * len(polarities) < 2:
-            raise ValueError("BackboneEnsemble needs at least two members, or one member with several views "
-                             f"(got {len(members)} member(s), shifts {shifts}, polarities {polarities})")
+        if not members or (len(members) == 1 and shifts == [0] and polarities == [1]):
+            # one member seen as it is would be that member under another name
+            raise ValueError("BackboneEnsemble needs at least two members, or one member with another view than "
+                             f"the plain mixture (got {len(members)} member(s), shifts {shifts}, polarities "
+                             f"{polarities})")
         built: List[nn.Module] = []
         for i, spec in enumerate(members):
             if not isinstance(spec, dict) or not isinstance(spec.get("class"), str) \
