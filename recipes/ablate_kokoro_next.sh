@@ -32,9 +32,9 @@ echo "== the arms ($ARMS) from the default's B of session 16, side by side, $ARM
 for a in $ARMS; do
   case $a in
     more) arm more "--mix-within-corpus 1 --data-weights 1 1 1 1 1 5 5" "${base[@]}" "$WORK/kokoro" "$WORK/kokoro2" & ;;
-    with_seed*) arm "$a" "--mix-within-corpus 1 --data-weights 1 1 1 1 1 10 --seed ${a#with_seed}" "${base[@]}" \
+    with_seed*) arm "$a" "--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed ${a#with_seed}" "${base[@]}" \
                    "$WORK/kokoro" & ;;
-    channel) arm channel "--mix-within-corpus 1 --pair-by channel --data-weights 1 1 1 1 1 10" "${base[@]}" \
+    channel) arm channel "--mix-within-corpus 1 --pair-by channel --data-weights $KOKORO_DATA_WEIGHTS" "${base[@]}" \
                 "$WORK/kokoro" & ;;
     *) echo "unknown arm $a" >&2; exit 1 ;;
   esac

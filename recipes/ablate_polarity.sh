@@ -47,3 +47,14 @@ for f in "$WORK"/ablate_kokoro_next/with_*.csv "$WORK"/ablate_kokoro_next/with_*
 done
 SCORE_SETS="recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid" SCORE_REUSE_A=1 \
   score_pair "$OUT" with:"$REF" "${arms[@]}"
+
+echo "== each arm on the negated mixture, and on both polarities averaged (fastsep ensemble), on the unseen sets"
+views=()
+for a in $ARMS; do
+  for v in "negated -1" "bothpol 1,-1"; do
+    set -- $v; rm -rf "$OUT/${a}_$1"
+    fs ensemble "$OUT/${a}_avg" --polarities "$2" --out "$OUT/${a}_$1"
+    views+=("${a}_$1:$OUT/${a}_$1")
+  done
+done
+SCORE_SETS="recorded:test festival:test steelsky:train" SCORE_REUSE_A=1 score_pair "$OUT" with:"$REF" "${views[@]}"
