@@ -29,7 +29,7 @@
 # reverberation, partial overlap, background noise; levels U[0, 8] dB), 2b) B fine-tuned without reverberation and
 # noise, its checkpoints averaged, 2c) the same with Drascula's casts pooled in, from that average, its checkpoints
 # averaged, 2d) the same with both talkers of every mixture from one corpus, averaged, 2e) the same with the Kokoro
-# corpus pooled in, averaged, 3) vocoder GM, 4) combiner F
+# corpus pooled in, averaged, 2f) that B run on the mixture and its negation, averaged, 3) vocoder GM, 4) combiner F
 # with B and GM frozen, 5) bundle, evaluation on the
 # four test sets (eval_*.json next to the bundle) and installation.
 #
@@ -47,9 +47,10 @@
 # job) and the average of its checkpoints 5000-10000, then 10001 steps with Drascula's casts (session 13, ~2 h with one
 # thread beside a second training) and the average of its checkpoints 5000-10000, then 4001 steps within one corpus
 # (session 16) and the average of 2000-4000, then 2001 steps with the Kokoro corpus (session 18, 1.05-1.6 s per step
-# with one thread beside two other jobs, on an AVX2-only EPYC) and the average of 1000 and 2000; GM 3700 steps from
+# with one thread beside two other jobs, on an AVX2-only EPYC) and the average of 1000 and 2000, run on the mixture and
+# on its negation (session 20, step 2f: no training); GM 3700 steps from
 # scratch (~2.2 s per step with one thread), F 150 steps from scratch on the first B and GM (~25 min with 2 threads),
-# then fine-tuned 60 steps on each new B and GM (~9 min alone, ~14-23 min shared), evaluation ~20-50 min per test
+# then fine-tuned 60 steps on each new B and GM (~9 min alone, ~14-26 min shared), evaluation ~20-50 min per test
 # set (one thread; --metrics all, three modes). The average of B's checkpoints 14000-17000
 # (`fastsep average`) scored below the last one on the real talkers' valid splits (adventure 3.62 vs 3.66, game 5.91
 # vs 5.94 dB), so B is the last checkpoint; 19799 scores above 17000 there (adventure +0.24 +- 0.13 dB paired, game
@@ -135,7 +136,15 @@ if [[ ! -d "$STATE/backbone_kokoro_average" || "${KOKORO_RETRAIN:-0}" == 1 ]]; t
 else  # kept in the repo (1.8 MB): KOKORO_RETRAIN=1 trains it again
   restore_model backbone_kokoro_average
 fi
-B_DIR="$WORK/backbone_kokoro_average"
+
+echo "== 2f/5 B run on the mixture and on its negation, the two averaged (no training)"
+# B separates one polarity of a voice better than the other, and which one depends on the corpus (festival +0.85 dB
+# from the negated mixture, recorded -0.32): averaging both makes the result independent of which way up the user's
+# recording is, +0.32 / +0.85 / +0.19 dB on recorded / festival / steelsky at twice the backbone's time
+# (recipes/score_views.sh; README). A BackboneEnsemble of one member and two views.
+rm -rf "$WORK/backbone_polarity"
+fs ensemble "$WORK/backbone_kokoro_average" --polarities 1,-1 --out "$WORK/backbone_polarity"
+B_DIR="$WORK/backbone_polarity"
 
 echo "== 3/5 vocoder GM (to $GM_STEPS steps in all)"
 if (( GM_STEPS > 0 )); then
