@@ -72,6 +72,8 @@ def test_config_that_does_not_match_the_weights_is_refused(tmp_path):
     cfg_path = dest / "backbone.json"
     cfg = json.loads(cfg_path.read_text())
     config = cfg.get("config", cfg)
+    if "members" in config:  # a BackboneEnsemble (the default since session 20): change its first member
+        config = config["members"][0]["config"]
     config["bn_chan"] = int(config["bn_chan"]) * 2
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises((ValueError, RuntimeError)):
