@@ -41,10 +41,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"fastsep ensemble: error: --shifts and --polarities take comma-separated whole numbers, got "
               f"{args.shifts!r} and {args.polarities!r}", file=sys.stderr)
         return 2
-    if len(args.models) < 2 and shifts == [0] and polarities == [1]:
-        print("fastsep ensemble: error: give at least two model folders, or --shifts / --polarities views",
-              file=sys.stderr)
-        return 2
     if os.path.abspath(args.out) in {os.path.abspath(m) for m in args.models}:
         print("fastsep ensemble: error: --out must not be one of the members' folders", file=sys.stderr)
         return 2

@@ -123,22 +123,23 @@ class BackboneEnsemble(nn.Module):
         from ..chunking import _reorder, match_sources
 
         length = mixture.shape[-1]
+        views = []  # (shift, sign, the mixture delayed and signed): the same for every member
+        for shift in self.shifts:
+            delayed = nn.functional.pad(mixture, (shift, 0)) if shift else mixture
+            views.extend((shift, sign, -delayed if sign < 0 else delayed) for sign in self.polarities)
         first: Optional[Tensor] = None
         total: Optional[Tensor] = None
         for member in self.members:
-            for shift in self.shifts:
-                view = nn.functional.pad(mixture, (shift, 0)) if shift else mixture
-                for sign in self.polarities:
-                    estimate = member(-view if sign < 0 else view)
-                    estimate = estimate[..., shift:shift + length]
-                    if sign < 0:
-                        estimate = -estimate
-                    if first is None:
-                        first, total = estimate, estimate.clone()
-                        continue
-                    if estimate.shape != first.shape:
-                        raise ValueError(f"BackboneEnsemble: a member returned {tuple(estimate.shape)}, the first "
-                                         f"{tuple(first.shape)}")
-                    # the order is chosen without gradient (a permutation); the reordered estimate keeps its own
-                    total += _reorder(estimate, match_sources(first.detach(), estimate.detach()))
+            for shift, sign, view in views:
+                estimate = member(view)[..., shift:shift + length]
+                if sign < 0:
+                    estimate = -estimate
+                if first is None:
+                    first, total = estimate, estimate.clone()
+                    continue
+                if estimate.shape != first.shape:
+                    raise ValueError(f"BackboneEnsemble: a member returned {tuple(estimate.shape)}, the first "
+                                     f"{tuple(first.shape)}")
+                # the order is chosen without gradient (a permutation); the reordered estimate keeps its own
+                total += _reorder(estimate, match_sources(first.detach(), estimate.detach()))
         return total / self.passes

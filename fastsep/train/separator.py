@@ -163,6 +163,9 @@ def augmentation_from_args(args: argparse.Namespace):
     """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
     from ..data.augment import FORMANT_PROB, POLARITY_PROB, Augmentation
 
+    # the parts that are off unless named get these probabilities when named without one
+    named_default = {"formant": FORMANT_PROB, "polarity": POLARITY_PROB}
+
     if args.augment == "none":
         return None
     aug = Augmentation()
@@ -185,10 +188,8 @@ def augmentation_from_args(args: argparse.Namespace):
                 setattr(aug, attr, 0.0)
             elif probs[part] is not None:
                 setattr(aug, attr, probs[part])
-            elif part == "formant":
-                aug.formant_prob = FORMANT_PROB
-            elif part == "polarity":
-                aug.polarity_prob = POLARITY_PROB
+            elif part in named_default:
+                setattr(aug, attr, named_default[part])
         aug.__post_init__()  # a probability given here is checked like one given to the constructor
     return aug
 
@@ -211,8 +212,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
                         help="training augmentation: none (default), all (speed,reverb,noise,overlap), or a comma "
-                             "list of speed,reverb,noise,overlap,formant,polarity, each with its default probability or "
-                             "PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
+                             "list of speed,reverb,noise,overlap,formant,polarity, each with its default probability "
+                             "or PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
     add_pairing_argument(parser)
