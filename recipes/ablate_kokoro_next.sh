@@ -7,7 +7,7 @@
 #   channel   the same data as `with`, both talkers of each mixture from one recording channel (--pair-by channel)
 #   with_seedN  `with` itself again under another seed (--seed N: other mixtures, crops, augmentation draws): how far
 #             runs of one recipe land apart, the yardstick for the differences above (ARMS=with_seed1; session 20
-#             added seeds 2 and 3 for recipes/soup_seeds.sh)
+#             ran ARMS="with_seed2 with_seed3", seed 3 stopped at step 1066)
 # then each arm's checkpoints 1000 and 2000 averaged and backbone SI-SDRi on 100 fixed mixtures of every unseen set
 # and of the training casts' valid splits, paired against `with` (arm - with).
 #
@@ -25,8 +25,7 @@ build_kokoro
 base=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula")
 arm() {  # arm NAME EXTRA_OPTIONS DATA...
   local name=$1 extra=$2; shift 2
-  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="$extra" finetune_b "$FROM" "$OUT/$name" "$ARM_STEPS" speed,overlap "$@"
-  fs average --out "$OUT/${name}_avg" "$OUT/$name/steps/0001000" "$OUT/$name/steps/0002000"
+  FINETUNE_ARGS="$extra" finetune_arm "$FROM" "$OUT/$name" "$ARM_STEPS" speed,overlap "$@"
 }
 echo "== the arms ($ARMS) from the default's B of session 16, side by side, $ARM_STEPS steps"
 for a in $ARMS; do

@@ -22,9 +22,8 @@ build_corpora
 build_kokoro
 data=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro")
 arm() {  # arm NAME SEED
-  FASTSEP_NUM_THREADS=1 FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed $2" \
-    finetune_b "$FROM" "$OUT/$1" "$ARM_STEPS" speed,overlap,polarity "${data[@]}"
-  fs average --out "$OUT/${1}_avg" "$OUT/$1/steps/0001000" "$OUT/$1/steps/0002000"
+  FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed $2" \
+    finetune_arm "$FROM" "$OUT/$1" "$ARM_STEPS" speed,overlap,polarity "${data[@]}"
 }
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   echo "== the arms ($ARMS) from the default's B of session 16, side by side, $ARM_STEPS steps"
@@ -41,10 +40,8 @@ fi
 echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
 mkdir -p "$OUT"
 arms=(); for a in $ARMS; do arms+=("$a:$OUT/${a}_avg"); done
-# the default's B and its seed replicate were scored on these mixtures by recipes/ablate_kokoro_next.sh
-for f in "$WORK"/ablate_kokoro_next/with_*.csv "$WORK"/ablate_kokoro_next/with_*.json; do
-  [[ -f "$f" && ! -f "$OUT/$(basename "$f")" ]] && cp "$f" "$OUT/"
-done
+# the default's B was scored on these mixtures by recipes/ablate_kokoro_next.sh
+export SCORE_A_FROM="$WORK/ablate_kokoro_next"
 SCORE_SETS="recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid" SCORE_REUSE_A=1 \
   score_pair "$OUT" with:"$REF" "${arms[@]}"
 

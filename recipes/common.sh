@@ -29,14 +29,25 @@ finetune_b() {
      --lr 2.5e-4 --patience 0 --early-stop 0 --checkpoint-every 200 --keep-every 1000 --num-workers 1 \
      --max-steps "$steps" --device "$DEVICE" --no-progress ${FINETUNE_ARGS:-}
 }
+# finetune_arm INIT OUT STEPS AUGMENT DATA...: one ablation arm, side by side with others: finetune_b with one thread
+# (FINETUNE_ARGS as there), then OUT_avg = the average of its checkpoints 1000 and 2000 (the arms' 2001 steps).
+finetune_arm() {
+  local out=$2
+  FASTSEP_NUM_THREADS=1 finetune_b "$@"
+  fs average --out "${out}_avg" "$out/steps/0001000" "$out/steps/0002000"
+}
 # score_pair OUT NAME_A:MODEL_A NAME_B:MODEL_B [NAME_C:MODEL_C ...]: backbone SI-SDRi of the models on the same fixed
 # mixtures (EVAL_ITEMS, default 100) of the unseen sets and the training casts' valid splits (SCORE_SETS, SET:SPLIT
 # words), one thread per model side by side; per-mixture OUT/<NAME>_<set>.csv and .json, then each of B, C, ... - A
-# paired per set. SCORE_REUSE_A=1 keeps A's tables where they exist (A scored before on the same mixtures).
+# paired per set. SCORE_REUSE_A=1 keeps A's tables where they exist (A scored before on the same mixtures);
+# SCORE_A_FROM=DIR takes them from DIR (another recipe's OUT) when OUT has none.
 score_pair() {
   local out=$1 a=$2 pair s split m; shift 2
   for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}; do
     s=${pair%%:*}; split=${pair##*:}
+    if [[ -n "${SCORE_A_FROM:-}" && ! -f "$out/${a%%:*}_$s.csv" && -f "$SCORE_A_FROM/${a%%:*}_$s.csv" ]]; then
+      cp "$SCORE_A_FROM/${a%%:*}_$s.csv" "$SCORE_A_FROM/${a%%:*}_$s.json" "$out/"
+    fi
     for m in "$a" "$@"; do
       [[ "$m" == "$a" && "${SCORE_REUSE_A:-0}" == 1 && -f "$out/${m%%:*}_$s.csv" ]] && continue
       FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone \

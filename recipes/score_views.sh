@@ -36,6 +36,5 @@ for v in $VIEWS; do
   models+=("$v:$OUT/$v")
 done
 # the default's B was scored on these mixtures by recipes/ablate_kokoro_next.sh
-for f in "$K"/with_*.csv "$K"/with_*.json; do [[ -f "$f" ]] && cp -n "$f" "$OUT/"; done
 SCORE_SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}" \
-  SCORE_REUSE_A=1 score_pair "$OUT" with:"$REF" "${models[@]}"
+  SCORE_A_FROM="$K" SCORE_REUSE_A=1 score_pair "$OUT" with:"$REF" "${models[@]}"
