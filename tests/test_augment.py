@@ -8,8 +8,8 @@ import torch
 from scipy.io import wavfile
 
 from fastsep.data import DynamicMix, open_mixture_dataset
-from fastsep.data.augment import (Augmentation, coloured_noise, formant_shift, lpc_envelope, speed_perturb,
-                                  synthetic_rir)
+from fastsep.data.augment import (Augmentation, apply_fir, coloured_noise, formant_shift, lpc_envelope,
+                                  random_channel_response, speed_perturb, synthetic_rir)
 from fastsep.data.voices import _joined_utterances, build_game, build_recorded
 from helpers import assert_own_tone
 
@@ -111,6 +111,55 @@ def test_polarity_flip_negates_about_its_share_of_the_crops_and_is_opt_in():
         Augmentation(polarity_prob=-0.1)
 
 
+def test_channel_response_is_what_the_filtered_noise_measures():
+    from scipy.signal import welch
+
+    rng = np.random.default_rng(4)
+    noise = rng.standard_normal(400_000)
+    _, p_in = welch(noise, nperseg=512)
+    spans = []
+    for _ in range(6):
+        gain = random_channel_response(rng, SR)
+        assert gain.shape == (257,) and np.isfinite(gain).all()
+        out = apply_fir(noise, gain)
+        assert out.shape == noise.shape
+        _, p_out = welch(out, nperseg=512)
+        measured = 10 * np.log10(p_out / p_in)
+        # away from DC and Nyquist (where the window's edges smear the band edges) within 0.6 dB of the drawn curve
+        inner = slice(8, -8)
+        np.testing.assert_array_less(np.abs(measured[inner] - gain[inner]), 0.6)
+        spans.append(gain[inner].max() - gain[inner].min())
+    assert max(spans) > 6.0  # the chains differ by more than a dB or two somewhere
+
+
+def test_channel_filter_neither_delays_nor_wraps():
+    pulse = np.zeros(4001)
+    pulse[2000] = 1.0
+    flat = apply_fir(pulse, np.zeros(257))
+    assert int(np.argmax(flat)) == 2000 and flat[2000] == pytest.approx(1.0, abs=1e-9)
+    edge = np.zeros(4001)
+    edge[0] = 1.0  # an impulse at the start: its response's left half is cut, nothing appears at the end
+    out = apply_fir(edge, np.full(257, -6.0))
+    assert out[0] == pytest.approx(10 ** (-6 / 20), rel=1e-6) and np.abs(out[-300:]).max() < 1e-12
+
+
+def test_channel_colouring_is_opt_in_and_drawn_per_source():
+    crop = np.random.default_rng(1).standard_normal(4000)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    assert np.array_equal(Augmentation(reverb_prob=0.0).crop(crop, rng_a, SR), crop)
+    rng_b.random()  # only the reverberation draw: the colouring draws nothing unless enabled
+    assert rng_a.random() == rng_b.random()
+    aug = Augmentation(reverb_prob=0.0, eq_prob=0.5)
+    rng = np.random.default_rng(7)
+    outs = [aug.crop(crop, rng, SR) for _ in range(400)]
+    coloured = [o for o in outs if not np.array_equal(o, crop)]
+    assert abs(len(coloured) / 400 - 0.5) < 0.08
+    assert all(o.shape == crop.shape for o in outs)
+    assert not np.allclose(coloured[0], coloured[1])  # every coloured crop has its own chain
+    with pytest.raises(ValueError, match="eq_prob"):
+        Augmentation(eq_prob=1.5)
+
+
 def test_augment_option_names_the_formant_shift():
     import argparse
 
@@ -122,6 +171,9 @@ def test_augment_option_names_the_formant_shift():
     assert augmentation_from_args(argparse.Namespace(augment="all")).polarity_prob == 0.0
     assert augmentation_from_args(argparse.Namespace(augment="speed,polarity")).polarity_prob == 0.5
     assert augmentation_from_args(argparse.Namespace(augment="polarity:0.2")).polarity_prob == 0.2
+    assert augmentation_from_args(argparse.Namespace(augment="all")).eq_prob == 0.0
+    assert augmentation_from_args(argparse.Namespace(augment="speed,eq")).eq_prob == 0.5
+    assert augmentation_from_args(argparse.Namespace(augment="eq:0.25")).eq_prob == 0.25
     with pytest.raises(ValueError, match="formant"):
         augmentation_from_args(argparse.Namespace(augment="speed,vtlp"))
     strong = augmentation_from_args(argparse.Namespace(augment="speed:0.3,formant:0.9"))

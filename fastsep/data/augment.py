@@ -11,7 +11,10 @@ same pitch, so that with speed perturbation pitch and vocal-tract length vary in
 (the source negated: a microphone, codec or synthesiser may deliver speech either way up, and voiced speech is not
 symmetric about zero -- its glottal pulses point one way -- so a network that only ever saw one polarity per corpus
 separates the other one worse; measured in session 20: the default's B scored up to 0.85 dB higher on an unseen
-engine's voices when the negated mixture's estimate was averaged in). Per mixture:
+engine's voices when the negated mixture's estimate was averaged in), and a random channel colouring (each source
+through its own recording chain: a smooth random equaliser curve -- tilt and a few broad peaks or dips -- with an
+optional high-pass and low-pass edge, as microphones, rooms' early reflections, codecs and telephone lines shape a
+voice; a corpus recorded in one studio otherwise teaches one spectral colour per talker). Per mixture:
 background noise (recorded music or coloured noise) at a drawn SNR; the targets stay noise-free, so the separator
 also learns to reject it.
 
@@ -28,13 +31,16 @@ import numpy as np
 import torch
 
 __all__ = ["Augmentation", "speed_perturb", "formant_shift", "lpc_envelope", "synthetic_rir", "coloured_noise",
-           "FORMANT_PROB", "POLARITY_PROB", "NOISE_FOLDERS"]
+           "random_channel_response", "apply_fir", "FORMANT_PROB", "POLARITY_PROB", "EQ_PROB", "NOISE_FOLDERS"]
 
 #: The formant shift's probability when it is asked for by name without one (it is off by default: formant_prob 0).
 FORMANT_PROB = 0.5
 
 #: The polarity flip's probability when it is asked for by name without one (off by default: polarity_prob 0).
 POLARITY_PROB = 0.5
+
+#: The channel colouring's probability when it is asked for by name without one (off by default: eq_prob 0).
+EQ_PROB = 0.5
 
 #: Folders searched for background recordings when ``noise_files`` is not given (Debian asterisk-moh-opsound-wav).
 NOISE_FOLDERS = ("/usr/share/asterisk/moh",)
@@ -105,6 +111,48 @@ def formant_shift(wave: np.ndarray, factor: float, sample_rate: int, max_gain_db
     return out * (rms_in / rms_out) if rms_out > 1e-12 else out
 
 
+def random_channel_response(rng: np.random.Generator, sample_rate: int, n_bins: int = 257,
+                            max_tilt_db: float = 8.0, max_peak_db: float = 8.0) -> np.ndarray:
+    """A random recording chain's gain in dB on ``n_bins`` frequencies from 0 to Nyquist.
+
+    A spectral tilt of up to +-``max_tilt_db`` across the band, one to three broad peaks or dips (Gaussian on a log
+    frequency axis, 0.3-1.2 octaves wide, up to +-``max_peak_db``), and with probability 0.5 each a 2nd-order
+    high-pass edge at 80-350 Hz and a 4th-order low-pass edge at 65-95 % of Nyquist (telephone lines, codecs and
+    small microphones cut both ends).
+    """
+    nyq = sample_rate / 2
+    f = np.linspace(0.0, nyq, n_bins)
+    f_safe = np.maximum(f, 1.0)
+    gain = float(rng.uniform(-max_tilt_db, max_tilt_db)) * (f / nyq - 0.5)
+    for _ in range(int(rng.integers(1, 4))):
+        centre = float(np.exp(rng.uniform(np.log(150.0), np.log(0.9 * nyq))))
+        width = float(rng.uniform(0.3, 1.2)) * np.log(2.0)  # octaves, as natural-log units
+        gain = gain + float(rng.uniform(-max_peak_db, max_peak_db)) * np.exp(
+            -0.5 * ((np.log(f_safe) - np.log(centre)) / width) ** 2)
+    if rng.random() < 0.5:
+        cut = float(rng.uniform(80.0, 350.0))
+        gain = gain - 10.0 * np.log10(1.0 + (cut / f_safe) ** 4)
+    if rng.random() < 0.5:
+        cut = float(rng.uniform(0.65, 0.95)) * nyq
+        gain = gain - 10.0 * np.log10(1.0 + (f / cut) ** 8)
+    return gain
+
+
+def apply_fir(wave: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
+    """``wave`` filtered by the zero-phase FIR whose magnitude follows ``gain_db`` (bins 0..Nyquist), same length.
+
+    The filter is the inverse FFT of the gain, centred and Hann-windowed to ``2 * (len(gain_db) - 1) - 1`` taps, so
+    the result is neither delayed nor circularly wrapped.
+    """
+    from scipy.signal import fftconvolve
+
+    impulse = np.fft.irfft(10.0 ** (gain_db / 20.0))
+    n = impulse.shape[0]
+    taps = np.roll(impulse, n // 2)[1:] * np.hanning(n + 1)[1:-1]
+    half = (taps.shape[0] - 1) // 2
+    return fftconvolve(wave, taps)[half:half + wave.shape[0]]
+
+
 def synthetic_rir(rng: np.random.Generator, sample_rate: int, rt60: float, direct_to_reverb_db: float) -> np.ndarray:
     """An impulse response: a unit direct path, then a noise tail decaying 60 dB in ``rt60`` seconds whose energy is
     ``direct_to_reverb_db`` below the direct path's (with a short pre-delay, as a room's first reflections)."""
@@ -147,6 +195,9 @@ class Augmentation:
             ...,formant`` sets :data:`FORMANT_PROB`; ``all`` keeps the four parts it always meant).
         polarity_prob: probability that a source's crop is negated (each source drawn on its own; 0 unless asked
             for: ``--augment ...,polarity`` sets :data:`POLARITY_PROB`).
+        eq_prob: probability that a source's crop goes through a random recording chain
+            (:func:`random_channel_response`; each source its own; 0 unless asked for: ``--augment ...,eq`` sets
+            :data:`EQ_PROB`).
     """
 
     speed: Tuple[float, float] = (0.85, 1.15)
@@ -162,11 +213,13 @@ class Augmentation:
     formant: Tuple[float, float] = (0.85, 1.18)
     formant_prob: float = 0.0
     polarity_prob: float = 0.0
+    eq_prob: float = 0.0
     _noise_bank: Optional[List[np.ndarray]] = field(default=None, repr=False)
     _noise_rate: int = field(default=0, repr=False)
 
     def __post_init__(self):
-        for name in ("speed_prob", "reverb_prob", "noise_prob", "overlap_prob", "formant_prob", "polarity_prob"):
+        for name in ("speed_prob", "reverb_prob", "noise_prob", "overlap_prob", "formant_prob", "polarity_prob",
+                     "eq_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
@@ -197,6 +250,8 @@ class Augmentation:
             crop = fftconvolve(crop, rir)[: len(crop)]
         if self.polarity_prob > 0 and rng.random() < self.polarity_prob:  # drawn only when enabled, as above
             crop = -crop
+        if self.eq_prob > 0 and rng.random() < self.eq_prob:  # likewise
+            crop = apply_fir(crop, random_channel_response(rng, sample_rate))
         return crop
 
     def overlap(self, sources: np.ndarray, rng: np.random.Generator) -> np.ndarray:

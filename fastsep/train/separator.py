@@ -161,10 +161,10 @@ def initial_model(folder: str, name: str, n_src: int, overrides: Optional[Dict[s
 
 def augmentation_from_args(args: argparse.Namespace):
     """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
-    from ..data.augment import FORMANT_PROB, POLARITY_PROB, Augmentation
+    from ..data.augment import EQ_PROB, FORMANT_PROB, POLARITY_PROB, Augmentation
 
     # the parts that are off unless named get these probabilities when named without one
-    named_default = {"formant": FORMANT_PROB, "polarity": POLARITY_PROB}
+    named_default = {"formant": FORMANT_PROB, "polarity": POLARITY_PROB, "eq": EQ_PROB}
 
     if args.augment == "none":
         return None
@@ -177,13 +177,14 @@ def augmentation_from_args(args: argparse.Namespace):
                 probs[part] = float(p) if p else None
             except ValueError:
                 raise ValueError(f"--augment: {item!r} is not PART or PART:PROBABILITY") from None
-        unknown = set(probs) - {"speed", "reverb", "noise", "overlap", "formant", "polarity"}
+        unknown = set(probs) - {"speed", "reverb", "noise", "overlap", "formant", "polarity", "eq"}
         if unknown:
             raise ValueError(f"--augment: unknown part(s) {sorted(unknown)}; use all, none or a comma list of "
-                             "speed,reverb,noise,overlap,formant,polarity (each may carry its probability: "
+                             "speed,reverb,noise,overlap,formant,polarity,eq (each may carry its probability: "
                              "formant:0.8)")
         for part, attr in (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"),
-                           ("overlap", "overlap_prob"), ("formant", "formant_prob"), ("polarity", "polarity_prob")):
+                           ("overlap", "overlap_prob"), ("formant", "formant_prob"), ("polarity", "polarity_prob"),
+                           ("eq", "eq_prob")):
             if part not in probs:
                 setattr(aug, attr, 0.0)
             elif probs[part] is not None:
@@ -212,7 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
                         help="training augmentation: none (default), all (speed,reverb,noise,overlap), or a comma "
-                             "list of speed,reverb,noise,overlap,formant,polarity, each with its default probability "
+                             "list of speed,reverb,noise,overlap,formant,polarity,eq, each with its default probability "
                              "or PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
