@@ -20,10 +20,14 @@ from torch import Tensor
 
 __all__ = ["si_sdr", "si_sdr_improvement", "sdr", "bss_eval", "pesq", "estoi", "pit", "pairwise", "pit_si_sdr_loss",
            "separation_scores", "metric_unavailable_reason", "mean_confidence_interval", "MetricUnavailable",
-           "METRIC_COLUMNS", "expand_metrics", "EXHAUSTIVE_MAX_SOURCES"]
+           "METRIC_COLUMNS", "expand_metrics", "EXHAUSTIVE_MAX_SOURCES", "segment_permuted", "SWAP_SEGMENT_SECONDS"]
 
 #: Up to this many sources, :func:`pit` tries every permutation; beyond, it uses the Hungarian algorithm.
 EXHAUSTIVE_MAX_SOURCES = 4
+
+#: Segment length of the ``si_sdri_seg`` diagnostic (:func:`segment_permuted`): short enough to catch a talker swap
+#: in a 4 s mixture, long enough (4000 samples at 8 kHz) for each segment's match to be read from the speech.
+SWAP_SEGMENT_SECONDS = 0.5
 
 
 def _check_pair(fn: str, est, ref) -> None:
@@ -283,6 +287,28 @@ def pit(est: Tensor, ref: Tensor, metric: Metric = si_sdr) -> Tuple[Tensor, Tens
     return reordered, perm
 
 
+def segment_permuted(est: Tensor, ref: Tensor, segment: int) -> Tensor:
+    """``est [C, T]`` with its tracks matched to ``ref [C, T]`` afresh in every ``segment`` samples (:func:`pit` on
+    each segment; a last piece shorter than half a segment joins the one before), then joined.
+
+    An *oracle* diagnostic, not a separation: a separator that hands one talker from one output to the other
+    partway through (a talker swap) is scored by the whole-signal match as if half its output were wrong, and
+    matched per segment as if it were right. ``si_sdri_seg - si_sdri`` is what swaps cost.
+    """
+    _check_pair("segment_permuted", est, ref)
+    if est.dim() != 2:
+        raise ValueError(f"fastsep.metrics.segment_permuted: est and ref [C, T] expected, got {tuple(est.shape)}")
+    if not isinstance(segment, int) or segment < 1:
+        raise ValueError(f"fastsep.metrics.segment_permuted: segment must be a positive int, got {segment!r}")
+    length = est.shape[-1]
+    starts = list(range(0, length, segment))
+    if len(starts) > 1 and length - starts[-1] < segment // 2:
+        starts.pop()
+    bounds = starts[1:] + [length]
+    pieces = [pit(est[None, :, a:b], ref[None, :, a:b])[0][0] for a, b in zip(starts, bounds)]
+    return torch.cat(pieces, dim=-1)
+
+
 def pit_si_sdr_loss(est: Tensor, ref: Tensor, zero_mean: bool = True, eps: float = 1e-8) -> Tensor:
     """Negative mean SI-SDR (dB) under the best permutation, a differentiable scalar training loss.
 
@@ -395,9 +421,10 @@ def _estoi_unavailable(sample_rate: int) -> Optional[str]:
 
 # ----------------------------------------------------------------------------------------------- evaluation helpers
 #: Every per-source column :func:`separation_scores` can produce, in table order.
-METRIC_COLUMNS = ("si_sdri", "si_sdr", "sdr", "sir", "sar", "pesq_wb", "pesq_nb", "estoi")
+METRIC_COLUMNS = ("si_sdri", "si_sdr", "sdr", "sir", "sar", "pesq_wb", "pesq_nb", "estoi", "si_sdri_seg")
 #: Names accepted by :func:`expand_metrics` besides the columns themselves: each selects a family.
-METRIC_GROUPS = {"si_sdr": ("si_sdri", "si_sdr"), "sdr": ("sdr", "sir", "sar"), "bss_eval": ("sdr", "sir", "sar")}
+METRIC_GROUPS = {"si_sdr": ("si_sdri", "si_sdr"), "sdr": ("sdr", "sir", "sar"), "bss_eval": ("sdr", "sir", "sar"),
+                 "swaps": ("si_sdri_seg",)}
 
 
 def expand_metrics(names: Sequence[str], sample_rate: int) -> List[str]:
@@ -405,7 +432,9 @@ def expand_metrics(names: Sequence[str], sample_rate: int) -> List[str]:
 
     ``si_sdr`` gives SI-SDR and SI-SDRi, ``sdr`` (or ``bss_eval``) SDR, SIR and SAR, ``pesq`` the PESQ band of
     ``sample_rate`` (``pesq_wb`` at 16 kHz, ``pesq_nb`` otherwise: at an unsupported rate it is then reported absent),
-    ``all`` everything. Raises ValueError on an unknown name.
+    ``swaps`` the talker-swap diagnostic ``si_sdri_seg`` (SI-SDRi with the talkers matched per
+    :data:`SWAP_SEGMENT_SECONDS`: :func:`segment_permuted`), ``all`` everything. Raises ValueError on an unknown
+    name.
     """
     wanted = set()
     for raw in names:
@@ -422,7 +451,7 @@ def expand_metrics(names: Sequence[str], sample_rate: int) -> List[str]:
             wanted.add(name)
         else:
             raise ValueError(f"unknown metric {raw.strip()!r}: choose from si_sdr, sdr, sir, sar, pesq, pesq_wb, "
-                             "pesq_nb, estoi, all")
+                             "pesq_nb, estoi, swaps, all")
     return [c for c in METRIC_COLUMNS if c in wanted]
 
 
@@ -476,6 +505,9 @@ def separation_scores(est: Tensor, ref: Tensor, mix: Tensor, sample_rate: int,
             out[col] = pesq(matched, ref, sample_rate, mode=col[-2:])
         elif col == "estoi":
             out[col] = estoi(matched, ref, sample_rate)
+        elif col == "si_sdri_seg":
+            segment = max(1, int(round(SWAP_SEGMENT_SECONDS * sample_rate)))
+            out[col] = si_sdr_improvement(segment_permuted(est, ref, segment), ref, mix)
     return out
 
 

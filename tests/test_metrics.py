@@ -10,7 +10,7 @@ import torch
 
 from fastsep import metrics
 from fastsep.metrics import (MetricUnavailable, bss_eval, estoi, expand_metrics, mean_confidence_interval, pesq, pit,
-                             pit_si_sdr_loss, sdr, separation_scores, si_sdr, si_sdr_improvement)
+                             pit_si_sdr_loss, sdr, segment_permuted, separation_scores, si_sdr, si_sdr_improvement)
 
 
 def _orthogonal_noise(ref: torch.Tensor) -> torch.Tensor:
@@ -319,6 +319,34 @@ def test_expand_metrics():
     assert "pesq_wb" not in expand_metrics(["all"], 8000) and "pesq_nb" not in expand_metrics(["all"], 16000)
     with pytest.raises(ValueError, match="unknown metric 'mos'"):
         expand_metrics(["mos"], 8000)
+    assert expand_metrics(["swaps"], 8000) == ["si_sdri_seg"]
+
+
+def test_segment_permutation_undoes_a_talker_swap_and_costs_nothing_without_one():
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(2, 8000, dtype=torch.float64, generator=g)
+    mix = ref.sum(0)
+    est = ref + 0.3 * torch.randn(2, 8000, dtype=torch.float64, generator=g)
+    # no swap: matching per segment picks the whole-signal match everywhere
+    torch.testing.assert_close(segment_permuted(est, ref, 1000), est)
+    # the talkers handed over between the outputs at sample 3000 (on a segment boundary), and at 5500 (inside one)
+    swapped = est.clone()
+    swapped[:, 3000:] = est[[1, 0], 3000:]
+    torch.testing.assert_close(segment_permuted(swapped, ref, 1000), est)
+    at_half_second = est.clone()  # the column matches per 0.5 s: 4000 samples at 8 kHz
+    at_half_second[:, 4000:] = est[[1, 0], 4000:]
+    scores = separation_scores(at_half_second, ref, mix, 8000, ["si_sdri", "si_sdri_seg"])
+    torch.testing.assert_close(scores["si_sdri_seg"], si_sdr_improvement(est, ref, mix))
+    assert float((scores["si_sdri_seg"] - scores["si_sdri"]).min()) > 3.0
+    inside = est.clone()
+    inside[:, 5500:] = est[[1, 0], 5500:]
+    repaired = segment_permuted(inside, ref, 1000)
+    torch.testing.assert_close(repaired[:, :5000], est[:, :5000])
+    torch.testing.assert_close(repaired[:, 6000:], est[:, 6000:])
+    # a last piece under half a segment joins the one before instead of being matched on its own few samples
+    assert segment_permuted(est[:, :2300], ref[:, :2300], 1000).shape == (2, 2300)
+    with pytest.raises(ValueError, match="segment"):
+        segment_permuted(est, ref, 0)
 
 
 def test_separation_scores_solve_the_permutation_once_for_every_metric():

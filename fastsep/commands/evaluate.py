@@ -24,7 +24,8 @@ MODE_LABELS = {"backbone": "B (backbone alone)", "xcorr": "B + GM, xcorr-aligned
                "prior-dsg": "diffusion priors, DSG step", "prior-dps": "diffusion priors, DPS step"}
 #: Table headings, in column order (fastsep.metrics.METRIC_COLUMNS).
 COLUMN_LABELS = {"si_sdri": "SI-SDRi (dB)", "si_sdr": "SI-SDR (dB)", "sdr": "SDR (dB)", "sir": "SIR (dB)",
-                 "sar": "SAR (dB)", "pesq_wb": "PESQ-WB", "pesq_nb": "PESQ-NB", "estoi": "ESTOI"}
+                 "sar": "SAR (dB)", "pesq_wb": "PESQ-WB", "pesq_nb": "PESQ-NB", "estoi": "ESTOI",
+                 "si_sdri_seg": "SI-SDRi, talkers matched per 0.5 s (dB)"}
 #: Paired comparisons reported when both modes were scored: does the diffusion stage gain over the backbone?
 PAIRS = (("full", "backbone"), ("xcorr", "backbone"))
 CI_LEVEL = 0.95
@@ -70,8 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=DEFAULT_METRICS,
                         help="comma-separated: si_sdr (SI-SDR and SI-SDRi, always scored), sdr (BSS Eval v4 SDR, "
                              "SIR, SAR), pesq (wide-band at 16 kHz, narrow-band at 8 kHz; pesq_wb / pesq_nb to "
-                             "choose), estoi, or all (default: %(default)s). Metrics that cannot be computed here "
-                             "are reported absent")
+                             "choose), estoi, swaps (SI-SDRi with the talkers matched afresh every 0.5 s: an oracle "
+                             "diagnostic whose gap to SI-SDRi is what talker swaps cost), or all (default: "
+                             "%(default)s). Metrics that cannot be computed here are reported absent")
     parser.add_argument("--json", default=None,
                         help="write the results here (default: <model>/eval.json for one bundle other than the "
                              "installed default, else ./eval.json)")
