@@ -40,7 +40,8 @@ finetune_arm() {
 # mixtures (EVAL_ITEMS, default 100) of the unseen sets and the training casts' valid splits (SCORE_SETS, SET:SPLIT
 # words), one thread per model side by side; per-mixture OUT/<NAME>_<set>.csv and .json, then each of B, C, ... - A
 # paired per set. SCORE_REUSE_A=1 keeps A's tables where they exist (A scored before on the same mixtures);
-# SCORE_A_FROM=DIR takes them from DIR (another recipe's OUT) when OUT has none.
+# SCORE_A_FROM=DIR takes them from DIR (another recipe's OUT) when OUT has none. SCORE_METRICS (default si_sdr) are
+# fastsep eval's --metrics, e.g. si_sdr,swaps (what talker swaps cost; compare it with fs compare --metric).
 score_pair() {
   local out=$1 a=$2 pair s split m; shift 2
   for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}; do
@@ -51,8 +52,8 @@ score_pair() {
     for m in "$a" "$@"; do
       [[ "$m" == "$a" && "${SCORE_REUSE_A:-0}" == 1 && -f "$out/${m%%:*}_$s.csv" ]] && continue
       FASTSEP_NUM_THREADS=1 fs eval --data "$WORK/$s" --split "$split" --model "${m#*:}" --modes backbone \
-         --segment 4 --max-items "${EVAL_ITEMS:-100}" --metrics si_sdr --csv "$out/${m%%:*}_$s.csv" \
-         --json "$out/${m%%:*}_$s.json" --no-progress &
+         --segment 4 --max-items "${EVAL_ITEMS:-100}" --metrics "${SCORE_METRICS:-si_sdr}" \
+         --csv "$out/${m%%:*}_$s.csv" --json "$out/${m%%:*}_$s.json" --no-progress &
     done
     wait
     for m in "$@"; do fs compare "$out/${a%%:*}_$s.csv" "$out/${m%%:*}_$s.csv"; done

@@ -407,3 +407,49 @@ def test_corpus_weights_scale_a_corpus_share_of_the_mixtures(tmp_path):
         open_mixture_dataset([a, b], 2, SR, segment=1.0, corpus_weights=[1.0])
     with pytest.raises(ValueError, match="positive"):
         open_mixture_dataset([a, b], 2, SR, segment=1.0, corpus_weights=[1.0, 0.0])
+
+
+def _tone_corpus(root, tones, seconds):
+    """A corpus of talkers each speaking a pure tone of its own (Hz) in utterances of the given lengths."""
+    lines = []
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    for spk, f0 in tones.items():
+        for u, sec in enumerate(seconds):
+            rel = f"wav/{spk}_{u}.wav"
+            t = np.arange(int(sec * SR)) / SR
+            wavfile.write(root / rel, SR, (0.3 * np.sin(2 * np.pi * f0 * t)).astype(np.float32))
+            lines.append(json.dumps({"path": rel, "speaker": spk, "split": "train", "sample_rate": SR,
+                                     "duration": sec}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_short_utterances_are_joined_with_their_own_talkers_speech(tmp_path):
+    tones = {"a": 300.0, "b": 700.0}
+    root = _tone_corpus(tmp_path / "c", tones, [1.2, 1.5, 0.5])
+    # a 3 s segment: without joining no utterance is long enough
+    with pytest.raises(ValueError, match="too_short"):
+        open_mixture_dataset(root, 2, SR, segment=3.0, length=4)
+    ds = open_mixture_dataset(root, 2, SR, segment=3.0, length=6, join_short=1.0)
+    assert sum(len(p) for p in ds.pools.values()) == 4  # the 0.5 s utterances stay out
+    for i in range(6):
+        item = ds[i]
+        assert item["sources"].shape == (2, 3 * SR)
+        for src in item["sources"].numpy():
+            spectrum = np.abs(np.fft.rfft(src))
+            peak = np.argmax(spectrum) * SR / len(src)
+            talker = min(tones, key=lambda s: abs(tones[s] - peak))
+            assert abs(tones[talker] - peak) < 5
+            other = [f for s, f in tones.items() if s != talker][0]
+            # nothing of the other talker joined in
+            assert spectrum[int(round(other * len(src) / SR))] < 1e-3 * spectrum.max()
+            # a pause of 0.1-0.4 s between the pieces: some silence, far from all of it
+            silent = float((np.abs(src) < 1e-6).mean())
+            assert 0.0 < silent < 0.5
+    # joining leaves a corpus whose utterances already fill the segment as it was
+    long_root = _tone_corpus(tmp_path / "long", tones, [2.0, 2.5])
+    plain = open_mixture_dataset(long_root, 2, SR, segment=1.0, length=3, fixed=True)
+    joined = open_mixture_dataset(long_root, 2, SR, segment=1.0, length=3, fixed=True, join_short=0.5)
+    assert torch.equal(plain[2]["mixture"], joined[2]["mixture"])
+    with pytest.raises(ValueError, match="join_short"):
+        DynamicMix({"a": [], "b": []}, 2, SR, 1.0, join_short=-1.0)

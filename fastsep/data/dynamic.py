@@ -63,6 +63,11 @@ class DynamicMix(SkipLog, Dataset):
             talkers are drawn within it; groups with fewer than ``n_src`` talkers are never chosen.
         speaker_scale: ``{speaker: factor}`` multiplying a talker's draw weight (absent talkers: 1), e.g. to give
             a small corpus a larger share of the mixtures than its amount of speech would.
+        join_short: seconds. 0 (the default) drops utterances shorter than ``segment``. With ``join_short > 0``
+            an utterance of at least that length is kept, and one drawn shorter than the segment is followed by
+            more of the same talker's utterances, each after a pause of 0.1-0.4 s, until the segment is filled: a
+            longer training segment then draws on the same speech as a shorter one (synthetic corpora hold many
+            sentences of 2-4 s) instead of only the long utterances.
     """
 
     def __init__(self, utterances_by_speaker: Mapping[str, Sequence[Union[str, os.PathLike, Utterance]]],
@@ -70,7 +75,8 @@ class DynamicMix(SkipLog, Dataset):
                  seed: int = 0, fixed: bool = False, level_range_db: Tuple[float, float] = (0.0, 5.0),
                  resample: bool = True, max_retries: int = 50, augment: Optional[Augmentation] = None,
                  speaker_weighting: str = "uniform", speaker_groups: Optional[Mapping[str, str]] = None,
-                 within_group: float = 0.0, speaker_scale: Optional[Mapping[str, float]] = None):
+                 within_group: float = 0.0, speaker_scale: Optional[Mapping[str, float]] = None,
+                 join_short: float = 0.0):
         self._init_skips()
         if augment is not None and not isinstance(augment, Augmentation):
             raise TypeError(f"augment must be a fastsep.data.augment.Augmentation or None, got {type(augment).__name__}")
@@ -82,6 +88,12 @@ class DynamicMix(SkipLog, Dataset):
         self.sample_rate = check_rate(sample_rate)
         self.segment = segment
         self.segment_frames = seconds_to_frames(segment, sample_rate)
+        if not isinstance(join_short, (int, float)) or isinstance(join_short, bool) or not 0 <= join_short < 1e4:
+            raise ValueError(f"join_short must be a number of seconds >= 0, got {join_short!r}")
+        # utterances shorter than this are dropped; with joining, shorter than the segment are completed on reading
+        shortest = segment if segment is None or not join_short else min(float(join_short), float(segment))
+        self.join_short = float(join_short) if segment is not None and join_short and join_short < segment else 0.0
+        self._min_frames = seconds_to_frames(shortest, sample_rate) or 0
         if not isinstance(length, int) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
         lo, hi = level_range_db
@@ -96,9 +108,9 @@ class DynamicMix(SkipLog, Dataset):
             utts = [_as_utterance(u, str(spk)) for u in utterances_by_speaker[spk]]
             if self.segment is not None:
                 # Durations from a manifest drop too-short utterances without opening them.
-                keep = [u for u in utts if u.duration is None or u.duration >= self.segment]
+                keep = [u for u in utts if u.duration is None or u.duration >= shortest]
                 for u in utts:
-                    if u.duration is not None and u.duration < self.segment:
+                    if u.duration is not None and u.duration < shortest:
                         self._record_skip("too_short", u.path)
                 utts = keep
             if utts:
@@ -178,8 +190,10 @@ class DynamicMix(SkipLog, Dataset):
                 return crop
         raise SkipFile("silent_crop", path)
 
-    def _read(self, utt: Utterance, rng: np.random.Generator) -> torch.Tensor:
-        wave = read_checked(utt.path, self.sample_rate, self.resample, self.segment_frames or 0)
+    def _read(self, utt: Utterance, rng: np.random.Generator, speaker: str) -> torch.Tensor:
+        wave = read_checked(utt.path, self.sample_rate, self.resample, self._min_frames)
+        if self.join_short and wave.shape[-1] < self.segment_frames:
+            wave = self._join(wave, rng, speaker)
         aug = self.augment
         if aug is None:
             return self._crop(wave, rng, utt.path)
@@ -188,6 +202,18 @@ class DynamicMix(SkipLog, Dataset):
             wave = torch.from_numpy(perturbed).float()
         crop = self._crop(wave, rng, utt.path)
         return torch.from_numpy(aug.crop(crop.numpy().astype(np.float64), rng, self.sample_rate)).float()
+
+    def _join(self, wave: torch.Tensor, rng: np.random.Generator, speaker: str) -> torch.Tensor:
+        """``wave`` followed by more of ``speaker``'s utterances, each after a short pause, until a segment long."""
+        pieces, total = [wave], wave.shape[-1]
+        pool = self.pools[speaker]
+        while total < self.segment_frames:
+            pause = torch.zeros(int(rng.uniform(0.1, 0.4) * self.sample_rate))
+            more = read_checked(pool[int(rng.integers(len(pool)))].path, self.sample_rate, self.resample,
+                                self._min_frames)
+            pieces += [pause, more]
+            total += pause.shape[-1] + more.shape[-1]
+        return torch.cat(pieces)
 
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
@@ -200,7 +226,7 @@ class DynamicMix(SkipLog, Dataset):
             chosen = self._choose_speakers(live, rng)
             picks = [self.pools[s][int(rng.integers(len(self.pools[s])))] for s in chosen]
             try:
-                waves = [self._read(u, rng) for u in picks]
+                waves = [self._read(u, rng, s) for u, s in zip(picks, chosen)]
             except SkipFile as skip:
                 self._record_skip(skip.reason, skip.path)
                 if skip.reason != "silent_crop":  # the file itself is bad: never draw it again

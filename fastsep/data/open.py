@@ -98,7 +98,7 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
                          length: Optional[int] = None, resample: bool = True,
                          augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0),
                          fixed: Optional[bool] = None, within_corpus: float = 0.0, pair_by: str = "corpus",
-                         corpus_weights: Optional[Sequence[float]] = None):
+                         corpus_weights: Optional[Sequence[float]] = None, join_short: float = 0.0):
     """A mixture data set for ``root``, whatever its layout.
 
     ``root`` may also be a list of fastsep corpora (folders with ``manifest.jsonl``): their speakers in ``split`` are
@@ -110,7 +110,8 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
     ``pair_by="channel"`` narrows "one corpus" to one recording channel inside a corpus (its synthesiser, package,
     dubbing; :mod:`fastsep.data.channels`), also for a single corpus. ``corpus_weights`` (one positive factor per
     pooled corpus) scales each corpus's talkers' draw weights: a corpus's share of the mixtures, relative to its
-    share of the speech.
+    share of the speech. ``join_short`` (seconds, on-the-fly mixing only) keeps utterances of at least that length
+    that are shorter than ``segment``, completed with more of the talker's speech (``DynamicMix(join_short=)``).
 
     - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
       mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
@@ -128,7 +129,7 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
     if length is None:
         length = TRAIN_LENGTH if not fixed else EVAL_LENGTH
     mix_options = dict(length=length, seed=seed, fixed=fixed, resample=resample, augment=augment,
-                       level_range_db=tuple(level_range_db))
+                       level_range_db=tuple(level_range_db), join_short=join_short)
     if pair_by not in ("corpus", "channel"):
         raise ValueError(f"pair_by must be 'corpus' or 'channel', got {pair_by!r}")
     if corpus_weights is not None and (not isinstance(root, (list, tuple)) or len(corpus_weights) != len(root)):
@@ -155,6 +156,9 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
         return DynamicMix(groups, n_src, sample_rate, segment, **mix_options)
     ds = (LibriMix if layout == "librimix" else Wsj0Mix)(root, split=split, n_src=n_src, sample_rate=sample_rate,
                                                           segment=segment, resample=resample)
+    if join_short and not dynamic_mixing:
+        raise ValueError("join_short applies to mixtures made on the fly (dynamic_mixing=True), not to the "
+                         f"pre-made mixtures of {root}")
     if dynamic_mixing:
         return DynamicMix(_speakers_from_files(ds, layout), n_src, sample_rate, segment, **mix_options)
     return ds

@@ -219,6 +219,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
     add_pairing_argument(parser)
     parser.add_argument("--segment", type=float, default=4.0, help="training segment length in seconds")
+    parser.add_argument("--join-short", type=float, default=0.0, metavar="SECONDS",
+                        help="keep utterances of at least SECONDS that are shorter than --segment, each completed "
+                             "with more of its talker's speech after a short pause (default 0: utterances shorter "
+                             "than the segment are left out)")
     parser.add_argument("--sample-rate", type=int, default=8000)
     parser.add_argument("--dynamic-mixing", action="store_true",
                         help="remix the training sources on the fly (pre-mixed corpora; a fastsep corpus always is)")
@@ -263,7 +267,7 @@ def main(args: argparse.Namespace) -> int:
                                          split="train", dynamic_mixing=True if args.dynamic_mixing else None,
                                          seed=args.seed, length=args.train_items,
                                          augment=augmentation_from_args(args), level_range_db=args.level_range,
-                                         **pairing_from_args(args))
+                                         join_short=args.join_short, **pairing_from_args(args))
         valid_set = open_mixture_dataset(args.data, args.n_src, args.sample_rate, segment=None, split="valid",
                                          seed=args.seed + 1, length=args.valid_items)
         if args.valid_items is not None and len(valid_set) > args.valid_items:

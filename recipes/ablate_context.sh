@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Context: does B keep its talkers apart longer when it trains on longer segments? (session 21)
+#
+# `fastsep eval --metrics si_sdr,swaps` on the default's B found it handing a talker from one output to the other
+# partway through many mixtures of the hardest unseen set: matched afresh every 0.5 s, its estimates score 1.1 dB
+# higher on recorded's same-gender real voices (festival +0.25, synth +0.15); its own 2 s halves score 0.6-0.9 dB
+# higher than the 4 s mixture they come from. B trains on 2 s segments, so its loss never sees a swap further apart
+# than that. The arm `seg4` is the default's B recipe (recipes/ablate_kokoro.sh's `with`, from session 16's B:
+# Kokoro at weight 10, pairing within one corpus, speed + overlap, 2001 steps, checkpoints 1000 and 2000 averaged)
+# on 4 s segments at batch 2 (the same samples per step, so the same cost), utterances of 2-4 s completed with more
+# of their talker's speech (`--join-short 2`: the same utterances the 2 s arms draw on). Two seeds (seg4,
+# seg4_seed1); scored with the swap diagnostic against the default's B (`with`, rescored here with it):
+#
+#   SKIP_CORPORA=1 bash recipes/ablate_context.sh
+#
+# Environment: ARMS (default "seg4 seg4_seed1"; side by side, one thread each), ARM_STEPS (2001), EVAL_ITEMS (100),
+# SCORE_SETS, WORK, DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
+ARMS="${ARMS:-seg4 seg4_seed1}"; ARM_STEPS="${ARM_STEPS:-2001}"; OUT="$WORK/ablate_context"
+FROM="$STATE/backbone_within_average"; REF="$STATE/backbone_kokoro_average"
+build_corpora
+build_kokoro
+data=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro")
+if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
+  echo "== the arms ($ARMS) from the default's B of session 16, $ARM_STEPS steps"
+  for a in $ARMS; do
+    case $a in
+      seg4) seed=0 ;;
+      seg4_seed*) seed=${a#seg4_seed} ;;
+      *) echo "unknown arm $a" >&2; exit 1 ;;
+    esac
+    FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed $seed --segment 4 --batch-size 2 \
+--join-short 2" finetune_arm "$FROM" "$OUT/$a" "$ARM_STEPS" speed,overlap "${data[@]}" &
+  done
+  wait
+fi
+
+echo "== backbone SI-SDRi and the swap diagnostic on the unseen sets and the valid splits, paired (arm - with)"
+mkdir -p "$OUT"
+arms=(); for a in $ARMS; do arms+=("$a:$OUT/${a}_avg"); done
+export SCORE_METRICS=si_sdr,swaps
+SCORE_SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}" \
+  SCORE_REUSE_A=1 score_pair "$OUT" with:"$REF" "${arms[@]}"
+for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}; do
+  s=${pair%%:*}
+  for a in $ARMS; do fs compare "$OUT/with_$s.csv" "$OUT/${a}_$s.csv" --metric si_sdri_seg; done
+done
