@@ -39,6 +39,8 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
         "curves": ("fastsep.commands.plot_curves", "PNG of training runs' learning curves (loss, validation, lr)"),
         "checkpoints": ("fastsep.commands.plot_checkpoints",
                         "PNG of a run's checkpoints scored on test sets against the step (fastsep eval JSONs)"),
+        "swaps": ("fastsep.commands.plot_swaps",
+                  "PNG of where in each mixture a separator hands a talker from one output to the other"),
     },
     "corpus": {
         "synth": ("fastsep.data.corpus", "build a synthetic multi-talker speech corpus with espeak-ng and flite"),

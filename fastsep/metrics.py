@@ -20,7 +20,8 @@ from torch import Tensor
 
 __all__ = ["si_sdr", "si_sdr_improvement", "sdr", "bss_eval", "pesq", "estoi", "pit", "pairwise", "pit_si_sdr_loss",
            "separation_scores", "metric_unavailable_reason", "mean_confidence_interval", "MetricUnavailable",
-           "METRIC_COLUMNS", "expand_metrics", "EXHAUSTIVE_MAX_SOURCES", "segment_permuted", "SWAP_SEGMENT_SECONDS"]
+           "METRIC_COLUMNS", "expand_metrics", "EXHAUSTIVE_MAX_SOURCES", "segment_permuted", "segment_match_margins",
+           "SWAP_SEGMENT_SECONDS"]
 
 #: Up to this many sources, :func:`pit` tries every permutation; beyond, it uses the Hungarian algorithm.
 EXHAUSTIVE_MAX_SOURCES = 4
@@ -307,6 +308,33 @@ def segment_permuted(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     bounds = starts[1:] + [length]
     pieces = [pit(est[None, :, a:b], ref[None, :, a:b])[0][0] for a, b in zip(starts, bounds)]
     return torch.cat(pieces, dim=-1)
+
+
+def segment_match_margins(est: Tensor, ref: Tensor, segment: int) -> Tensor:
+    """Per ``segment`` samples of ``est, ref [C, T]``: how much better (mean SI-SDR over the talkers, dB) the
+    whole signal's match of estimates to references fits that segment than the best other match does. Positive
+    where the segment agrees with the whole signal, negative where the talkers are swapped against it; segments as
+    in :func:`segment_permuted`. Returns ``[K]``."""
+    _check_pair("segment_match_margins", est, ref)
+    if est.dim() != 2 or est.shape[0] < 2:
+        raise ValueError(f"fastsep.metrics.segment_match_margins: est and ref [C >= 2, T] expected, got "
+                         f"{tuple(est.shape)}")
+    if not isinstance(segment, int) or segment < 1:
+        raise ValueError(f"fastsep.metrics.segment_match_margins: segment must be a positive int, got {segment!r}")
+    length, n_src = est.shape[-1], est.shape[0]
+    whole = pit(est[None], ref[None])[1][0]
+    perms = torch.tensor(list(itertools.permutations(range(n_src))))
+    is_whole = (perms == whole).all(dim=1)
+    rows = torch.arange(n_src)
+    starts = list(range(0, length, segment))
+    if len(starts) > 1 and length - starts[-1] < segment // 2:
+        starts.pop()
+    margins = []
+    for a, b in zip(starts, starts[1:] + [length]):
+        scores = pairwise(est[None, :, a:b], ref[None, :, a:b])[0]  # [ref, est]
+        totals = scores[rows, perms].mean(-1)  # [P]
+        margins.append(totals[is_whole].max() - totals[~is_whole].max())
+    return torch.stack(margins)
 
 
 def pit_si_sdr_loss(est: Tensor, ref: Tensor, zero_mean: bool = True, eps: float = 1e-8) -> Tensor:

@@ -372,3 +372,33 @@ def checkpoint_scores_figure(panels: Sequence[Tuple[str, Sequence[CheckpointScor
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------------------ swaps
+def swap_map_figure(margins: Sequence[Sequence[float]], labels: Sequence[str], segment_seconds: float,
+                    title: Optional[str] = None, limit_db: float = 15.0):
+    """Mixtures as rows, ``segment_seconds`` segments as columns, each cell the match margin of
+    :func:`fastsep.metrics.segment_match_margins` (blue: the segment agrees with the whole mixture's match of
+    estimates to talkers; red: its talkers are swapped against it). A row that turns from blue to red is a
+    separator handing a talker from one output to the other partway through."""
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    rows = [np.asarray(m, dtype=np.float64) for m in margins]
+    if not rows or len(rows) != len(labels):
+        raise ValueError(f"swap_map_figure: {len(rows)} rows of margins for {len(labels)} labels")
+    width = max(len(r) for r in rows)
+    grid = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        grid[i, :len(r)] = r
+    fig = Figure(figsize=(1.6 + 0.45 * width, 1.2 + 0.22 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(grid, aspect="auto", cmap="RdBu", vmin=-limit_db, vmax=limit_db, interpolation="nearest",
+                      extent=(0.0, width * segment_seconds, len(rows) - 0.5, -0.5))
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlabel("time in the mixture (s)")
+    fig.colorbar(image, ax=ax, label="match margin (dB): + as the whole mixture, - swapped")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

@@ -254,3 +254,23 @@ def test_eval_never_writes_into_the_installed_default(bundle, tmp_path, monkeypa
     monkeypatch.setattr(sepmod, "DEFAULT_BUNDLE", str(bundle))
     assert run_cli("eval", "--data", root, "--model", bundle, "--modes", "backbone", "--no-progress") == 0
     assert not os.path.exists(os.path.join(bundle, "eval.json")) and (work / "eval.json").is_file()
+
+
+def test_plot_swaps_draws_the_mixtures_worst_first(bundle, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (optional)")
+    from matplotlib import image as mpimg
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "wsj"
+    for name in ("m1.wav", "m2.wav", "m3.wav"):
+        s1, s2 = rng.uniform(-0.2, 0.2, 12000), rng.uniform(-0.2, 0.2, 12000)
+        write_wav(root / "tt" / "s1" / name, s1)
+        write_wav(root / "tt" / "s2" / name, s2)
+        write_wav(root / "tt" / "mix" / name, s1 + s2)
+    out = tmp_path / "swaps.png"
+    rc = run_cli("plot", "swaps", "--data", root, "--model", bundle, "--segment", 0, "--rows", 2, "-o", out)
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "3 mixtures: swaps cost" in text and mpimg.imread(str(out)).shape[0] > 100
+    assert run_cli("plot", "swaps", "--data", root, "--model", bundle, "--mode", "nonesuch", "-o", out) == 2
+    assert "--mode 'nonesuch'" in capsys.readouterr().err

@@ -10,7 +10,8 @@ import torch
 
 from fastsep import metrics
 from fastsep.metrics import (MetricUnavailable, bss_eval, estoi, expand_metrics, mean_confidence_interval, pesq, pit,
-                             pit_si_sdr_loss, sdr, segment_permuted, separation_scores, si_sdr, si_sdr_improvement)
+                             pit_si_sdr_loss, sdr, segment_match_margins, segment_permuted, separation_scores, si_sdr,
+                             si_sdr_improvement)
 
 
 def _orthogonal_noise(ref: torch.Tensor) -> torch.Tensor:
@@ -347,6 +348,23 @@ def test_segment_permutation_undoes_a_talker_swap_and_costs_nothing_without_one(
     assert segment_permuted(est[:, :2300], ref[:, :2300], 1000).shape == (2, 2300)
     with pytest.raises(ValueError, match="segment"):
         segment_permuted(est, ref, 0)
+
+
+def test_segment_margins_turn_negative_where_the_talkers_are_swapped():
+    g = torch.Generator().manual_seed(6)
+    ref = torch.randn(2, 8000, dtype=torch.float64, generator=g)
+    est = ref + 0.3 * torch.randn(2, 8000, dtype=torch.float64, generator=g)
+    swapped = est.clone()
+    swapped[:, 5000:] = est[[1, 0], 5000:]  # the last three of eight segments hand the talkers over
+    margins = segment_match_margins(swapped, ref, 1000)
+    assert margins.shape == (8,)
+    assert bool((margins[:5] > 5).all()) and bool((margins[5:] < -5).all())
+    # the whole signal's match is the one the segments mostly agree with, whichever order the outputs are in
+    torch.testing.assert_close(segment_match_margins(swapped[[1, 0]], ref, 1000), margins)
+    three = torch.cat([ref, ref[:1] * 0.5 + ref[1:]], dim=0)
+    assert segment_match_margins(three + 0.1, three, 2000).shape == (4,)
+    with pytest.raises(ValueError, match="C >= 2"):
+        segment_match_margins(est[:1], ref[:1], 1000)
 
 
 def test_separation_scores_solve_the_permutation_once_for_every_metric():
