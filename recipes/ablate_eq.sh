@@ -9,8 +9,8 @@
 # source its own chain, with probability 0.5) varies it. Arms from session 16's B
 # (recipes/state/backbone_within_average), exactly the default's B recipe (recipes/ablate_kokoro.sh's `with`: the
 # Kokoro corpus at weight 10, pairing within one corpus, speed + overlap, 2001 steps, checkpoints 1000 and 2000
-# averaged) plus the colouring, in two seeds (eq, eq_seed1), each scored against the default's B (`with`, seed 0; the seed replicate `with_seed1` of
-# recipes/ablate_kokoro_next.sh is the spread to read them against):
+# averaged) plus the colouring, in two seeds (eq, eq_seed1), each scored against the default's B (`with`, seed 0;
+# the seed replicate `with_seed1` of recipes/ablate_kokoro_next.sh is the spread to read them against):
 #
 #   SKIP_CORPORA=1 bash recipes/ablate_eq.sh
 #
