@@ -18,23 +18,12 @@
 # DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained). Results: recipes/results/ablate_eq/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
-ARMS="${ARMS:-eq eq_seed1}"; ARM_STEPS="${ARM_STEPS:-2001}"; OUT="$WORK/ablate_eq"
-FROM="$STATE/backbone_within_average"; REF="$STATE/backbone_kokoro_average"
+ARMS="${ARMS:-eq eq_seed1}"; OUT="$WORK/ablate_eq"; REF="$STATE/backbone_kokoro_average"
 build_corpora
 build_kokoro
-data=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro")
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  echo "== the arms ($ARMS) from the default's B of session 16, $ARM_STEPS steps"
-  for a in $ARMS; do
-    case $a in
-      eq) seed=0 ;;
-      eq_seed*) seed=${a#eq_seed} ;;
-      *) echo "unknown arm $a" >&2; exit 1 ;;
-    esac
-    FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed $seed" \
-      finetune_arm "$FROM" "$OUT/$a" "$ARM_STEPS" speed,overlap,eq "${data[@]}" &
-  done
-  wait
+  echo "== the arms ($ARMS) from the default's B of session 16, ${ARM_STEPS:-2001} steps"
+  seed_arms eq "$OUT" speed,overlap,eq
 fi
 
 echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"

@@ -16,25 +16,12 @@
 # (2001), EVAL_ITEMS (100), WORK, DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
-ARMS="${ARMS:-polarity polarity_seed1}"; ARM_STEPS="${ARM_STEPS:-2001}"; OUT="$WORK/ablate_polarity"
-FROM="$STATE/backbone_within_average"; REF="$STATE/backbone_kokoro_average"
+ARMS="${ARMS:-polarity polarity_seed1}"; OUT="$WORK/ablate_polarity"; REF="$STATE/backbone_kokoro_average"
 build_corpora
 build_kokoro
-data=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro")
-arm() {  # arm NAME SEED
-  FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed $2" \
-    finetune_arm "$FROM" "$OUT/$1" "$ARM_STEPS" speed,overlap,polarity "${data[@]}"
-}
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  echo "== the arms ($ARMS) from the default's B of session 16, side by side, $ARM_STEPS steps"
-  for a in $ARMS; do
-    case $a in
-      polarity) arm polarity 0 & ;;
-      polarity_seed*) arm "$a" "${a#polarity_seed}" & ;;
-      *) echo "unknown arm $a" >&2; exit 1 ;;
-    esac
-  done
-  wait
+  echo "== the arms ($ARMS) from the default's B of session 16, side by side, ${ARM_STEPS:-2001} steps"
+  seed_arms polarity "$OUT" speed,overlap,polarity
 fi
 
 echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"

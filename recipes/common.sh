@@ -36,6 +36,24 @@ finetune_arm() {
   FASTSEP_NUM_THREADS=1 finetune_b "$@"
   fs average --out "${out}_avg" "$out/steps/0001000" "$out/steps/0002000"
 }
+# seed_arms PREFIX OUT AUGMENT [EXTRA_OPTIONS]: the ablation arms named in ARMS (PREFIX for seed 0, PREFIX_seedN for
+# seed N), side by side, one thread each: the default's B recipe from session 16's B (the corpora B trains on, Kokoro
+# at weight 10, pairing within one corpus, ARM_STEPS, default 2001) with AUGMENT and EXTRA_OPTIONS for train
+# separator; OUT/<arm> the runs, OUT/<arm>_avg their averages (finetune_arm).
+seed_arms() {
+  local prefix=$1 out=$2 augment=$3 extra=${4:-} a seed
+  local data=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro")
+  for a in $ARMS; do
+    case $a in
+      "$prefix") seed=0 ;;
+      "$prefix"_seed*) seed=${a#"$prefix"_seed} ;;
+      *) echo "unknown arm $a (expected $prefix or ${prefix}_seedN)" >&2; return 1 ;;
+    esac
+    FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed $seed $extra" \
+      finetune_arm "$STATE/backbone_within_average" "$out/$a" "${ARM_STEPS:-2001}" "$augment" "${data[@]}" &
+  done
+  wait
+}
 # score_pair OUT NAME_A:MODEL_A NAME_B:MODEL_B [NAME_C:MODEL_C ...]: backbone SI-SDRi of the models on the same fixed
 # mixtures (EVAL_ITEMS, default 100) of the unseen sets and the training casts' valid splits (SCORE_SETS, SET:SPLIT
 # words), one thread per model side by side; per-mixture OUT/<NAME>_<set>.csv and .json, then each of B, C, ... - A
