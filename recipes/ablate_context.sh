@@ -14,26 +14,16 @@
 #   SKIP_CORPORA=1 bash recipes/ablate_context.sh
 #
 # Environment: ARMS (default "seg4 seg4_seed1"; side by side, one thread each), ARM_STEPS (2001), EVAL_ITEMS (100),
-# SCORE_SETS, WORK, DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained).
+# SCORE_SETS, WORK, DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained). Results:
+# recipes/results/ablate_context/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
-ARMS="${ARMS:-seg4 seg4_seed1}"; ARM_STEPS="${ARM_STEPS:-2001}"; OUT="$WORK/ablate_context"
-FROM="$STATE/backbone_within_average"; REF="$STATE/backbone_kokoro_average"
+ARMS="${ARMS:-seg4 seg4_seed1}"; OUT="$WORK/ablate_context"; REF="$STATE/backbone_kokoro_average"
 build_corpora
 build_kokoro
-data=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" "$WORK/kokoro")
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  echo "== the arms ($ARMS) from the default's B of session 16, $ARM_STEPS steps"
-  for a in $ARMS; do
-    case $a in
-      seg4) seed=0 ;;
-      seg4_seed*) seed=${a#seg4_seed} ;;
-      *) echo "unknown arm $a" >&2; exit 1 ;;
-    esac
-    FINETUNE_ARGS="--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed $seed --segment 4 --batch-size 2 \
---join-short 2" finetune_arm "$FROM" "$OUT/$a" "$ARM_STEPS" speed,overlap "${data[@]}" &
-  done
-  wait
+  echo "== the arms ($ARMS) from the default's B of session 16, ${ARM_STEPS:-2001} steps"
+  seed_arms seg4 "$OUT" speed,overlap "--segment 4 --batch-size 2 --join-short 2"
 fi
 
 echo "== backbone SI-SDRi and the swap diagnostic on the unseen sets and the valid splits, paired (arm - with)"
