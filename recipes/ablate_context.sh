@@ -18,7 +18,7 @@
 # recipes/results/ablate_context/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
-ARMS="${ARMS:-seg4 seg4_seed1}"; OUT="$WORK/ablate_context"; REF="$STATE/backbone_kokoro_average"
+ARMS="${ARMS:-seg4 seg4_seed1}"; OUT="$WORK/ablate_context"
 build_corpora
 build_kokoro
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
@@ -27,11 +27,8 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
 fi
 
 echo "== backbone SI-SDRi and the swap diagnostic on the unseen sets and the valid splits, paired (arm - with)"
-mkdir -p "$OUT"
-arms=(); for a in $ARMS; do arms+=("$a:$OUT/${a}_avg"); done
 export SCORE_METRICS=si_sdr,swaps
-SCORE_SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}" \
-  SCORE_REUSE_A=1 score_pair "$OUT" with:"$REF" "${arms[@]}"
+SCORE_A_FROM= score_arms "$OUT"  # `with` rescored here, with the swap column
 for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}; do
   s=${pair%%:*}
   for a in $ARMS; do fs compare "$OUT/with_$s.csv" "$OUT/${a}_$s.csv" --metric si_sdri_seg; done

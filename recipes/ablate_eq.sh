@@ -18,7 +18,7 @@
 # DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained). Results: recipes/results/ablate_eq/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
-ARMS="${ARMS:-eq eq_seed1}"; OUT="$WORK/ablate_eq"; REF="$STATE/backbone_kokoro_average"
+ARMS="${ARMS:-eq eq_seed1}"; OUT="$WORK/ablate_eq"
 build_corpora
 build_kokoro
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
@@ -27,8 +27,4 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
 fi
 
 echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
-mkdir -p "$OUT"
-arms=(); for a in $ARMS; do arms+=("$a:$OUT/${a}_avg"); done
-export SCORE_A_FROM="$WORK/ablate_kokoro_next"  # the default's B was scored on these mixtures there
-SCORE_SETS="recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid" SCORE_REUSE_A=1 \
-  score_pair "$OUT" with:"$REF" "${arms[@]}"
+score_arms "$OUT"

@@ -16,7 +16,7 @@
 # (2001), EVAL_ITEMS (100), WORK, DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
-ARMS="${ARMS:-polarity polarity_seed1}"; OUT="$WORK/ablate_polarity"; REF="$STATE/backbone_kokoro_average"
+ARMS="${ARMS:-polarity polarity_seed1}"; OUT="$WORK/ablate_polarity"
 build_corpora
 build_kokoro
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
@@ -25,12 +25,7 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
 fi
 
 echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
-mkdir -p "$OUT"
-arms=(); for a in $ARMS; do arms+=("$a:$OUT/${a}_avg"); done
-# the default's B was scored on these mixtures by recipes/ablate_kokoro_next.sh
-export SCORE_A_FROM="$WORK/ablate_kokoro_next"
-SCORE_SETS="recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid" SCORE_REUSE_A=1 \
-  score_pair "$OUT" with:"$REF" "${arms[@]}"
+score_arms "$OUT"
 
 echo "== each arm on the negated mixture, and on both polarities averaged (fastsep ensemble), on the unseen sets"
 views=()
@@ -41,4 +36,5 @@ for a in $ARMS; do
     views+=("${a}_$1:$OUT/${a}_$1")
   done
 done
-SCORE_SETS="recorded:test festival:test steelsky:train" SCORE_REUSE_A=1 score_pair "$OUT" with:"$REF" "${views[@]}"
+SCORE_SETS="recorded:test festival:test steelsky:train" SCORE_REUSE_A=1 \
+  score_pair "$OUT" with:"$STATE/backbone_kokoro_average" "${views[@]}"

@@ -77,6 +77,17 @@ score_pair() {
     for m in "$@"; do fs compare "$out/${a%%:*}_$s.csv" "$out/${m%%:*}_$s.csv"; done
   done
 }
+# score_arms OUT: each arm of ARMS (OUT/<arm>_avg, from seed_arms) against the default's B (`with`) with score_pair on
+# the unseen sets and the valid splits (SCORE_SETS); `with`'s tables are taken from recipes/ablate_kokoro_next.sh's
+# folder unless SCORE_A_FROM says otherwise (empty: score it here, e.g. with other SCORE_METRICS).
+score_arms() {
+  local out=$1 a arms=()
+  mkdir -p "$out"
+  for a in $ARMS; do arms+=("$a:$out/${a}_avg"); done
+  SCORE_A_FROM="${SCORE_A_FROM-$WORK/ablate_kokoro_next}" SCORE_REUSE_A=1 \
+    SCORE_SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}" \
+    score_pair "$out" with:"$STATE/backbone_kokoro_average" "${arms[@]}"
+}
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
 # restore it into an empty work folder, and write it back atomically after training.
