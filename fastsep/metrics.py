@@ -21,7 +21,7 @@ from torch import Tensor
 __all__ = ["si_sdr", "si_sdr_improvement", "sdr", "bss_eval", "pesq", "estoi", "pit", "pairwise", "pit_si_sdr_loss",
            "separation_scores", "metric_unavailable_reason", "mean_confidence_interval", "MetricUnavailable",
            "METRIC_COLUMNS", "expand_metrics", "EXHAUSTIVE_MAX_SOURCES", "segment_permuted", "segment_match_margins",
-           "SWAP_SEGMENT_SECONDS"]
+           "segment_bounds", "swap_segment", "SWAP_SEGMENT_SECONDS"]
 
 #: Up to this many sources, :func:`pit` tries every permutation; beyond, it uses the Hungarian algorithm.
 EXHAUSTIVE_MAX_SOURCES = 4
@@ -288,6 +288,22 @@ def pit(est: Tensor, ref: Tensor, metric: Metric = si_sdr) -> Tuple[Tensor, Tens
     return reordered, perm
 
 
+def swap_segment(sample_rate: int) -> int:
+    """Samples per segment of the swap diagnostics at ``sample_rate`` (:data:`SWAP_SEGMENT_SECONDS`)."""
+    return max(1, int(round(SWAP_SEGMENT_SECONDS * sample_rate)))
+
+
+def segment_bounds(length: int, segment: int, fn: str = "segment_bounds") -> List[Tuple[int, int]]:
+    """``(start, end)`` of the ``segment``-sample pieces of ``length`` samples that the swap diagnostics match
+    separately; a last piece shorter than half a segment joins the one before (too little speech to match alone)."""
+    if not isinstance(segment, int) or segment < 1:
+        raise ValueError(f"fastsep.metrics.{fn}: segment must be a positive int, got {segment!r}")
+    starts = list(range(0, length, segment))
+    if len(starts) > 1 and length - starts[-1] < segment // 2:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [length]))
+
+
 def segment_permuted(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     """``est [C, T]`` with its tracks matched to ``ref [C, T]`` afresh in every ``segment`` samples (:func:`pit` on
     each segment; a last piece shorter than half a segment joins the one before), then joined.
@@ -299,15 +315,8 @@ def segment_permuted(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     _check_pair("segment_permuted", est, ref)
     if est.dim() != 2:
         raise ValueError(f"fastsep.metrics.segment_permuted: est and ref [C, T] expected, got {tuple(est.shape)}")
-    if not isinstance(segment, int) or segment < 1:
-        raise ValueError(f"fastsep.metrics.segment_permuted: segment must be a positive int, got {segment!r}")
-    length = est.shape[-1]
-    starts = list(range(0, length, segment))
-    if len(starts) > 1 and length - starts[-1] < segment // 2:
-        starts.pop()
-    bounds = starts[1:] + [length]
-    pieces = [pit(est[None, :, a:b], ref[None, :, a:b])[0][0] for a, b in zip(starts, bounds)]
-    return torch.cat(pieces, dim=-1)
+    bounds = segment_bounds(est.shape[-1], segment, "segment_permuted")
+    return torch.cat([pit(est[None, :, a:b], ref[None, :, a:b])[0][0] for a, b in bounds], dim=-1)
 
 
 def segment_match_margins(est: Tensor, ref: Tensor, segment: int) -> Tensor:
@@ -319,18 +328,14 @@ def segment_match_margins(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     if est.dim() != 2 or est.shape[0] < 2:
         raise ValueError(f"fastsep.metrics.segment_match_margins: est and ref [C >= 2, T] expected, got "
                          f"{tuple(est.shape)}")
-    if not isinstance(segment, int) or segment < 1:
-        raise ValueError(f"fastsep.metrics.segment_match_margins: segment must be a positive int, got {segment!r}")
-    length, n_src = est.shape[-1], est.shape[0]
+    bounds = segment_bounds(est.shape[-1], segment, "segment_match_margins")
+    n_src = est.shape[0]
     whole = pit(est[None], ref[None])[1][0]
     perms = torch.tensor(list(itertools.permutations(range(n_src))))
     is_whole = (perms == whole).all(dim=1)
     rows = torch.arange(n_src)
-    starts = list(range(0, length, segment))
-    if len(starts) > 1 and length - starts[-1] < segment // 2:
-        starts.pop()
     margins = []
-    for a, b in zip(starts, starts[1:] + [length]):
+    for a, b in bounds:
         scores = pairwise(est[None, :, a:b], ref[None, :, a:b])[0]  # [ref, est]
         totals = scores[rows, perms].mean(-1)  # [P]
         margins.append(totals[is_whole].max() - totals[~is_whole].max())
@@ -534,8 +539,7 @@ def separation_scores(est: Tensor, ref: Tensor, mix: Tensor, sample_rate: int,
         elif col == "estoi":
             out[col] = estoi(matched, ref, sample_rate)
         elif col == "si_sdri_seg":
-            segment = max(1, int(round(SWAP_SEGMENT_SECONDS * sample_rate)))
-            out[col] = si_sdr_improvement(segment_permuted(est, ref, segment), ref, mix)
+            out[col] = si_sdr_improvement(segment_permuted(est, ref, swap_segment(sample_rate)), ref, mix)
     return out
 
 

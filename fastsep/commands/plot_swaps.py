@@ -37,7 +37,8 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..data import open_mixture_dataset
-    from ..metrics import SWAP_SEGMENT_SECONDS, pit, segment_match_margins, separation_scores, si_sdr_improvement
+    from ..metrics import (SWAP_SEGMENT_SECONDS, pit, segment_bounds, segment_match_margins, separation_scores,
+                           si_sdr_improvement, swap_segment)
     from ..plots import MatplotlibMissing, save_figure, swap_map_figure
     from ..separator import Separator
 
@@ -49,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--mode {args.mode!r}: the bundle has {', '.join(sep.modes)}")
         data = open_mixture_dataset(args.data, n_src=sep.n_src, sample_rate=sep.sample_rate,
                                     segment=args.segment or None, split=args.split, fixed=True)
-        segment = max(1, int(round(SWAP_SEGMENT_SECONDS * sep.sample_rate)))
+        segment = swap_segment(sep.sample_rate)
         rows, clear = [], []
         for i in range(min(args.max_items, len(data))):
             item = data[i]
@@ -61,10 +62,9 @@ def main(args: argparse.Namespace) -> int:
             if sep.n_src == 2:
                 matched = pit(est[None], ref.double()[None])[0][0]
                 undone = matched.clone()
-                for k, margin in enumerate(margins.tolist()):
-                    if margin < -args.clear_db:  # the last segment may run to the end (segment_permuted's rule)
-                        end = None if k == len(margins) - 1 else (k + 1) * segment
-                        undone[:, k * segment:end] = matched[[1, 0], k * segment:end]
+                for (a, b), margin in zip(segment_bounds(est.shape[-1], segment), margins.tolist()):
+                    if margin < -args.clear_db:
+                        undone[:, a:b] = matched[[1, 0], a:b]
                 clear.append(float((si_sdr_improvement(undone, ref.double(), mix.double())
                                     - scores["si_sdri"]).mean()))
             rows.append((cost, i, margins.numpy()))

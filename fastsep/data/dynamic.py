@@ -90,9 +90,9 @@ class DynamicMix(SkipLog, Dataset):
         self.segment_frames = seconds_to_frames(segment, sample_rate)
         if not isinstance(join_short, (int, float)) or isinstance(join_short, bool) or not 0 <= join_short < 1e4:
             raise ValueError(f"join_short must be a number of seconds >= 0, got {join_short!r}")
-        # utterances shorter than this are dropped; with joining, shorter than the segment are completed on reading
-        shortest = segment if segment is None or not join_short else min(float(join_short), float(segment))
-        self.join_short = float(join_short) if segment is not None and join_short and join_short < segment else 0.0
+        # utterances shorter than this are dropped; with joining, those shorter than the segment are completed on
+        # reading (without it, none shorter than the segment is kept, so none needs completing)
+        shortest = min(float(join_short), float(segment)) if segment is not None and join_short else segment
         self._min_frames = seconds_to_frames(shortest, sample_rate) or 0
         if not isinstance(length, int) or length < 1:
             raise ValueError(f"length must be a positive int, got {length!r}")
@@ -192,7 +192,7 @@ class DynamicMix(SkipLog, Dataset):
 
     def _read(self, utt: Utterance, rng: np.random.Generator, speaker: str) -> torch.Tensor:
         wave = read_checked(utt.path, self.sample_rate, self.resample, self._min_frames)
-        if self.join_short and wave.shape[-1] < self.segment_frames:
+        if self.segment_frames and wave.shape[-1] < self.segment_frames:
             wave = self._join(wave, rng, speaker)
         aug = self.augment
         if aug is None:

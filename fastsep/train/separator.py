@@ -163,6 +163,9 @@ def augmentation_from_args(args: argparse.Namespace):
     """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
     from ..data.augment import EQ_PROB, FORMANT_PROB, POLARITY_PROB, Augmentation
 
+    # each --augment part and the Augmentation field holding its probability
+    parts = (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"), ("overlap", "overlap_prob"),
+             ("formant", "formant_prob"), ("polarity", "polarity_prob"), ("eq", "eq_prob"))
     # the parts that are off unless named get these probabilities when named without one
     named_default = {"formant": FORMANT_PROB, "polarity": POLARITY_PROB, "eq": EQ_PROB}
 
@@ -177,14 +180,11 @@ def augmentation_from_args(args: argparse.Namespace):
                 probs[part] = float(p) if p else None
             except ValueError:
                 raise ValueError(f"--augment: {item!r} is not PART or PART:PROBABILITY") from None
-        unknown = set(probs) - {"speed", "reverb", "noise", "overlap", "formant", "polarity", "eq"}
+        unknown = set(probs) - {part for part, _ in parts}
         if unknown:
             raise ValueError(f"--augment: unknown part(s) {sorted(unknown)}; use all, none or a comma list of "
-                             "speed,reverb,noise,overlap,formant,polarity,eq (each may carry its probability: "
-                             "formant:0.8)")
-        for part, attr in (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"),
-                           ("overlap", "overlap_prob"), ("formant", "formant_prob"), ("polarity", "polarity_prob"),
-                           ("eq", "eq_prob")):
+                             f"{','.join(part for part, _ in parts)} (each may carry its probability: formant:0.8)")
+        for part, attr in parts:
             if part not in probs:
                 setattr(aug, attr, 0.0)
             elif probs[part] is not None:
