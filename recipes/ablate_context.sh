@@ -19,16 +19,9 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
 ARMS="${ARMS:-seg4 seg4_seed1}"; OUT="$WORK/ablate_context"
-build_corpora
-build_kokoro
-if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  echo "== the arms ($ARMS) from the default's B of session 16, ${ARM_STEPS:-2001} steps"
-  seed_arms seg4 "$OUT" speed,overlap "--segment 4 --batch-size 2 --join-short 2"
-fi
-
-echo "== backbone SI-SDRi and the swap diagnostic on the unseen sets and the valid splits, paired (arm - with)"
-export SCORE_METRICS=si_sdr,swaps
-SCORE_A_FROM= score_arms "$OUT"  # `with` rescored here, with the swap column
+# `with` rescored here (SCORE_A_FROM empty), with the swap column
+SCORE_METRICS=si_sdr,swaps SCORE_A_FROM= run_seed_arms seg4 "$OUT" speed,overlap \
+  "--segment 4 --batch-size 2 --join-short 2"
 for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}; do
   s=${pair%%:*}
   for a in $ARMS; do fs compare "$OUT/with_$s.csv" "$OUT/${a}_$s.csv" --metric si_sdri_seg; done

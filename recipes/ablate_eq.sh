@@ -19,12 +19,4 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
 ARMS="${ARMS:-eq eq_seed1}"; OUT="$WORK/ablate_eq"
-build_corpora
-build_kokoro
-if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  echo "== the arms ($ARMS) from the default's B of session 16, ${ARM_STEPS:-2001} steps"
-  seed_arms eq "$OUT" speed,overlap,eq
-fi
-
-echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
-score_arms "$OUT"
+run_seed_arms eq "$OUT" speed,overlap,eq

@@ -17,15 +17,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
 ARMS="${ARMS:-polarity polarity_seed1}"; OUT="$WORK/ablate_polarity"
-build_corpora
-build_kokoro
-if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  echo "== the arms ($ARMS) from the default's B of session 16, side by side, ${ARM_STEPS:-2001} steps"
-  seed_arms polarity "$OUT" speed,overlap,polarity
-fi
-
-echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
-score_arms "$OUT"
+run_seed_arms polarity "$OUT" speed,overlap,polarity
 
 echo "== each arm on the negated mixture, and on both polarities averaged (fastsep ensemble), on the unseen sets"
 views=()

@@ -88,6 +88,18 @@ score_arms() {
     SCORE_SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train kokoro:test adventure:valid game:valid}" \
     score_pair "$out" with:"$STATE/backbone_kokoro_average" "${arms[@]}"
 }
+# run_seed_arms PREFIX OUT AUGMENT [EXTRA_OPTIONS]: an ablation of seed arms from start to end: the corpora
+# (SKIP_CORPORA), the arms of ARMS trained by seed_arms (unless SKIP_TRAIN=1) and scored by score_arms.
+run_seed_arms() {
+  build_corpora
+  build_kokoro
+  if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
+    echo "== the arms ($ARMS) from the default's B of session 16, side by side, ${ARM_STEPS:-2001} steps"
+    seed_arms "$@"
+  fi
+  echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
+  score_arms "$2"
+}
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
 # restore it into an empty work folder, and write it back atomically after training.

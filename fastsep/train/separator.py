@@ -213,8 +213,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
                         help="training augmentation: none (default), all (speed,reverb,noise,overlap), or a comma "
-                             "list of speed,reverb,noise,overlap,formant,polarity,eq, each with its default probability "
-                             "or PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
+                             "list of speed,reverb,noise,overlap,formant,polarity,eq, each with its default "
+                             "probability or PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
     add_pairing_argument(parser)
