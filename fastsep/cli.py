@@ -19,6 +19,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "bench": ("fastsep.commands.bench", "latency and real-time factor of each pipeline stage"),
     "average": ("fastsep.commands.average", "average the weights of several checkpoints of one training run"),
     "ensemble": ("fastsep.commands.ensemble", "one backbone from several: their separated outputs averaged"),
+    "track": ("fastsep.commands.track", "one backbone whose outputs keep their talkers (separator + talker embedding)"),
     "demo": ("fastsep.commands.demo", "separate a bundled two-talker example and report SI-SDRi"),
     "train": {
         "separator": ("fastsep.train.separator", "train a separation backbone (Conv-TasNet, DPRNN, MulCat, SepFormer)"),
@@ -27,6 +28,7 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
         "combiner": ("fastsep.train.combiner", "train the Separate-And-Diffuse combiner F (B and GM frozen)"),
         "prior": ("fastsep.train.prior", "train an unconditional diffusion source prior on single-source audio"),
         "diffsep": ("fastsep.train.diffsep", "train a DiffSep score network (score-based SDE separation/enhancement)"),
+        "tracker": ("fastsep.train.tracker", "train the talker embedding that keeps each talker on one output"),
     },
     "bundle": {
         "diffsep": ("fastsep.methods.diffsep", "write a DiffSep bundle from a `fastsep train diffsep` run"),

@@ -15,6 +15,8 @@ _WHERE = {
     "NCSNpp": "fastsep.models.ncsnpp",  # DiffSep's score network
     "TFAttentionUNet": "fastsep.models.tf_attention_unet",  # a source prior's noise predictor
     "BackboneEnsemble": "fastsep.models.ensemble",  # several separators, their estimates averaged
+    "TalkerEmbedding": "fastsep.models.talker_embedding",  # who is speaking in a piece of an output (tracking)
+    "TrackedBackbone": "fastsep.models.tracked",  # a separator whose outputs keep their talkers
 }
 
 __all__ = list(_WHERE)

@@ -1,0 +1,196 @@
+"""Talker tracking (fastsep.tracking), its embedding network and training task, and ``fastsep track``."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fastsep.cli import main as cli_main
+from fastsep.metrics import pit, si_sdr
+from fastsep.models.convtasnet import ConvTasNet
+from fastsep.models.io import load_model, save_model
+from fastsep.models.talker_embedding import TalkerEmbedding
+from fastsep.models.tracked import TrackedBackbone
+from fastsep.tracking import activity_weights, apply_orders, choose_orders, track_talkers
+from fastsep.train.tracker import TrackerTask, piece_labels
+
+RATE = 8000
+PIECE = 4000
+
+
+def _voices(n_pieces=8, seed=0):
+    """Two 'talkers': harmonic tones at 110 Hz and 260 Hz, each speaking in its own random pieces, always at least
+    one of them."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n_pieces * PIECE) / RATE
+    a = sum(torch.sin(2 * math.pi * 110 * h * t) / h for h in range(1, 6))
+    b = sum(torch.sin(2 * math.pi * 260 * h * t) / h for h in range(1, 6))
+    on = torch.rand(2, n_pieces, generator=g) > 0.3
+    on[:, 0] = True
+    on[0, ~on.any(0)] = True
+    gate = on.float().repeat_interleave(PIECE, dim=1)
+    return 0.1 * torch.stack([a, b]) * gate
+
+
+class _PitchEmbedding(nn.Module):
+    """A hand-made 'talker embedding': the piece's normalised low-band spectrum (tells the two tones apart)."""
+
+    min_samples = 64
+
+    def forward(self, wave):
+        spec = torch.fft.rfft(wave, n=800).abs()[:, 5:160]
+        return nn.functional.normalize(spec, dim=-1)
+
+
+def _swap(est, pieces):
+    out = est.clone()
+    for k in pieces:
+        out[:, k * PIECE:(k + 1) * PIECE] = est.flip(0)[:, k * PIECE:(k + 1) * PIECE]
+    return out
+
+
+def test_choose_orders_finds_swapped_pieces():
+    torch.manual_seed(0)
+    centre = nn.functional.normalize(torch.randn(2, 16), dim=-1)
+    emb = nn.functional.normalize(centre[:, None, :] + 0.2 * torch.randn(2, 10, 16), dim=-1)  # [C, K, D]
+    swapped = [3, 4, 7]
+    emb[:, swapped] = emb[:, swapped].flip(0)
+    expect = torch.tensor([[1, 0] if k in swapped else [0, 1] for k in range(10)])
+    assert torch.equal(choose_orders(emb, torch.ones(2, 10), max_changes=4), expect)
+    # with two changes allowed, the best it can do is to undo the longer swap
+    two = choose_orders(emb, torch.ones(2, 10))
+    assert torch.equal(two[:7], expect[:7]) and (two != torch.tensor([0, 1])).any(-1).sum() <= 3
+
+
+def test_choose_orders_threshold_keeps_the_separators_order():
+    torch.manual_seed(1)
+    emb = nn.functional.normalize(torch.randn(2, 6, 8), dim=-1)
+    assert torch.equal(choose_orders(emb, torch.ones(2, 6), threshold=1e6), torch.tensor([[0, 1]] * 6))
+
+
+def test_apply_orders_swaps_pieces_and_keeps_the_sum():
+    est = torch.randn(2, 4 * 100)
+    bounds = [(k * 100, (k + 1) * 100) for k in range(4)]
+    orders = torch.tensor([[0, 1], [1, 0], [1, 0], [0, 1]])
+    hard = apply_orders(est, orders, bounds, fade=0)
+    assert torch.equal(hard[:, 100:300], est.flip(0)[:, 100:300])
+    assert torch.equal(hard[:, :100], est[:, :100]) and torch.equal(hard[:, 300:], est[:, 300:])
+    soft = apply_orders(est, orders, bounds, fade=16)
+    assert torch.allclose(soft.sum(0), est.sum(0), atol=1e-5)
+    assert torch.equal(soft[:, 120:280], est.flip(0)[:, 120:280])
+
+
+def test_track_talkers_undoes_swaps_with_a_discriminating_embedding():
+    ref = _voices(seed=3)
+    noisy = ref + 0.01 * torch.randn_like(ref)
+    est = _swap(noisy, [2, 3, 4])
+    before = si_sdr(pit(est[None], ref[None])[0], ref[None]).mean()
+    unswapped = si_sdr(noisy[None], ref[None]).mean()
+    tracked, orders = track_talkers(_PitchEmbedding(), est, RATE, PIECE / RATE, fade_seconds=0.0)
+    after = si_sdr(pit(tracked[None], ref[None])[0], ref[None]).mean()
+    assert after > before + 10.0
+    assert after > unswapped - 0.05  # every swap undone
+    batch, _ = track_talkers(_PitchEmbedding(), torch.stack([est, est]), RATE, PIECE / RATE, fade_seconds=0.0)
+    assert torch.allclose(batch[0], tracked) and torch.allclose(batch[1], tracked)
+
+
+def test_activity_weights_follow_each_outputs_loudness():
+    est = torch.ones(2, 400)
+    est[1, 200:] = 1e-4
+    w = activity_weights(est, [(0, 200), (200, 400)])
+    assert w[0].min() > 0.99 and w[1, 0] > 0.99 and w[1, 1] < 0.01
+
+
+def test_piece_labels_name_the_talker_each_piece_holds():
+    ref = _voices(n_pieces=6, seed=4)
+    ref[1, 2 * PIECE:3 * PIECE] = 0.0  # talker 1 silent in piece 2
+    est = _swap(ref + 0.001 * torch.randn_like(ref), [1, 4])
+    out = piece_labels(est, ref, PIECE)
+    on = (ref.reshape(2, 6, PIECE).abs().amax(-1) > 0)
+    for k in range(6):
+        if on[0, k] and on[1, k]:
+            expect = [1, 0] if k in (1, 4) else [0, 1]
+            assert out["labels"][:, k].tolist() == expect and out["mask"][:, k].tolist() == [1.0, 1.0]
+    assert out["mask"][:, 2].sum() <= 1  # where one talker is silent, its output's label does not count
+
+
+def test_talker_embedding_shapes_norm_and_errors():
+    model = TalkerEmbedding(channels=16, n_layers=2, dim=8)
+    out = model(torch.randn(3, 4000))
+    assert out.shape == (3, 8)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(3), atol=1e-5)
+    with pytest.raises(ValueError, match="float audio"):
+        model(torch.randn(4000))
+    with pytest.raises(ValueError, match="at least"):
+        model(torch.randn(1, 10))
+    with pytest.raises(ValueError, match="positive int"):
+        TalkerEmbedding(dim=0)
+    with pytest.raises(ValueError, match="normalise"):
+        TalkerEmbedding(normalise="global")
+
+
+def test_talker_embedding_normalisations_differ_in_what_they_keep(tmp_path):
+    """'piece' removes each band's mean over the piece; 'fixed' keeps the spectral envelope (a colouring changes the
+    embedding), and saves and loads with its statistics."""
+    torch.manual_seed(0)
+    wave = torch.randn(2, 4000)
+    tilted = torch.cat([wave[:, :1], wave[:, 1:] + 0.9 * wave[:, :-1]], dim=1)  # a low-pass colouring
+    piece = TalkerEmbedding(channels=16, n_layers=2, dim=8).eval()
+    fixed = TalkerEmbedding(channels=16, n_layers=2, dim=8, normalise="fixed").eval()
+    assert torch.allclose(piece.features(wave).mean(-1), torch.zeros(2, 40), atol=1e-4)
+    assert not torch.allclose(fixed(wave), fixed(tilted), atol=1e-3)
+    save_model(fixed, tmp_path / "e")
+    again = load_model(tmp_path / "e")
+    assert again.config["normalise"] == "fixed" and torch.allclose(again.eval()(wave), fixed(wave), atol=1e-6)
+
+
+def test_tracker_task_loss_falls_on_a_tiny_model():
+    torch.manual_seed(0)
+    refs = torch.stack([_voices(n_pieces=4, seed=s) for s in range(4)])
+    est = torch.stack([_swap(r, [1]) for r in refs])
+    labels = torch.stack([piece_labels(e, r, PIECE)["labels"] for e, r in zip(est, refs)])
+    mask = torch.stack([piece_labels(e, r, PIECE)["mask"] for e, r in zip(est, refs)])
+    batch = {"est": est, "labels": labels, "mask": mask}
+    model = TalkerEmbedding(channels=16, n_layers=2, dim=8)
+    task = TrackerTask(PIECE, RATE)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with torch.no_grad():
+        first = float(task.training_loss(model, batch))
+    for _ in range(30):
+        opt.zero_grad()
+        loss = task.training_loss(model, batch)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(task.training_loss(model, batch)) < 0.5 * first
+
+
+def _tiny_separator():
+    torch.manual_seed(0)
+    return ConvTasNet(n_src=2, n_filters=8, kernel_size=8, stride=4, bn_chan=8, hid_chan=8, skip_chan=8, n_blocks=2,
+                      n_repeats=1, sample_rate=RATE).eval()
+
+
+def test_tracked_backbone_saves_loads_and_tracks(tmp_path):
+    sep, emb = _tiny_separator(), TalkerEmbedding(channels=16, n_layers=2, dim=8).eval()
+    tracked = TrackedBackbone.from_models(sep, emb)
+    mix = torch.randn(2, 3 * RATE)
+    out = tracked(mix)
+    expect, _ = track_talkers(emb, sep(mix), RATE)
+    assert torch.allclose(out, expect, atol=1e-6)
+    save_model(tracked, tmp_path / "t")
+    again = load_model(tmp_path / "t")
+    assert isinstance(again, TrackedBackbone) and torch.allclose(again(mix), out, atol=1e-6)
+    with pytest.raises(ValueError, match="threshold"):
+        TrackedBackbone(tracked.config["separator"], tracked.config["embedding"], threshold=-1)
+
+
+def test_track_cli(tmp_path, capsys):
+    save_model(_tiny_separator(), tmp_path / "sep")
+    save_model(TalkerEmbedding(channels=16, n_layers=2, dim=8), tmp_path / "emb")
+    assert cli_main(["track", str(tmp_path / "sep"), "--embedding", str(tmp_path / "emb"),
+                     "--out", str(tmp_path / "t")]) == 0
+    assert isinstance(load_model(tmp_path / "t"), TrackedBackbone)
+    assert cli_main(["track", str(tmp_path / "sep"), "--embedding", str(tmp_path / "sep"),
+                     "--out", str(tmp_path / "u")]) == 2
+    assert "not a TalkerEmbedding" in capsys.readouterr().err
