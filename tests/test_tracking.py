@@ -219,3 +219,48 @@ def test_separated_pieces_labels_follow_the_talkers_through_shuffled_outputs():
     shuffled = SeparatedPieces(items, _Oracle(ref), RATE, PIECE / RATE, shuffle_outputs=1.0)[0]
     assert shuffled["labels"].tolist() == [[1] * 6, [0] * 6]  # every piece swapped, and labelled so
     assert torch.allclose(shuffled["est"].flip(0), plain["est"], atol=1e-2)  # the same outputs, rolled
+
+
+def _tone_corpus(root, seconds=1.5):
+    """A tiny fastsep corpus: four harmonic 'talkers' (one pitch each), two utterances each in train and valid."""
+    import json
+
+    import numpy as np
+    from scipy.io import wavfile
+
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * RATE)) / RATE
+    lines = []
+    for i, f0 in enumerate((110, 160, 230, 310)):
+        for split in ("train", "valid"):
+            for u in range(2):
+                rel = f"wav/t{i}_{split}{u}.wav"
+                wave = sum(np.sin(2 * np.pi * f0 * h * t + u) / h for h in range(1, 5)) * 0.1
+                wavfile.write(root / rel, RATE, wave.astype(np.float32))
+                lines.append(json.dumps({"path": rel, "speaker": f"t{i}", "split": split, "sample_rate": RATE,
+                                         "duration": seconds}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_train_tracker_cli_runs_resumes_and_tracks(tmp_path, capsys):
+    import json
+
+    data = _tone_corpus(tmp_path / "corpus")
+    save_model(_tiny_separator(), tmp_path / "sep")
+    def argv(epochs):
+        return ["train", "tracker", "--separator", str(tmp_path / "sep"), "--data", str(data), "--out",
+                str(tmp_path / "run"), "--segment", "1.0", "--piece", "0.25", "--train-items", "4",
+                "--valid-items", "2", "--batch-size", "2", "--epochs", str(epochs), "--num-workers", "0",
+                "--no-progress", "--device", "cpu",
+                "--model-args", '{"channels": 16, "n_layers": 2, "dim": 8, "normalise": "fixed"}']
+
+    assert cli_main(argv(1)) == 0
+    assert "pair_accuracy" in capsys.readouterr().out
+    assert cli_main(argv(2)) == 0  # two epochs now: resumes
+    with open(tmp_path / "run" / "log.jsonl") as fh:
+        events = [json.loads(line)["event"] for line in fh]
+    assert events.count("resume") == 1 and events.count("epoch") == 2
+    assert isinstance(load_model(tmp_path / "run" / "best"), TalkerEmbedding)
+    assert cli_main(["train", "tracker", "--separator", str(tmp_path / "sep"), "--data", str(tmp_path / "none"),
+                     "--out", str(tmp_path / "r2")]) == 2
