@@ -8,8 +8,8 @@ import torch
 from scipy.io import wavfile
 
 from fastsep.data import DynamicMix, open_mixture_dataset
-from fastsep.data.augment import (Augmentation, apply_fir, coloured_noise, formant_shift, lpc_envelope,
-                                  random_channel_response, speed_perturb, synthetic_rir)
+from fastsep.data.augment import (CODECS, Augmentation, apply_fir, coloured_noise, formant_shift, lpc_envelope,
+                                  random_channel_response, speech_codec, speed_perturb, synthetic_rir)
 from fastsep.data.voices import _joined_utterances, build_game, build_recorded
 from helpers import assert_own_tone
 
@@ -158,6 +158,66 @@ def test_channel_colouring_is_opt_in_and_drawn_per_source():
     assert not np.allclose(coloured[0], coloured[1])  # every coloured crop has its own chain
     with pytest.raises(ValueError, match="eq_prob"):
         Augmentation(eq_prob=1.5)
+
+
+def _speechlike(n, sr=SR, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    f0 = 180 + 30 * np.sin(2 * np.pi * 2 * t)
+    voiced = sum(np.sin(2 * np.pi * np.cumsum(f0 * h) / sr) / h for h in range(1, 12))
+    return 0.2 * voiced * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(n)
+
+
+def _aligned_snr(ref, out, max_lag=200):
+    """SNR (dB) of ``out`` against ``ref`` after the best delay and gain (coders may delay)."""
+    lags = [float(np.dot(ref[:len(ref) - max_lag], out[lag:lag + len(ref) - max_lag])) for lag in range(max_lag)]
+    lag = int(np.argmax(lags))
+    y, x = out[lag:lag + len(ref) - max_lag], ref[:len(ref) - max_lag]
+    g = np.dot(x, y) / np.dot(x, x)
+    return 10 * np.log10(np.sum((g * x) ** 2) / np.sum((y - g * x) ** 2))
+
+
+@pytest.mark.skipif(__import__("shutil").which("sox") is None, reason="sox is not installed")
+def test_speech_codec_codes_each_coder_at_its_own_fidelity():
+    x = _speechlike(16000)
+    snrs = {}
+    for codec in CODECS:
+        y = speech_codec(x, SR, codec, 2)
+        assert y.shape == x.shape and np.isfinite(y).all()
+        assert not np.allclose(y, x, atol=1e-4)
+        assert abs(np.std(y) / np.std(x) - 1) < 0.2  # the level comes back
+        snrs[codec] = _aligned_snr(x, y)
+    # companding keeps a waveform within ~30-40 dB; the vocoders (GSM, AMR-NB) keep far less of it
+    assert snrs["ul"] > 30 and snrs["al"] > 30
+    assert 0 < snrs["gsm"] < 20 and -10 < snrs["amr-nb"] < 20  # AMR-NB at 5.9 kbit/s keeps little waveform
+    assert np.array_equal(speech_codec(np.zeros(800), SR, "gsm"), np.zeros(800))
+    assert speech_codec(x, 16000, "gsm").shape == x.shape  # other rates: to 8 kHz and back
+    with pytest.raises(ValueError, match="codec"):
+        speech_codec(x, SR, "opus")
+    with pytest.raises(ValueError, match="mode"):
+        speech_codec(x, SR, "amr-nb", 9)
+
+
+@pytest.mark.skipif(__import__("shutil").which("sox") is None, reason="sox is not installed")
+def test_codec_augmentation_is_opt_in_and_named_by_augment():
+    import argparse
+
+    from fastsep.train.separator import augmentation_from_args
+
+    crop = _speechlike(4000, seed=1)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    assert np.array_equal(Augmentation(reverb_prob=0.0).crop(crop, rng_a, SR), crop)
+    rng_b.random()  # only the reverberation draw: the codec draws nothing unless enabled
+    assert rng_a.random() == rng_b.random()
+    aug = Augmentation(reverb_prob=0.0, codec_prob=0.5)
+    rng = np.random.default_rng(7)
+    outs = [aug.crop(crop, rng, SR) for _ in range(60)]
+    coded = sum(not np.array_equal(o, crop) for o in outs)
+    assert 15 <= coded <= 45
+    assert augmentation_from_args(argparse.Namespace(augment="speed,codec")).codec_prob == 0.3
+    assert augmentation_from_args(argparse.Namespace(augment="all")).codec_prob == 0.0
+    with pytest.raises(ValueError, match="codec_prob"):
+        Augmentation(codec_prob=2.0)
 
 
 def test_augment_option_names_the_formant_shift():

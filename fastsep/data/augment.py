@@ -14,7 +14,10 @@ separates the other one worse; measured in session 20: the default's B scored up
 engine's voices when the negated mixture's estimate was averaged in), and a random channel colouring (each source
 through its own recording chain: a smooth random equaliser curve -- tilt and a few broad peaks or dips -- with an
 optional high-pass and low-pass edge, as microphones, rooms' early reflections, codecs and telephone lines shape a
-voice; a corpus recorded in one studio otherwise teaches one spectral colour per talker). Per mixture:
+voice; a corpus recorded in one studio otherwise teaches one spectral colour per talker), and a speech codec (each
+source through its own narrow-band coder and back -- GSM full rate, AMR-NB at a random bit rate, mu-law or A-law
+-- with sox: telephone prompts, voicemail and VoIP calls reach a separator coded, and a codec's artefacts are
+nothing like a studio's; the target is the coded source). Per mixture:
 background noise (recorded music or coloured noise) at a drawn SNR; the targets stay noise-free, so the separator
 also learns to reject it.
 
@@ -31,7 +34,8 @@ import numpy as np
 import torch
 
 __all__ = ["Augmentation", "speed_perturb", "formant_shift", "lpc_envelope", "synthetic_rir", "coloured_noise",
-           "random_channel_response", "apply_fir", "FORMANT_PROB", "POLARITY_PROB", "EQ_PROB", "NOISE_FOLDERS"]
+           "random_channel_response", "apply_fir", "speech_codec", "CODECS", "FORMANT_PROB", "POLARITY_PROB", "EQ_PROB",
+           "CODEC_PROB", "NOISE_FOLDERS"]
 
 #: The formant shift's probability when it is asked for by name without one (it is off by default: formant_prob 0).
 FORMANT_PROB = 0.5
@@ -41,6 +45,12 @@ POLARITY_PROB = 0.5
 
 #: The channel colouring's probability when it is asked for by name without one (off by default: eq_prob 0).
 EQ_PROB = 0.5
+
+#: The codec's probability when it is asked for by name without one (off by default: codec_prob 0).
+CODEC_PROB = 0.3
+
+#: The coders :func:`speech_codec` draws from (sox file types; all narrow-band, 8 kHz).
+CODECS = ("gsm", "amr-nb", "ul", "al")
 
 #: Folders searched for background recordings when ``noise_files`` is not given (Debian asterisk-moh-opsound-wav).
 NOISE_FOLDERS = ("/usr/share/asterisk/moh",)
@@ -153,6 +163,43 @@ def apply_fir(wave: np.ndarray, gain_db: np.ndarray) -> np.ndarray:
     return fftconvolve(wave, taps)[half:half + wave.shape[0]]
 
 
+def speech_codec(wave: np.ndarray, sample_rate: int, codec: str, mode: int = 7) -> np.ndarray:
+    """``wave`` coded by a narrow-band speech codec and decoded again (sox), at its own rate, length and level.
+
+    ``codec``: one of :data:`CODECS`; ``mode``: AMR-NB's bit-rate mode 0-7 (4.75-12.2 kbit/s; ignored by the
+    others). The coders work at 8 kHz: other rates are resampled there and back. The signal is brought to a peak of
+    0.9 for the coder's 16-bit input and scaled back; the decoded signal is cut or zero-padded to the input's
+    length (a coder's delay stays in it: used as a training target, it is the coded source either way).
+    """
+    import subprocess
+
+    if codec not in CODECS:
+        raise ValueError(f"speech_codec: codec must be one of {CODECS}, got {codec!r}")
+    if not (isinstance(mode, int) and 0 <= mode <= 7):
+        raise ValueError(f"speech_codec: mode must be an int 0-7, got {mode!r}")
+    x = np.asarray(wave, dtype=np.float64)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak < 1e-8:
+        return x.copy()
+    scale = 0.9 / peak
+    raw = (x * scale).astype("<f4").tobytes()
+    inp = ["-t", "f32", "-r", str(sample_rate), "-c", "1"]
+    options = ["-C", str(mode)] if codec == "amr-nb" else []
+    try:
+        coded = subprocess.run(["sox", *inp, "-", *options, "-t", codec, "-r", "8000", "-c", "1", "-"], input=raw,
+                               capture_output=True, check=True).stdout
+        decoded = subprocess.run(["sox", "-t", codec, "-r", "8000", "-c", "1", "-", "-t", "f32", "-r",
+                                  str(sample_rate), "-"], input=coded, capture_output=True, check=True).stdout
+    except FileNotFoundError:
+        raise RuntimeError("speech_codec needs sox (apt-get install sox libsox-fmt-all)") from None
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"sox could not code {codec}: {exc.stderr.decode(errors='replace').strip()}") from None
+    y = np.frombuffer(decoded, dtype="<f4").astype(np.float64) / scale
+    out = np.zeros_like(x)
+    out[:min(len(x), len(y))] = y[:len(x)]
+    return out
+
+
 def synthetic_rir(rng: np.random.Generator, sample_rate: int, rt60: float, direct_to_reverb_db: float) -> np.ndarray:
     """An impulse response: a unit direct path, then a noise tail decaying 60 dB in ``rt60`` seconds whose energy is
     ``direct_to_reverb_db`` below the direct path's (with a short pre-delay, as a room's first reflections)."""
@@ -198,6 +245,8 @@ class Augmentation:
         eq_prob: probability that a source's crop goes through a random recording chain
             (:func:`random_channel_response`; each source its own; 0 unless asked for: ``--augment ...,eq`` sets
             :data:`EQ_PROB`).
+        codec_prob: probability that a source's crop is coded and decoded by one of :data:`CODECS`
+            (:func:`speech_codec`; 0 unless asked for: ``--augment ...,codec`` sets :data:`CODEC_PROB`).
     """
 
     speed: Tuple[float, float] = (0.85, 1.15)
@@ -214,12 +263,13 @@ class Augmentation:
     formant_prob: float = 0.0
     polarity_prob: float = 0.0
     eq_prob: float = 0.0
+    codec_prob: float = 0.0
     _noise_bank: Optional[List[np.ndarray]] = field(default=None, repr=False)
     _noise_rate: int = field(default=0, repr=False)
 
     def __post_init__(self):
         for name in ("speed_prob", "reverb_prob", "noise_prob", "overlap_prob", "formant_prob", "polarity_prob",
-                     "eq_prob"):
+                     "eq_prob", "codec_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
@@ -252,6 +302,9 @@ class Augmentation:
             crop = -crop
         if self.eq_prob > 0 and rng.random() < self.eq_prob:  # likewise
             crop = apply_fir(crop, random_channel_response(rng, sample_rate))
+        if self.codec_prob > 0 and rng.random() < self.codec_prob:  # likewise
+            codec = CODECS[int(rng.integers(len(CODECS)))]
+            crop = speech_codec(crop, sample_rate, codec, int(rng.integers(0, 8)))
         return crop
 
     def overlap(self, sources: np.ndarray, rng: np.random.Generator) -> np.ndarray:

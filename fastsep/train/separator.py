@@ -161,13 +161,13 @@ def initial_model(folder: str, name: str, n_src: int, overrides: Optional[Dict[s
 
 def augmentation_from_args(args: argparse.Namespace):
     """The training :class:`~fastsep.data.augment.Augmentation` the options ask for, or None (``--augment none``)."""
-    from ..data.augment import EQ_PROB, FORMANT_PROB, POLARITY_PROB, Augmentation
+    from ..data.augment import CODEC_PROB, EQ_PROB, FORMANT_PROB, POLARITY_PROB, Augmentation
 
     # each --augment part and the Augmentation field holding its probability
     parts = (("speed", "speed_prob"), ("reverb", "reverb_prob"), ("noise", "noise_prob"), ("overlap", "overlap_prob"),
-             ("formant", "formant_prob"), ("polarity", "polarity_prob"), ("eq", "eq_prob"))
+             ("formant", "formant_prob"), ("polarity", "polarity_prob"), ("eq", "eq_prob"), ("codec", "codec_prob"))
     # the parts that are off unless named get these probabilities when named without one
-    named_default = {"formant": FORMANT_PROB, "polarity": POLARITY_PROB, "eq": EQ_PROB}
+    named_default = {"formant": FORMANT_PROB, "polarity": POLARITY_PROB, "eq": EQ_PROB, "codec": CODEC_PROB}
 
     if args.augment == "none":
         return None
@@ -213,7 +213,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Ignored when --out already holds a checkpoint to resume")
     parser.add_argument("--augment", default="none",
                         help="training augmentation: none (default), all (speed,reverb,noise,overlap), or a comma "
-                             "list of speed,reverb,noise,overlap,formant,polarity,eq, each with its default "
+                             "list of speed,reverb,noise,overlap,formant,polarity,eq,codec, each with its default "
                              "probability or PART:P (e.g. speed,overlap,formant:0.9; see fastsep.data.augment)")
     parser.add_argument("--level-range", type=float, nargs=2, default=[0.0, 5.0], metavar=("LOW", "HIGH"),
                         help="attenuation range in dB of the non-reference talkers (default 0 5, the paper's)")
