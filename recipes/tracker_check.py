@@ -4,7 +4,7 @@
         --split train --thresholds 0 0.2 0.5 1
 
 The default's B outputs on the set's first N fixed 4 s mixtures (the mixtures `fastsep eval` scores) are computed once
-and cached (runs/tracker/). Then, from the pieces (0.5 s) whose talker is clear (each output matched to the
+and cached (WORK/tracker_cache/, beside the corpus). Then, from the pieces (0.5 s) whose talker is clear (each output matched to the
 references per piece, margin >= 3 dB, the talker active):
 
 - the mean cosine between the embeddings of two pieces, by whether they lie on the same output and hold the same
@@ -108,7 +108,8 @@ def main() -> int:
     a = p.parse_args()
     torch.set_num_threads(1)
     name = os.path.basename(os.path.normpath(a.data))
-    cache = os.path.join("runs", "tracker", f"separated_{name}_{a.split}_{a.items}.pt")
+    cache = os.path.join(os.path.dirname(os.path.abspath(a.data)), "tracker_cache",
+                         f"separated_{name}_{a.split}_{a.items}.pt")
     os.makedirs(os.path.dirname(cache), exist_ok=True)
     s = separated(a.data, a.split, a.items, a.separator, cache)
     emb = load_model(a.embedding).eval()
