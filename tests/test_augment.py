@@ -143,16 +143,22 @@ def test_channel_filter_neither_delays_nor_wraps():
     assert out[0] == pytest.approx(10 ** (-6 / 20), rel=1e-6) and np.abs(out[-300:]).max() < 1e-12
 
 
-def test_channel_colouring_is_opt_in_and_drawn_per_source():
-    crop = np.random.default_rng(1).standard_normal(4000)
+def _opt_in_crops(field: str, crop: np.ndarray, n: int):
+    """A crop part that is off by default draws nothing from the stream when off; on at p 0.5 (``field``), the
+    crops of ``n`` draws, and those it changed."""
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
     assert np.array_equal(Augmentation(reverb_prob=0.0).crop(crop, rng_a, SR), crop)
-    rng_b.random()  # only the reverberation draw: the colouring draws nothing unless enabled
+    rng_b.random()  # only the reverberation draw
     assert rng_a.random() == rng_b.random()
-    aug = Augmentation(reverb_prob=0.0, eq_prob=0.5)
+    aug = Augmentation(reverb_prob=0.0, **{field: 0.5})
     rng = np.random.default_rng(7)
-    outs = [aug.crop(crop, rng, SR) for _ in range(400)]
-    coloured = [o for o in outs if not np.array_equal(o, crop)]
+    outs = [aug.crop(crop, rng, SR) for _ in range(n)]
+    return outs, [o for o in outs if not np.array_equal(o, crop)]
+
+
+def test_channel_colouring_is_opt_in_and_drawn_per_source():
+    crop = np.random.default_rng(1).standard_normal(4000)
+    outs, coloured = _opt_in_crops("eq_prob", crop, 400)
     assert abs(len(coloured) / 400 - 0.5) < 0.08
     assert all(o.shape == crop.shape for o in outs)
     assert not np.allclose(coloured[0], coloured[1])  # every coloured crop has its own chain
@@ -204,16 +210,8 @@ def test_codec_augmentation_is_opt_in_and_named_by_augment():
 
     from fastsep.train.separator import augmentation_from_args
 
-    crop = _speechlike(4000, seed=1)
-    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
-    assert np.array_equal(Augmentation(reverb_prob=0.0).crop(crop, rng_a, SR), crop)
-    rng_b.random()  # only the reverberation draw: the codec draws nothing unless enabled
-    assert rng_a.random() == rng_b.random()
-    aug = Augmentation(reverb_prob=0.0, codec_prob=0.5)
-    rng = np.random.default_rng(7)
-    outs = [aug.crop(crop, rng, SR) for _ in range(60)]
-    coded = sum(not np.array_equal(o, crop) for o in outs)
-    assert 15 <= coded <= 45
+    _, coded = _opt_in_crops("codec_prob", _speechlike(4000, seed=1), 60)
+    assert 15 <= len(coded) <= 45
     assert augmentation_from_args(argparse.Namespace(augment="speed,codec")).codec_prob == 0.3
     assert augmentation_from_args(argparse.Namespace(augment="all")).codec_prob == 0.0
     with pytest.raises(ValueError, match="codec_prob"):
