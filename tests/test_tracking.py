@@ -62,6 +62,15 @@ def test_choose_orders_finds_swapped_pieces():
     assert torch.equal(two[:7], expect[:7]) and (two != torch.tensor([0, 1])).any(-1).sum() <= 3
 
 
+def test_choose_orders_three_talkers():
+    torch.manual_seed(2)
+    centre = nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    emb = nn.functional.normalize(centre[:, None, :] + 0.2 * torch.randn(3, 8, 16), dim=-1)
+    emb[:, 5:] = emb[[2, 0, 1], 5:]  # from piece 5 on, output j holds what output j+1 should (a 3-cycle)
+    orders = choose_orders(emb, torch.ones(3, 8))
+    assert orders[:5].tolist() == [[0, 1, 2]] * 5 and orders[5:].tolist() == [[1, 2, 0]] * 3
+
+
 def test_choose_orders_threshold_keeps_the_separators_order():
     torch.manual_seed(1)
     emb = nn.functional.normalize(torch.randn(2, 6, 8), dim=-1)
