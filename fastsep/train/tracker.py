@@ -22,6 +22,7 @@ Validation reports that loss, the pairs' accuracy and what tracking does to the 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 from typing import Any, Dict, Iterable, List
 
@@ -46,7 +47,6 @@ def piece_labels(est: Tensor, ref: Tensor, segment: int, min_margin_db: float = 
     reference output c's piece holds) and ``mask [C, K]`` (1 where that label is clear: the piece's best match beats
     the next by ``min_margin_db`` and the labelled reference is within ``active_db`` of its loudest piece)."""
     from ..metrics import pairwise
-    import itertools
 
     n_src, length = est.shape
     n_pieces = length // segment
