@@ -273,3 +273,13 @@ def test_train_tracker_cli_runs_resumes_and_tracks(tmp_path, capsys):
     assert isinstance(load_model(tmp_path / "run" / "best"), TalkerEmbedding)
     assert cli_main(["train", "tracker", "--separator", str(tmp_path / "sep"), "--data", str(tmp_path / "none"),
                      "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_a_tracked_backbone_serves_like_any_backbone():
+    from fastsep.separator import Separator
+
+    tracked = TrackedBackbone.from_models(_tiny_separator(), TalkerEmbedding(channels=16, n_layers=2, dim=8).eval())
+    sep = Separator(tracked)
+    mix = torch.randn(2 * RATE) * 0.1
+    out = sep.separate(mix, mode="backbone")
+    assert out.shape == (2, 2 * RATE) and torch.isfinite(out).all()
