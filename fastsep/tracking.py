@@ -120,6 +120,9 @@ def track_talkers(embedder, est: Tensor, sample_rate: int, segment_seconds: floa
                   fade_seconds: float = 0.01, max_changes: int = 2) -> Tuple[Tensor, Tensor]:
     """Re-order ``est [C, T]`` (or ``[B, C, T]``) piece by piece so that each output keeps one talker.
 
+    ``max_changes`` limits the order changes per call, which suits a few seconds of audio: the Separator hands a
+    TrackedBackbone chunks of 8 s at most; a longer recording given whole gets no more changes than a chunk would.
+
     Returns the re-ordered estimates (same shape) and the orders chosen (``[K, C]`` or ``[B, K, C]``).
     """
     if est.dim() == 3:
