@@ -200,6 +200,9 @@ def test_track_cli(tmp_path, capsys):
     assert cli_main(["track", str(tmp_path / "sep"), "--embedding", str(tmp_path / "emb"),
                      "--out", str(tmp_path / "t")]) == 0
     assert isinstance(load_model(tmp_path / "t"), TrackedBackbone)
+    from fastsep.commands.bundle_sad import load_part
+
+    assert isinstance(load_part(str(tmp_path / "t"), "backbone"), TrackedBackbone)  # bundles take it as B
     assert cli_main(["track", str(tmp_path / "sep"), "--embedding", str(tmp_path / "sep"),
                      "--out", str(tmp_path / "u")]) == 2
     assert "not a TalkerEmbedding" in capsys.readouterr().err

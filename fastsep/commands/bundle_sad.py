@@ -39,7 +39,7 @@ def load_part(folder: str, part: str) -> nn.Module:
         raise ValueError(f"--{part} {folder}: the bundle has no {part}")
     model = load_model(folder, stem)
     kind = type(model).__name__
-    right = {"backbone": kind in BACKBONES.values() or kind == "BackboneEnsemble",
+    right = {"backbone": kind in BACKBONES.values() or kind in ("BackboneEnsemble", "TrackedBackbone"),
              "vocoder": kind in ("DiffWave", "HiFiGAN"), "combiner": isinstance(model, Combiner)}[part]
     if not right:
         raise ValueError(f"--{part} {folder} holds a {kind}, not a {part}")

@@ -173,6 +173,8 @@ def speech_codec(wave: np.ndarray, sample_rate: int, codec: str, mode: int = 7) 
     """
     import subprocess
 
+    from .voices import sox_decode
+
     if codec not in CODECS:
         raise ValueError(f"speech_codec: codec must be one of {CODECS}, got {codec!r}")
     if not (isinstance(mode, int) and 0 <= mode <= 7):
@@ -188,13 +190,11 @@ def speech_codec(wave: np.ndarray, sample_rate: int, codec: str, mode: int = 7) 
     try:
         coded = subprocess.run(["sox", *inp, "-", *options, "-t", codec, "-r", "8000", "-c", "1", "-"], input=raw,
                                capture_output=True, check=True).stdout
-        decoded = subprocess.run(["sox", "-t", codec, "-r", "8000", "-c", "1", "-", "-t", "f32", "-r",
-                                  str(sample_rate), "-"], input=coded, capture_output=True, check=True).stdout
     except FileNotFoundError:
         raise RuntimeError("speech_codec needs sox (apt-get install sox libsox-fmt-all)") from None
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(f"sox could not code {codec}: {exc.stderr.decode(errors='replace').strip()}") from None
-    y = np.frombuffer(decoded, dtype="<f4").astype(np.float64) / scale
+    y = sox_decode(["-t", codec, "-r", "8000", "-c", "1", "-"], sample_rate, coded) / scale
     out = np.zeros_like(x)
     out[:min(len(x), len(y))] = y[:len(x)]
     return out

@@ -72,14 +72,16 @@ class SeparatedPieces(Dataset):
     Items: ``{"est": [C, T], "labels": [C, K], "mask": [C, K]}``; T is cut to whole pieces. ``leak``: probability of
     adding U(0, 0.3) of the other outputs to each output; with ``leak > 0`` (training) every item's level also
     moves by U(-10, 10) dB. ``shuffle_outputs``: probability that a piece's outputs are put in a random order
-    (rolled by a random amount) before labelling (training only; see the module docstring)."""
+    (rolled by a random amount) before labelling (training only; see the module docstring). ``with_reference``:
+    items also carry the references cut like the outputs, ``"reference": [C, T]`` (validation)."""
 
     def __init__(self, mixtures: Dataset, separator: nn.Module, sample_rate: int, segment_seconds: float = 0.5,
-                 leak: float = 0.0, min_margin_db: float = 1.0, seed: int = 0, shuffle_outputs: float = 0.0):
+                 leak: float = 0.0, min_margin_db: float = 1.0, seed: int = 0, shuffle_outputs: float = 0.0,
+                 with_reference: bool = False):
         self.mixtures, self.separator = mixtures, separator.eval()
         self.segment = max(1, int(round(segment_seconds * sample_rate)))
         self.leak, self.min_margin_db, self.seed = float(leak), float(min_margin_db), int(seed)
-        self.shuffle_outputs = float(shuffle_outputs)
+        self.shuffle_outputs, self.with_reference = float(shuffle_outputs), bool(with_reference)
         self._draws = 0
 
     def __len__(self) -> int:
@@ -111,7 +113,8 @@ class SeparatedPieces(Dataset):
                 amount = torch.from_numpy(rng.uniform(0.0, 0.3, size=(est.shape[0], 1))).float()
                 est = est + amount * (est.sum(0, keepdim=True) - est)
             est = est * 10 ** (rng.uniform(-10.0, 10.0) / 20)  # recordings come at any level
-        return {"est": est, **piece_labels(est, src, self.segment, self.min_margin_db)}
+        item = {"est": est, **piece_labels(est, src, self.segment, self.min_margin_db)}
+        return {**item, "reference": src} if self.with_reference else item
 
 
 def _pair_terms(model: nn.Module, batch: Dict[str, Tensor], segment: int):
@@ -164,21 +167,6 @@ class TrackerTask:
                 "si_sdr_gain": float(np.mean(gains))}
 
 
-class _WithReference(Dataset):
-    """Validation items carry their references (for the SI-SDR change) next to the labelled outputs."""
-
-    def __init__(self, pieces: SeparatedPieces):
-        self.pieces = pieces
-
-    def __len__(self) -> int:
-        return len(self.pieces)
-
-    def __getitem__(self, index: int) -> Dict[str, Tensor]:
-        item = self.pieces[index]
-        src = self.pieces.mixtures[index]["sources"].float()[:, :item["est"].shape[-1]]
-        return {**item, "reference": src}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep train tracker``."""
     parser.add_argument("--separator", required=True, metavar="MODEL",
@@ -207,17 +195,15 @@ def main(args: argparse.Namespace) -> int:
 
     from ..data import open_mixture_dataset
     from ..models.talker_embedding import TalkerEmbedding
-    from ..separator import Separator
+    from ..commands.bundle_sad import load_part
     from .loop import train
 
     try:
         for folder in args.data:
             if not os.path.exists(folder):
                 raise FileNotFoundError(f"--data {folder} does not exist")
-        separator = Separator.from_pretrained(args.separator) if os.path.exists(
-            os.path.join(args.separator, "bundle.json")) else Separator.from_checkpoint(args.separator)
-        backbone = separator.backbone
-        rate = separator.sample_rate
+        backbone = load_part(args.separator, "backbone")
+        rate = int(backbone.config["sample_rate"])
         overrides = json.loads(args.model_args) if args.model_args else {}
         model = TalkerEmbedding(sample_rate=rate, **overrides)
         train_mix = open_mixture_dataset(args.data, 2, rate, segment=args.segment, split="train",
@@ -228,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
                                          join_short=args.join_short)
         train_set = SeparatedPieces(train_mix, backbone, rate, args.piece, args.leak, args.min_margin, args.seed,
                                     args.shuffle_outputs)
-        valid_set = _WithReference(SeparatedPieces(valid_mix, backbone, rate, args.piece, 0.0, args.min_margin))
+        valid_set = SeparatedPieces(valid_mix, backbone, rate, args.piece, 0.0, args.min_margin, with_reference=True)
         cfg = config_from_args(args, monitor="loss", monitor_mode="min")
         cfg.valid_batch_size = 8
         result = train(model, TrackerTask(train_set.segment, rate), train_set, valid_set, cfg)
