@@ -15,6 +15,12 @@ recipes/train_prior.sh: noise-prediction loss at random diffusion steps, backwar
 shape, ``reference`` (float32) against ``bf16`` autocast: its attention has 8-channel heads, where PyTorch's CPU
 attention is much slower in bfloat16 than in float32.
 
+Groups ``backbone_train_step`` and ``backbone_separate``: the four backbone architectures at the sizes
+``recipes/compare_backbones.sh`` trains them (``recipes/compare_backbones.json``: ~0.4-0.6 M parameters, 2 ms encoder
+hop), one training step on the batch above and one separation of a 4 s mixture (batch 1, inference mode), each
+against the default's Conv-TasNet (``reference``) in the same run: what each costs per step and per second of audio,
+the speed half of the quality/speed trade-off that recipe measures.
+
 Group ``data``: one batch of on-the-fly augmented mixtures (``reference``: none; ``augmented``: speed, reverb,
 overlap and noise), so the data loader's share of a step can be compared with the step itself.
 ``FASTSEP_BENCH_SECONDS`` shortens the audio (the smoke test runs every case once on tiny inputs).
@@ -92,6 +98,50 @@ def _prior_step_fn(variant: str):
 @pytest.mark.parametrize("variant", ["reference", "bf16"])
 def test_prior_train_step(benchmark, record, variant):
     record(benchmark, "prior_train_step", variant, _prior_step_fn(variant), rounds=3)
+
+
+ARCHITECTURES = os.path.join(os.path.dirname(__file__), "..", "recipes", "compare_backbones.json")
+
+
+def _architecture(name: str):
+    import json
+
+    from fastsep.train.separator import BACKBONES
+    import fastsep.models as models
+
+    with open(ARCHITECTURES) as fh:
+        kwargs = json.load(fh)[name]
+    torch.manual_seed(0)
+    return getattr(models, BACKBONES[name])(2, SR, **kwargs)
+
+
+@pytest.mark.parametrize("arch", ["convtasnet", "dprnn", "sepformer", "mulcat"])
+def test_backbone_train_step(benchmark, record, arch):
+    model = _architecture(arch)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    n = max(1024, int(SECONDS * SR))
+    mix, src = 0.1 * torch.randn(BATCH, n), 0.1 * torch.randn(BATCH, 2, n)
+    step = _training_step(model, opt, lambda: model(mix), lambda est: pit_si_sdr_loss(est, src), 5.0, "reference")
+    record(benchmark, "backbone_train_step", "reference" if arch == "convtasnet" else arch, step, rounds=3)
+
+
+@pytest.mark.parametrize("arch", ["convtasnet", "dprnn", "sepformer", "mulcat"])
+def test_backbone_separate(benchmark, record, arch):
+    model = _architecture(arch).eval()
+    mix = 0.1 * torch.randn(1, max(1024, int(2 * SECONDS * SR)))  # 4 s at the default SECONDS
+
+    def separate():
+        with torch.inference_mode():
+            return model(mix)
+
+    record(benchmark, "backbone_separate", "reference" if arch == "convtasnet" else arch, separate, rounds=5)
+
+
+def test_compared_convtasnet_is_the_default_architecture():
+    import json
+
+    with open(ARCHITECTURES) as fh:
+        assert json.load(fh)["convtasnet"] == DEFAULT_BACKBONE
 
 
 @pytest.fixture(scope="module")

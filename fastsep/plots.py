@@ -278,8 +278,9 @@ def _moving_average(values: np.ndarray, width: int) -> np.ndarray:
     return (csum[idx] - csum[lo]) / (idx - lo)
 
 
-def learning_curves_figure(logs: Sequence, smooth: int = 10, title: Optional[str] = None):
-    """Three panels sharing the step axis, one colour per run (:class:`fastsep.train.logs.TrainingLog`): the training
+def learning_curves_figure(logs: Sequence, smooth: int = 10, title: Optional[str] = None, x: str = "step"):
+    """Three panels sharing the step axis (``x="cpu"``: the CPU minutes each run had used by then, for runs of
+    models that cost differently per step), one colour per run (:class:`fastsep.train.logs.TrainingLog`): the training
     loss (raw records faint, a trailing mean over ``smooth`` records bold), the monitored validation metric with the
     best point ringed, and the learning rate (log scale). Restarts are marked as dotted lines on the loss panel,
     since a resumed run's data, schedule or monitor may have changed there."""
@@ -291,6 +292,12 @@ def learning_curves_figure(logs: Sequence, smooth: int = 10, title: Optional[str
         raise ValueError("learning_curves_figure: no runs")
     if not any(log.train or log.valid for log in logs):
         raise ValueError("learning_curves_figure: the logs hold no training or validation records")
+    if x not in ("step", "cpu"):
+        raise ValueError(f"learning_curves_figure: x must be 'step' or 'cpu', got {x!r}")
+
+    def where(log, steps):
+        return log.cpu_minutes(steps) if x == "cpu" else np.asarray(steps, dtype=np.float64)
+
     fig = Figure(figsize=(10, 8.5), layout="constrained")
     ax_loss, ax_valid, ax_lr = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 3, 1.3]})
     colours = [f"C{i % 10}" for i in range(len(logs))]
@@ -298,20 +305,22 @@ def learning_curves_figure(logs: Sequence, smooth: int = 10, title: Optional[str
     for log, colour in zip(logs, colours):
         if log.train:
             steps, loss = (np.asarray(v, dtype=np.float64) for v in zip(*log.train))
+            steps = where(log, steps)
             ax_loss.plot(steps, loss, color=colour, alpha=0.25, lw=0.8)
             ax_loss.plot(steps, _moving_average(loss, smooth), color=colour, lw=1.8, label=log.name)
-            for step in log.restarts[1:]:
+            for step in where(log, log.restarts[1:]):
                 ax_loss.axvline(step, color=colour, ls=":", lw=0.8, alpha=0.7)
         if log.valid:
             steps, value = zip(*log.valid)
-            ax_valid.plot(steps, value, "o-", color=colour, ms=3, lw=1.2, label=log.name)
+            ax_valid.plot(where(log, steps), value, "o-", color=colour, ms=3, lw=1.2, label=log.name)
             best = log.best_valid()
+            best = (float(where(log, [best[0]])[0]), best[1])
             ax_valid.plot([best[0]], [best[1]], "o", ms=9, mfc="none", mec=colour, mew=1.5)
             ax_valid.annotate(f"{best[1]:.3g}", best, textcoords="offset points", xytext=(4, 6), fontsize=8,
                               color=colour)
         if log.lr:
             steps, lr = zip(*log.lr)
-            ax_lr.step(steps, lr, where="post", color=colour, lw=1.2)
+            ax_lr.step(where(log, steps), lr, where="post", color=colour, lw=1.2)
     ax_loss.set_ylabel("training loss")
     ax_loss.set_title(f"training loss (faint: each log record; bold: trailing mean of {smooth})", fontsize=10,
                       loc="left")
@@ -320,7 +329,7 @@ def learning_curves_figure(logs: Sequence, smooth: int = 10, title: Optional[str
     if any(log.lr for log in logs):
         ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
-    ax_lr.set_xlabel("step")
+    ax_lr.set_xlabel("step" if x == "step" else "CPU minutes used (all threads of the training process)")
     for ax in (ax_loss, ax_valid, ax_lr):
         ax.grid(True, alpha=0.3)
     for ax in (ax_loss, ax_valid):

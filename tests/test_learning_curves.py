@@ -88,6 +88,45 @@ def test_plot_curves_command(tmp_path, capsys):
     assert "no training log" in capsys.readouterr().err
 
 
+def test_cpu_minutes_follow_the_logged_cpu_time(tmp_path):
+    path = tmp_path / "log.jsonl"
+    write_log(path, [start(), {"event": "train", "step": 50, "loss": -1.0, "lr": 1e-3, "cpu_s": 60.0},
+                     {"event": "train", "step": 100, "loss": -2.0, "lr": 1e-3, "cpu_s": 180.0},
+                     {"event": "epoch", "step": 100, "si_sdri": 3.0}])
+    log = read_training_log(str(path))
+    assert log.cpu == [(50, 60.0), (100, 180.0)]
+    # from zero at step 0, linear between records, the last value held beyond them
+    np.testing.assert_allclose(log.cpu_minutes([0, 25, 75, 100, 120]), [0.0, 0.5, 2.0, 3.0, 3.0])
+    old = tmp_path / "old.jsonl"
+    write_log(old, [start(), {"event": "train", "step": 50, "loss": -1.0, "lr": 1e-3}])
+    with pytest.raises(ValueError, match="logged no CPU time"):
+        read_training_log(str(old)).cpu_minutes([50])
+
+
+def test_plot_curves_against_cpu_time(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed (optional)")
+    from fastsep.plots import learning_curves_figure
+
+    run = tmp_path / "cheap"
+    run.mkdir()
+    write_log(run / "log.jsonl", [start()] + [
+        {"event": "train", "step": s, "loss": -s / 100, "lr": 1e-3, "cpu_s": 3.0 * s} for s in range(50, 550, 50)] + [
+        {"event": "epoch", "step": 500, "si_sdri": 4.0}])
+    fig = learning_curves_figure([read_training_log(str(run))], x="cpu")
+    valid_line = fig.axes[1].lines[0]
+    np.testing.assert_allclose(valid_line.get_xdata(), [25.0])  # step 500 at 1500 CPU seconds
+    assert "CPU minutes" in fig.axes[2].get_xlabel()
+    with pytest.raises(ValueError, match="x must be"):
+        learning_curves_figure([read_training_log(str(run))], x="wall")
+    out = tmp_path / "cpu.png"
+    assert cli.main(["plot", "curves", str(run), "-o", str(out), "--x", "cpu"]) == 0 and out.stat().st_size > 0
+    old = tmp_path / "old"
+    old.mkdir()
+    write_log(old / "log.jsonl", [start(), {"event": "train", "step": 50, "loss": -1.0, "lr": 1e-3}])
+    assert cli.main(["plot", "curves", str(old), "-o", str(out), "--x", "cpu"]) == 2
+    assert "logged no CPU time" in capsys.readouterr().err
+
+
 def _eval_json(path, rows, data="recorded", items=100):
     results = {f"{name}:{mode}": {"bundle": name, "mode": mode, "si_sdri": v, "si_sdri_ci95": [v - 1, v + 1]}
                for name, mode, v in rows}

@@ -190,6 +190,62 @@ def test_max_steps_then_continue_matches_one_run(tmp_path, monkeypatch):
     assert all(torch.equal(ref_w[k], got_w[k]) for k in ref_w)
 
 
+class CpuHungryTask(RegressionTask):
+    """Each training step burns ``seconds`` of this process's CPU time, so a CPU budget ends the run after a known
+    number of steps whatever else the machine is doing."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+
+    def training_loss(self, model, batch):
+        import time
+
+        until = time.process_time() + self.seconds
+        while time.process_time() < until:
+            pass
+        return super().training_loss(model, batch)
+
+
+def test_cpu_budget_stops_the_run_and_carries_over_resumes(tmp_path):
+    def run(budget):
+        torch.manual_seed(0)
+        c = cfg(tmp_path, out_dir=str(tmp_path / "cpu"), epochs=50, checkpoint_every=0, max_cpu_seconds=budget)
+        return train(ToyRegressor(), CpuHungryTask(0.02), PairSet(24), PairSet(8, seed=2), c), c
+
+    out, c = run(0.2)
+    # each step costs >= 0.02 s of CPU, so at most ~10 steps fit (validation and setup use some of the budget too)
+    assert 1 <= out["step"] <= 10 and out["cpu_seconds"] >= 0.2
+    assert [r["reason"] for r in read_log(c) if r["event"] == "stop"] == ["max_cpu_seconds"]
+    with open(os.path.join(c.out_dir, "last", "state.json")) as fh:
+        saved = json.load(fh)["trainer"]
+    assert saved["step"] == out["step"] and saved["cpu_seconds"] >= 0.2
+    assert os.path.isdir(os.path.join(c.out_dir, "best"))  # a budget-ended run leaves its model like max_steps does
+    again, _ = run(0.2)  # resumed with the same budget: already spent, no further step
+    assert again["step"] == out["step"]
+    more, _ = run(0.6)  # a larger budget goes on from the CPU time already used, not from zero
+    assert out["step"] < more["step"] <= out["step"] + 21 and more["cpu_seconds"] >= 0.6
+
+
+def test_cpu_budget_option_is_checked():
+    for bad in (-1.0, float("inf"), float("nan"), True):
+        with pytest.raises(ValueError, match="max_cpu_seconds"):
+            TrainConfig(out_dir="x", max_cpu_seconds=bad)
+    import argparse
+
+    from fastsep.train.options import add_loop_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out")
+    add_loop_arguments(parser, batch_size=4, lr=1e-3, grad_clip=5.0)
+    assert config_from_args(parser.parse_args(["--out", "o", "--max-cpu-minutes", "1.5"]), monitor="loss",
+                            monitor_mode="min").max_cpu_seconds == 90.0
+    unlimited = config_from_args(parser.parse_args(["--out", "o"]), monitor="loss", monitor_mode="min")
+    assert unlimited.max_cpu_seconds is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "o", "--max-cpu-minutes", "-2"])
+
+
 def test_sigterm_checkpoints_and_resumes_to_the_same_weights(tmp_path):
     import signal
 

@@ -1,5 +1,5 @@
 """``fastsep plot curves RUN [RUN ...] -o OUT.png``: learning curves of training runs (training loss, validation
-metric, learning rate against the step), several runs overlaid, e.g. the arms of an ablation started from one state."""
+metric, learning rate against the step or the CPU time used), several runs overlaid, e.g. the arms of an ablation started from one state."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smooth", type=int, default=10,
                         help="training-loss records averaged for the bold curve (default 10)")
     parser.add_argument("--title", default=None, help="figure title")
+    parser.add_argument("--x", choices=("step", "cpu"), default="step",
+                        help="horizontal axis: the training step (default) or the CPU minutes each run had used "
+                             "(runs of models that cost differently per step, e.g. recipes/compare_backbones.sh)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
         if args.smooth < 1:
             raise ValueError(f"--smooth must be >= 1, got {args.smooth}")
         logs = [read_training_log(run, name) for run, name in zip(args.runs, labels)]
-        fig = learning_curves_figure(logs, smooth=args.smooth, title=args.title)
+        fig = learning_curves_figure(logs, smooth=args.smooth, title=args.title, x=args.x)
         save_figure(fig, args.out)
     except (ValueError, OSError, MatplotlibMissing) as exc:
         print(f"fastsep plot curves: {exc}", file=sys.stderr)

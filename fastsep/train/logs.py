@@ -26,6 +26,7 @@ class TrainingLog:
     train: List[Tuple[int, float]] = field(default_factory=list)      # (step, running training loss)
     valid: List[Tuple[int, float]] = field(default_factory=list)      # (step, monitored metric)
     lr: List[Tuple[int, float]] = field(default_factory=list)         # (step, lr) at each train record
+    cpu: List[Tuple[int, float]] = field(default_factory=list)        # (step, CPU seconds used so far), if logged
     restarts: List[int] = field(default_factory=list)                 # steps at which the run was (re)started
     skipped_lines: int = 0
 
@@ -35,6 +36,16 @@ class TrainingLog:
             return None
         pick = min if self.monitor_mode == "min" else max
         return pick(self.valid, key=lambda sv: sv[1])
+
+    def cpu_minutes(self, steps):
+        """The run's CPU time in minutes at each of ``steps`` (interpolated between its train records, which carry
+        it since the loop started counting it); ValueError for a run that never logged it."""
+        if not self.cpu:
+            raise ValueError(f"run {self.name!r} logged no CPU time (its log predates fastsep's CPU accounting)")
+        import numpy as np
+
+        known_steps, seconds = (np.asarray(v, dtype=np.float64) for v in zip(*([(0, 0.0)] + self.cpu)))
+        return np.interp(np.asarray(steps, dtype=np.float64), known_steps, seconds) / 60.0
 
 
 def _log_path(path: str) -> str:
@@ -75,6 +86,8 @@ def read_training_log(path: str, name: Optional[str] = None) -> TrainingLog:
                 log.train.append((last_step, float(record["loss"])))
                 if _number(record.get("lr")):
                     log.lr.append((last_step, float(record["lr"])))
+                if _number(record.get("cpu_s")):
+                    log.cpu.append((last_step, float(record["cpu_s"])))
             elif event == "epoch" and _number(record.get("step")):
                 last_step = int(record["step"])
                 value = record.get(log.monitor) if log.monitor else None
@@ -83,6 +96,7 @@ def read_training_log(path: str, name: Optional[str] = None) -> TrainingLog:
     log.train = _last_per_step(log.train)
     log.valid = _last_per_step(log.valid)
     log.lr = _last_per_step(log.lr)
+    log.cpu = _last_per_step(log.cpu)
     return log
 
 

@@ -77,7 +77,10 @@ class TrainConfig:
     (``train_loss``, the epoch's mean training loss, is always available too). ``patience``: epochs without
     improvement before the learning rate is multiplied by ``lr_factor`` (one half). ``early_stop_patience``: epochs
     without improvement before training stops (0 disables). ``max_steps``: stop after this many training batches in
-    all (across epochs and resumes; None for no limit). ``amp``: float16 autocast with a GradScaler, used only on CUDA.
+    all (across epochs and resumes; None for no limit). ``max_cpu_seconds``: stop once the training process has used
+    this much CPU time (``time.process_time``: all its threads; data-loader worker processes not counted), summed
+    across resumes (None for no limit): equal budgets compare models of different cost per step fairly on a shared
+    CPU, where wall time depends on what else runs. ``amp``: float16 autocast with a GradScaler, used only on CUDA.
     ``cpu_bf16``: bfloat16 autocast on CPU (convolutions and matrix products in bfloat16, which AVX512-BF16 and AMX
     run at twice the float32 rate or more; weights, optimizer state and the loss stay float32, and bfloat16's float32
     exponent range needs no loss scaling).
@@ -105,6 +108,7 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     max_steps: Optional[int] = None
+    max_cpu_seconds: Optional[float] = None
     device: str = "auto"
     progress: bool = True
     weight_decay: float = 0.0
@@ -133,6 +137,11 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a non-negative integer, got {value!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
             raise ValueError(f"TrainConfig.max_steps must be None or a non-negative integer, got {self.max_steps!r}")
+        if self.max_cpu_seconds is not None and not (isinstance(self.max_cpu_seconds, (int, float))
+                                                     and not isinstance(self.max_cpu_seconds, bool)
+                                                     and 0 <= self.max_cpu_seconds < math.inf):
+            raise ValueError(f"TrainConfig.max_cpu_seconds must be None or a non-negative finite number, "
+                             f"got {self.max_cpu_seconds!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
         if self.grad_clip is not None and not (self.grad_clip >= 0):
@@ -331,7 +340,14 @@ class _Trainer:
         return {"epoch": 0, "step": 0, "step_in_epoch": 0, "epoch_loss_sum": 0.0, "epoch_loss_count": 0,
                 "nonfinite_steps": 0, "amp_skipped_steps": 0, "last_metrics": {}, "stopped_early": False,
                 "best": None, "config": asdict(self.cfg), "world_size": self.info.world_size,
-                "train_items": len(self.train_set)}
+                "train_items": len(self.train_set), "cpu_seconds": 0.0}
+
+    def _cpu_seconds(self) -> float:
+        """CPU time this run has used so far, earlier sessions of it (resumes) included."""
+        return self._cpu_before + time.process_time() - self._cpu_start
+
+    def _budget_spent(self) -> bool:
+        return self.cfg.max_cpu_seconds is not None and self._cpu_seconds() >= self.cfg.max_cpu_seconds
 
     def _check_same_config(self, stored: Dict[str, Any], where: str) -> None:
         diffs = [f"{k}: checkpoint {stored.get(k)!r} vs now {getattr(self.cfg, k)!r}"
@@ -342,6 +358,7 @@ class _Trainer:
 
     def _save(self) -> None:
         self.state["scheduler"] = self.scheduler.state_dict()
+        self.state["cpu_seconds"] = self._cpu_seconds()
         if self.info.is_main:
             task_state = getattr(self.task, "checkpoint_state", None)
             extra = task_state() if callable(task_state) else None
@@ -520,6 +537,8 @@ class _Trainer:
                            amp=self.use_amp, model=type(self.model).__name__,
                            parameters=sum(p.numel() for p in self.model.parameters()))
         self.ddp_model = wrap_model(self.model, self.info)
+        self._cpu_before = float(self.state.get("cpu_seconds", 0.0))  # checkpoints written before it was kept: 0
+        self._cpu_start = time.process_time()
 
     def _summary(self, reason: str) -> Dict[str, float]:
         st = self.state
@@ -528,7 +547,8 @@ class _Trainer:
                     "best": float("nan") if st["best"] is None else float(st["best"]),
                     "lr": float(self.optimizer.param_groups[0]["lr"]), "nonfinite_steps": float(st["nonfinite_steps"]),
                     "amp_skipped_steps": float(st["amp_skipped_steps"]),
-                    "stopped_early": float(bool(st["stopped_early"]))})
+                    "stopped_early": float(bool(st["stopped_early"])),
+                    "cpu_seconds": round(self._cpu_seconds(), 1)})
         self.log.write("stop", reason=reason, **out)
         return out
 
@@ -543,6 +563,8 @@ class _Trainer:
             while st["epoch"] < cfg.epochs:
                 if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
                     return self._summary("max_steps")
+                if self._budget_spent():
+                    return self._summary("max_cpu_seconds")
                 epoch = st["epoch"]
                 sampler = EpochSampler(self.train_set, self.info, cfg.seed, epoch, cfg.batch_size,
                                        skip_batches=st["step_in_epoch"], shuffle=cfg.shuffle)
@@ -560,7 +582,8 @@ class _Trainer:
                             since_log, loss_acc = since_log + 1, loss_acc + out["loss"]
                         if cfg.log_every and st["step"] % cfg.log_every == 0 and since_log:
                             self.log.write("train", epoch=epoch + 1, step=st["step"], loss=loss_acc / since_log,
-                                           lr=self.optimizer.param_groups[0]["lr"])
+                                           lr=self.optimizer.param_groups[0]["lr"],
+                                           cpu_s=round(self._cpu_seconds(), 1))
                             since_log, loss_acc = 0, 0.0
                         count = st["epoch_loss_count"]
                         bar.set_postfix(loss=f"{out['loss']:.4g}",
@@ -570,6 +593,8 @@ class _Trainer:
                             interrupted = "signal"
                         elif cfg.max_steps is not None and st["step"] >= cfg.max_steps:
                             interrupted = "max_steps"
+                        elif self._budget_spent():
+                            interrupted = "max_cpu_seconds"
                         end_of_epoch = st["step_in_epoch"] >= per_epoch
                         checkpointed = False
                         if not end_of_epoch and (interrupted or (cfg.checkpoint_every
@@ -593,7 +618,8 @@ class _Trainer:
                     # Stopped inside an epoch: the checkpoint is already written, so validating now for the report
                     # cannot change what a resumed run does.
                     st["last_metrics"] = self._validate()
-                    if interrupted == "max_steps" and self.scheduler.improves(st["last_metrics"].get(self.cfg.monitor)):
+                    if (interrupted in ("max_steps", "max_cpu_seconds")
+                            and self.scheduler.improves(st["last_metrics"].get(self.cfg.monitor))):
                         # A run ended by max_steps inside its first (or any) epoch still leaves its model in best/.
                         # The scheduler's record is left alone, so a resumed run behaves as it would have.
                         self._write_best(st["last_metrics"])

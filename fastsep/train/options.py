@@ -63,6 +63,10 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: 
     parser.add_argument("--early-stop", type=int, default=early_stop,
                         help="epochs without improvement before stopping (0 disables)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many batches in all")
+    parser.add_argument("--max-cpu-minutes", type=_non_negative_float, default=None,
+                        help="stop once the training process has used this much CPU time (all its threads, summed "
+                             "across resumes; data workers not counted): an equal budget for models that cost "
+                             "differently per step")
     parser.add_argument("--checkpoint-every", type=int, default=500, help="also checkpoint every N steps")
     parser.add_argument("--keep-every", type=int, default=0,
                         help="also keep the model of every N-th step as OUT/steps/<step> (0: none)")
@@ -80,6 +84,13 @@ def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: 
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
+    return value
+
+
 def config_from_args(args: argparse.Namespace, *, monitor: str, monitor_mode: str):
     """The TrainConfig of options added by :func:`add_loop_arguments` (plus ``--out``)."""
     from .loop import TrainConfig
@@ -88,7 +99,9 @@ def config_from_args(args: argparse.Namespace, *, monitor: str, monitor_mode: st
                        grad_clip=args.grad_clip or None, monitor=monitor, monitor_mode=monitor_mode,
                        patience=args.patience, early_stop_patience=args.early_stop, amp=not args.no_amp,
                        cpu_bf16=bool(getattr(args, "bf16", False)),
-                       num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps, device=args.device,
+                       num_workers=args.num_workers, seed=args.seed, max_steps=args.max_steps,
+                       max_cpu_seconds=None if getattr(args, "max_cpu_minutes", None) is None
+                       else 60.0 * args.max_cpu_minutes, device=args.device,
                        progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
                        keep_every=args.keep_every, reset_monitor=bool(getattr(args, "reset_monitor", False)))
 
