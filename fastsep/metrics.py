@@ -21,7 +21,7 @@ from torch import Tensor
 __all__ = ["si_sdr", "si_sdr_improvement", "sdr", "bss_eval", "pesq", "estoi", "pit", "pairwise", "pit_si_sdr_loss",
            "separation_scores", "metric_unavailable_reason", "mean_confidence_interval", "MetricUnavailable",
            "METRIC_COLUMNS", "expand_metrics", "EXHAUSTIVE_MAX_SOURCES", "segment_permuted", "segment_match_margins",
-           "segment_bounds", "swap_segment", "SWAP_SEGMENT_SECONDS"]
+           "segment_bounds", "swap_segment", "SWAP_SEGMENT_SECONDS", "piece_permutation_scores"]
 
 #: Up to this many sources, :func:`pit` tries every permutation; beyond, it uses the Hungarian algorithm.
 EXHAUSTIVE_MAX_SOURCES = 4
@@ -319,6 +319,21 @@ def segment_permuted(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     return torch.cat([pit(est[None, :, a:b], ref[None, :, a:b])[0][0] for a, b in bounds], dim=-1)
 
 
+def piece_permutation_scores(est: Tensor, ref: Tensor, bounds: Sequence[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
+    """How well every assignment of estimates to references fits each piece ``(start, end)`` of ``est, ref [C, T]``:
+    ``(totals [K, P], perms [P, C])``, ``perms[p, c]`` the reference estimate c is given by assignment p and
+    ``totals[k, p]`` the mean SI-SDR (dB) over the talkers of piece k under it. What the swap diagnostics and the
+    tracker's piece labels both compare."""
+    n_src = est.shape[0]
+    perms = torch.tensor(list(itertools.permutations(range(n_src))))
+    rows = torch.arange(n_src)
+    totals = []
+    for a, b in bounds:
+        scores = pairwise(est[None, :, a:b], ref[None, :, a:b])[0]  # [ref, est]
+        totals.append(scores[perms, rows].mean(-1))  # [P]
+    return torch.stack(totals), perms
+
+
 def segment_match_margins(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     """Per ``segment`` samples of ``est, ref [C, T]``: how much better (mean SI-SDR over the talkers, dB) the
     whole signal's match of estimates to references fits that segment than the best other match does. Positive
@@ -328,18 +343,11 @@ def segment_match_margins(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     if est.dim() != 2 or est.shape[0] < 2:
         raise ValueError(f"fastsep.metrics.segment_match_margins: est and ref [C >= 2, T] expected, got "
                          f"{tuple(est.shape)}")
-    bounds = segment_bounds(est.shape[-1], segment, "segment_match_margins")
-    n_src = est.shape[0]
-    whole = pit(est[None], ref[None])[1][0]
-    perms = torch.tensor(list(itertools.permutations(range(n_src))))
-    is_whole = (perms == whole).all(dim=1)
-    rows = torch.arange(n_src)
-    margins = []
-    for a, b in bounds:
-        scores = pairwise(est[None, :, a:b], ref[None, :, a:b])[0]  # [ref, est]
-        totals = scores[rows, perms].mean(-1)  # [P]
-        margins.append(totals[is_whole].max() - totals[~is_whole].max())
-    return torch.stack(margins)
+    totals, perms = piece_permutation_scores(est, ref, segment_bounds(est.shape[-1], segment,
+                                                                      "segment_match_margins"))
+    whole = pit(est[None], ref[None])[1][0]  # whole[r]: the estimate matched to reference r
+    is_whole = (perms[:, whole] == torch.arange(est.shape[0])).all(dim=1)
+    return totals[:, is_whole].max(dim=1).values - totals[:, ~is_whole].max(dim=1).values
 
 
 def pit_si_sdr_loss(est: Tensor, ref: Tensor, zero_mean: bool = True, eps: float = 1e-8) -> Tensor:

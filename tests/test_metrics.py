@@ -367,6 +367,23 @@ def test_segment_margins_turn_negative_where_the_talkers_are_swapped():
         segment_match_margins(est[:1], ref[:1], 1000)
 
 
+def test_piece_permutation_scores_follow_each_piece_s_own_order():
+    from fastsep.metrics import piece_permutation_scores
+
+    g = torch.Generator().manual_seed(7)
+    ref = torch.randn(3, 6000, dtype=torch.float64, generator=g)
+    est = ref[[2, 0, 1]] + 0.1 * torch.randn(3, 6000, dtype=torch.float64, generator=g)
+    est[:, 3000:] = ref[:, 3000:]  # the second half in the references' own order
+    totals, perms = piece_permutation_scores(est, ref, [(0, 3000), (3000, 6000)])
+    assert totals.shape == (2, 6) and perms.shape == (6, 3)
+    best = perms[totals.argmax(dim=1)]  # per piece: the reference each estimate holds
+    assert best[0].tolist() == [2, 0, 1] and best[1].tolist() == [0, 1, 2]
+    # each total is the mean SI-SDR of the pairs its assignment makes
+    p = int(totals[0].argmax())
+    manual = torch.stack([si_sdr(est[c, :3000], ref[int(perms[p, c]), :3000]) for c in range(3)]).mean()
+    torch.testing.assert_close(totals[0, p], manual)
+
+
 def test_separation_scores_solve_the_permutation_once_for_every_metric():
     g = torch.Generator().manual_seed(2)
     ref = torch.randn(2, 4000, dtype=torch.float64, generator=g)

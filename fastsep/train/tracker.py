@@ -22,7 +22,6 @@ Validation reports that loss, the pairs' accuracy and what tracking does to the 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 from typing import Any, Dict, Iterable, List
 
@@ -46,19 +45,15 @@ def piece_labels(est: Tensor, ref: Tensor, segment: int, min_margin_db: float = 
     """Per ``segment``-sample piece of ``est, ref [C, T]`` (T a multiple of ``segment``): ``labels [C, K]`` (which
     reference output c's piece holds) and ``mask [C, K]`` (1 where that label is clear: the piece's best match beats
     the next by ``min_margin_db`` and the labelled reference is within ``active_db`` of its loudest piece)."""
-    from ..metrics import pairwise
+    from ..metrics import piece_permutation_scores
 
     n_src, length = est.shape
     n_pieces = length // segment
-    perms = torch.tensor(list(itertools.permutations(range(n_src))))  # perms[p, c]: output c holds ref perms[p, c]
-    rows = torch.arange(n_src)
-    est_p = est[:, :n_pieces * segment].reshape(n_src, n_pieces, segment).transpose(0, 1)
-    ref_p = ref[:, :n_pieces * segment].reshape(n_src, n_pieces, segment).transpose(0, 1)
-    scores = pairwise(est_p, ref_p)  # [K, ref, est]
-    totals = scores[:, perms, rows].mean(-1)  # [K, P]
+    totals, perms = piece_permutation_scores(est, ref, [(k * segment, (k + 1) * segment) for k in range(n_pieces)])
     top = totals.topk(2, dim=-1)
     labels = perms[top.indices[:, 0]].t()  # [C, K]
     clear = (top.values[:, 0] - top.values[:, 1]) >= min_margin_db  # [K]
+    ref_p = ref[:, :n_pieces * segment].reshape(n_src, n_pieces, segment).transpose(0, 1)
     energy = ref_p.pow(2).mean(-1)  # [K, C]
     db = 10 * torch.log10(energy + 1e-10)
     active = (db >= db.max(0, keepdim=True).values - active_db).t()  # [C ref, K]
