@@ -544,6 +544,29 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert sorted(os.listdir(out_dir)) == ["best", "last", "log.jsonl"]
 
 
+def _ddp_budget_worker(rank, world, port, out_dir, result_dir):
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    # only rank 1 burns CPU, so only its own budget runs out: both ranks must still stop after the same step
+    task = CpuHungryTask(0.03) if rank == 1 else RegressionTask()
+    c = TrainConfig(out_dir=out_dir, epochs=100, batch_size=2, lr=1e-2, progress=False, seed=3, checkpoint_every=0,
+                    max_cpu_seconds=0.25)
+    out = train(ToyRegressor(), task, PairSet(8, noise=0.0), PairSet(4, seed=2), c)
+    torch.save({"out": out}, os.path.join(result_dir, f"budget{rank}.pt"))
+
+
+def test_two_process_ddp_stops_together_on_one_rank_s_cpu_budget(tmp_path):
+    import torch.multiprocessing as mp
+
+    out_dir, result_dir = str(tmp_path / "run"), str(tmp_path)
+    mp.spawn(_ddp_budget_worker, args=(2, _free_port(), out_dir, result_dir), nprocs=2, join=True)
+    r0, r1 = (torch.load(os.path.join(result_dir, f"budget{r}.pt"))["out"] for r in (0, 1))
+    assert r0["step"] == r1["step"] < 200  # 100 epochs would be 200 steps
+    with open(os.path.join(out_dir, "log.jsonl")) as fh:
+        assert [json.loads(line)["reason"] for line in fh if '"stop"' in line] == ["max_cpu_seconds"]
+
+
 def test_written_files_get_the_usual_permissions(tmp_path):
     from fastsep.models.io import FILE_MODE, atomic_write_json
 

@@ -347,6 +347,7 @@ class _Trainer:
         return self._cpu_before + time.process_time() - self._cpu_start
 
     def _budget_spent(self) -> bool:
+        """Whether this process has used its CPU budget (each rank its own; callers OR it over the ranks)."""
         return self.cfg.max_cpu_seconds is not None and self._cpu_seconds() >= self.cfg.max_cpu_seconds
 
     def _check_same_config(self, stored: Dict[str, Any], where: str) -> None:
@@ -389,12 +390,15 @@ class _Trainer:
             got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor) else type(loss).__name__
             raise TypeError(f"{type(self.task).__name__}.training_loss must return a scalar tensor, got {got}")
         value = float(loss.detach().float().item())
-        nonfinite, stop = any_flag([not math.isfinite(value), self.stop.requested], self.info)
+        # The CPU budget is ORed over the ranks with the other flags: each rank's CPU time differs, and a rank that
+        # stopped alone would leave the others waiting in the next all-reduce.
+        nonfinite, stop, spent = any_flag([not math.isfinite(value), self.stop.requested, self._budget_spent()],
+                                          self.info)
         if nonfinite:
             # Backward through a NaN/inf would poison Adam's moments; every rank skips together (see any_flag).
             self.state["nonfinite_steps"] += 1
             self.log.write("nonfinite_loss", epoch=self.state["epoch"], step=self.state["step"] + 1, loss=value)
-            return {"loss": value, "skipped": True, "stop": stop}
+            return {"loss": value, "skipped": True, "stop": stop, "budget_spent": spent}
         self.scaler.scale(loss.reshape(())).backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         skipped = False
@@ -416,7 +420,7 @@ class _Trainer:
         if not skipped:
             self.state["epoch_loss_sum"] += value
             self.state["epoch_loss_count"] += 1
-        return {"loss": value, "skipped": skipped, "stop": stop}
+        return {"loss": value, "skipped": skipped, "stop": stop, "budget_spent": spent}
 
     # ------------------------------------------------------------------------------------------------ validation
     def _validate(self) -> Dict[str, float]:
@@ -563,7 +567,7 @@ class _Trainer:
             while st["epoch"] < cfg.epochs:
                 if cfg.max_steps is not None and st["step"] >= cfg.max_steps:
                     return self._summary("max_steps")
-                if self._budget_spent():
+                if any_flag([self._budget_spent()], self.info)[0]:
                     return self._summary("max_cpu_seconds")
                 epoch = st["epoch"]
                 sampler = EpochSampler(self.train_set, self.info, cfg.seed, epoch, cfg.batch_size,
@@ -593,7 +597,7 @@ class _Trainer:
                             interrupted = "signal"
                         elif cfg.max_steps is not None and st["step"] >= cfg.max_steps:
                             interrupted = "max_steps"
-                        elif self._budget_spent():
+                        elif out["budget_spent"]:
                             interrupted = "max_cpu_seconds"
                         end_of_epoch = st["step_in_epoch"] >= per_epoch
                         checkpointed = False
