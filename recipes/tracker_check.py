@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fastsep.data import open_mixture_dataset  # noqa: E402
 from fastsep.metrics import pit, segment_bounds, segment_permuted, si_sdr  # noqa: E402
 from fastsep.models.io import load_model  # noqa: E402
-from fastsep.separator import Separator  # noqa: E402
+from fastsep.commands.bundle_sad import load_part  # noqa: E402
 from fastsep.tracking import _coherence, activity_weights, piece_embeddings, track_talkers  # noqa: E402
 from fastsep.train.tracker import piece_labels  # noqa: E402
 
@@ -82,14 +82,14 @@ def talker_evidence(emb, est_all, ref_all, margin_db: float = 3.0) -> None:
 def separated(data: str, split: str, items: int, separator: str, cache: str):
     if os.path.exists(cache):
         return torch.load(cache, weights_only=True)
-    sep = Separator.from_pretrained(separator)
-    ds = open_mixture_dataset(data, n_src=sep.n_src, sample_rate=sep.sample_rate, segment=4.0, split=split,
-                              fixed=True)
+    backbone = load_part(separator, "backbone")  # a bundle, a backbone run or a tracked/ensembled B alike
+    ds = open_mixture_dataset(data, n_src=int(backbone.config["n_src"]),
+                              sample_rate=int(backbone.config["sample_rate"]), segment=4.0, split=split, fixed=True)
     est, ref = [], []
     with torch.no_grad():
         for i in range(min(items, len(ds))):
             item = ds[i]
-            est.append(sep.backbone(item["mixture"][None].float())[0])
+            est.append(backbone(item["mixture"][None].float())[0])
             ref.append(item["sources"].float())
     out = {"est": torch.stack(est), "ref": torch.stack(ref)}
     torch.save(out, cache)
@@ -102,7 +102,8 @@ def main() -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--items", type=int, default=100)
-    p.add_argument("--separator", default="fastsep/assets/default")
+    p.add_argument("--separator", default="fastsep/assets/default",
+                   help="B: a bundle or a backbone folder (default: the shipped bundle's B)")
     p.add_argument("--max-changes", type=int, default=2)
     p.add_argument("--thresholds", type=float, nargs="+", default=[0, 0.05, 0.1, 0.2, 0.4, 0.8])
     a = p.parse_args()
