@@ -7,8 +7,8 @@
 #   SKIP_CORPORA=1 bash recipes/compare_backbones.sh
 #
 # Arms (ARCHS, default all four), side by side with one thread each (the OS shares the cores between them;
-# --max-cpu-minutes counts each run's own CPU time, so contention does not change the budget):
-# (constructor arguments in recipes/compare_backbones.json, which benchmarks/bench_training.py times too):
+# --max-cpu-minutes counts each run's own CPU time, so contention does not change the budget). Their constructor
+# arguments are in recipes/compare_backbones.json, which benchmarks/bench_training.py times too:
 #   convtasnet  the default's B architecture (DEFAULT_B_ARGS: 16 blocks of 64/128 channels, 0.44 M)
 #   dprnn       DPRNN, 64 filters of 32 samples at hop 16, 3 dual-path blocks of 64-unit BLSTMs, chunks of 50 (0.48 M)
 #   sepformer   SepFormer, same encoder, 2 blocks of 2 intra + 2 inter transformer layers (4 heads, FFN 256; 0.43 M)
