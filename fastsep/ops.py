@@ -18,7 +18,7 @@ from . import _ext
 from . import reference
 
 __all__ = ["complex_combine", "combine_features", "xcorr_align", "diffwave_layer", "diffwave_stack", "mix_sde_update",
-           "guided_update", "prelu_residual", "uses_kernels"]
+           "guided_update", "prelu_residual", "tcn_block", "uses_kernels"]
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -59,9 +59,10 @@ def _use_kernel(device: torch.device) -> bool:
     return False
 
 
-def uses_kernels(device="cpu") -> bool:
-    """Whether the fused kernels (rather than the references) serve tensors on ``device``."""
-    return _use_kernel(torch.device(device))
+def uses_kernels(device="cpu", op: Optional[str] = None) -> bool:
+    """Whether the fused kernels (rather than the references) serve tensors on ``device``; with ``op``, whether the
+    built library has that op too (a library built from older sources lacks the newer ops)."""
+    return _use_kernel(torch.device(device)) and (op is None or _has_op(op))
 
 
 def _contig(t: Tensor) -> Tensor:
@@ -444,6 +445,68 @@ def prelu_residual(y: Tensor, weight: Tensor, residual: Tensor) -> Tensor:
     return torch.ops.fastsep.prelu_residual(y, weight.detach().float().reshape(1), residual)
 
 
+# ------------------------------------------------------------------------------------------------------ tcn_block
+def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor, g_in: Tensor, beta_in: Tensor,
+              w_dw: Tensor, b_dw: Tensor, a_dw: Tensor, g_dw: Tensor, beta_dw: Tensor, w_res: Optional[Tensor],
+              b_res: Optional[Tensor], w_skip: Tensor, b_skip: Tensor, dilation: int,
+              eps: float = 1e-8) -> Tuple[Tensor, Tensor]:
+    """One Conv-TasNet TCN block at inference (no grad): ``h = prelu(w_in x + b_in)``, ``d = prelu(dwconv(gLN(h)))``,
+    ``m = gLN(d)``; returns ``(x + w_res m + b_res, skips + w_skip m + b_skip)`` (``x`` itself, copied, where the
+    block has no residual conv: ``w_res = b_res = None``).
+
+    ``x [B, C, T]`` and ``skips [B, S, T]`` float32; 1x1 weights as matrices ``w_in [H, C]``, ``w_res [C, H]``,
+    ``w_skip [S, H]``; ``w_dw [H, K]`` the depthwise kernel (K odd, zero "same" padding at ``dilation``); ``a_in``,
+    ``a_dw`` one PReLU slope each; ``g_*``, ``beta_*`` the two gLNs' per-channel affine. The CPU kernel is two GEMMs
+    and two passes over the activations (the gLNs applied as they are read, the second folded into the output
+    convolutions' weights) where the module makes ~16 passes; elsewhere (CUDA, no extension) the reference."""
+    op = "tcn_block"
+    _check_tensor(op, "x", x, (torch.float32,), 3)
+    _check_tensor(op, "skips", skips, (torch.float32,), 3)
+    if x.dim() != 3 or skips.dim() != 3 or skips.shape[0] != x.shape[0] or skips.shape[2] != x.shape[2]:
+        _fail(op, f"x and skips must be [B, C, T] and [B, S, T] of one B and T, got {tuple(x.shape)} and "
+                  f"{tuple(skips.shape)}")
+    if (w_res is None) != (b_res is None):
+        _fail(op, "give both w_res and b_res, or neither (a block without a residual conv)")
+    chan, n_skip = x.shape[1], skips.shape[1]
+    if not isinstance(w_in, Tensor) or w_in.dim() != 2 or w_in.shape[1] != chan:
+        _fail(op, f"w_in must be [H, {chan}], got {getattr(w_in, 'shape', w_in)}")
+    hid = w_in.shape[0]
+    if not isinstance(w_dw, Tensor) or w_dw.dim() != 2 or w_dw.shape[0] != hid or w_dw.shape[1] % 2 != 1:
+        _fail(op, f"w_dw must be [{hid}, K] with K odd, got {getattr(w_dw, 'shape', w_dw)}")
+    shapes = {"w_in": (hid, chan), "b_in": (hid,), "a_in": (1,), "g_in": (hid,), "beta_in": (hid,),
+              "b_dw": (hid,), "a_dw": (1,), "g_dw": (hid,), "beta_dw": (hid,), "w_skip": (n_skip, hid),
+              "b_skip": (n_skip,)}
+    params = dict(w_in=w_in, b_in=b_in, a_in=a_in, g_in=g_in, beta_in=beta_in, w_dw=w_dw, b_dw=b_dw, a_dw=a_dw,
+                  g_dw=g_dw, beta_dw=beta_dw, w_skip=w_skip, b_skip=b_skip)
+    if w_res is not None:
+        shapes.update(w_res=(chan, hid), b_res=(chan,))
+        params.update(w_res=w_res, b_res=b_res)
+    for name, t in params.items():
+        _check_tensor(op, name, t, (torch.float32,))
+        if name != "w_dw" and tuple(t.shape) != shapes[name]:
+            _fail(op, f"{name} must have shape {shapes[name]}, got {tuple(t.shape)}")
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        _fail(op, f"dilation must be an int >= 1, got {dilation!r}")
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        _fail(op, f"eps must be a number > 0, got {eps!r}")
+    _check_same_device(op, x=x, skips=skips, **params)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in [x, skips, *params.values()]):
+        _fail(op, "is an inference op with no backward; call it under torch.no_grad() (training uses the module path)")
+    args = (w_res, b_res, w_skip, b_skip, dilation, float(eps))
+    if x.device.type != "cpu" or not _use_kernel(x.device) or not _has_op(op):
+        return reference.tcn_block(x, skips, *_params_in_order(params), *args)
+    return torch.ops.fastsep.tcn_block(_contig(x), _contig(skips), *[_contig(t) for t in _params_in_order(params)],
+                                       None if w_res is None else _contig(w_res),
+                                       None if b_res is None else _contig(b_res), _contig(w_skip), _contig(b_skip),
+                                       dilation, float(eps))
+
+
+def _params_in_order(params: dict) -> list:
+    """The block's norm and conv parameters in the op's argument order, up to (not including) w_res."""
+    return [params[k] for k in ("w_in", "b_in", "a_in", "g_in", "beta_in", "w_dw", "b_dw", "a_dw", "g_dw",
+                                "beta_dw")]
+
+
 # --------------------------------------------------------------------------------- fake kernels and autograd glue
 def _register() -> None:
     """Fake (meta) kernels for torch.compile and the fused backward of complex_combine; needs the library loaded."""
@@ -493,6 +556,12 @@ def _register() -> None:
         @lib.register_fake("fastsep::prelu_residual")
         def _(y, weight, residual):
             return torch.empty_like(y)
+
+    if _has_op("tcn_block"):
+        @lib.register_fake("fastsep::tcn_block")
+        def _(x, skips, w_in, b_in, a_in, g_in, beta_in, w_dw, b_dw, a_dw, g_dw, beta_dw, w_res, b_res, w_skip,
+              b_skip, dilation, eps):
+            return torch.empty_like(x), torch.empty_like(skips)
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)

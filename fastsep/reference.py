@@ -24,6 +24,7 @@ __all__ = [
     "mix_sde_update",
     "guided_update",
     "prelu_residual",
+    "tcn_block",
 ]
 
 
@@ -233,3 +234,26 @@ def guided_update(x0: Tensor, x: Tensor, grad: Tensor, noise: Optional[Tensor], 
 def prelu_residual(y: Tensor, weight: Tensor, residual: Tensor) -> Tensor:
     """``prelu(y, weight) + residual`` (one slope), in y's dtype."""
     return torch.nn.functional.prelu(y, weight.to(y.dtype)) + residual
+
+
+def _global_layer_norm(v: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
+    mean = v.mean(dim=(1, 2), keepdim=True)
+    var = (v - mean).pow(2).mean(dim=(1, 2), keepdim=True)
+    return (v - mean) / torch.sqrt(var + eps) * gamma.view(1, -1, 1) + beta.view(1, -1, 1)
+
+
+def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor, g_in: Tensor, beta_in: Tensor,
+              w_dw: Tensor, b_dw: Tensor, a_dw: Tensor, g_dw: Tensor, beta_dw: Tensor, w_res: Optional[Tensor],
+              b_res: Optional[Tensor], w_skip: Tensor, b_skip: Tensor, dilation: int,
+              eps: float) -> Tuple[Tensor, Tensor]:
+    """One Conv-TasNet TCN block (gLN): ``h = prelu(w_in x + b_in)``, ``d = prelu(dwconv(gLN(h)))``, ``m = gLN(d)``;
+    returns ``(x + w_res m + b_res`` (x where ``w_res`` is None), ``skips + w_skip m + b_skip)``. ``x [B, C, T]``,
+    ``skips [B, S, T]``, 1x1 weights ``[out, in]``, ``w_dw [H, K]`` (K odd, "same" zero padding)."""
+    F = torch.nn.functional
+    h = F.prelu(F.conv1d(x, w_in.unsqueeze(-1), b_in), a_in.reshape(1))
+    h = _global_layer_norm(h, g_in, beta_in, eps)
+    k = w_dw.shape[-1]
+    d = F.conv1d(h, w_dw.unsqueeze(1), b_dw, padding=(k - 1) * dilation // 2, dilation=dilation, groups=h.shape[1])
+    m = _global_layer_norm(F.prelu(d, a_dw.reshape(1)), g_dw, beta_dw, eps)
+    x_out = x + F.conv1d(m, w_res.unsqueeze(-1), b_res) if w_res is not None else x.clone()
+    return x_out, skips + F.conv1d(m, w_skip.unsqueeze(-1), b_skip)

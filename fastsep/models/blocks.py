@@ -177,8 +177,28 @@ class Decoder(nn.Module):
 
     def forward(self, feats: Tensor) -> Tensor:
         lead = feats.shape[:-2]
-        wave = self.conv(feats.reshape(-1, *feats.shape[-2:]))
+        feats = feats.reshape(-1, *feats.shape[-2:])
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        if kernel % stride:
+            wave = self.conv(feats)[:, 0]
+        else:
+            wave = self.overlap_add(feats, kernel, stride)
         return wave.reshape(*lead, wave.shape[-1])
+
+    def overlap_add(self, feats: Tensor, kernel: int, stride: int) -> Tensor:
+        """The transposed convolution as one GEMM and an overlap-add: where the kernel is r strides long, every
+        frame's ``kernel`` samples are r blocks of ``stride`` samples, and output block j sums block i of frame
+        j - i. ATen's CPU transposed convolution with one output channel took ~6x as long (12 vs 2 ms for four 4 s
+        mixtures; 0.2 of the default backbone's time)."""
+        batch, _, frames = feats.shape
+        ratio = kernel // stride
+        # [B, kernel, frames]; bmm on the broadcast weight, where matmul would transpose feats through a copy
+        blocks = torch.bmm(self.conv.weight[:, 0, :].t().expand(batch, -1, -1), feats)
+        wave = None
+        for i in range(ratio):
+            part = F.pad(blocks[:, i * stride:(i + 1) * stride], (i, ratio - 1 - i))
+            wave = part if wave is None else wave + part
+        return wave.transpose(1, 2).reshape(batch, stride * (frames + ratio - 1))
 
 
 # ---------------------------------------------------------------------------------------------------- normalisation
@@ -200,6 +220,19 @@ class GlobalLayerNorm(nn.Module):
         var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
         shape = (1, -1) + (1,) * (x.dim() - 2)
         return (x - mean) / torch.sqrt(var + self.eps) * self.gamma.view(shape) + self.beta.view(shape)
+
+    def affine_of(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(scale, shift)``, each ``[B, N]``, with ``self(x) = scale·x + shift`` per channel: the norm as a
+        per-example affine map, for folding into the 1x1 convolution that follows it (inference). The moments come
+        from a sum and a batched dot product (ATen's ``var_mean`` over [128, 2000] took 60x as long)."""
+        flat = x.reshape(x.shape[0], 1, -1)
+        count = flat.shape[-1]
+        mean = flat.sum(dim=-1).reshape(-1).double() / count
+        sq = torch.bmm(flat, flat.transpose(1, 2)).reshape(-1).double() / count
+        rstd = (sq - mean * mean).clamp_min(0.0).add(self.eps).rsqrt()
+        scale = self.gamma.double().unsqueeze(0) * rstd.unsqueeze(1)
+        shift = self.beta.double().unsqueeze(0) - mean.unsqueeze(1) * scale
+        return scale.to(x.dtype), shift.to(x.dtype)
 
 
 class ChannelLayerNorm(nn.Module):

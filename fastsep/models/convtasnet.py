@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import ops
 from .blocks import Decoder, Encoder, SeparationModel, check_positive_int, make_norm
 
 __all__ = ["ConvTasNet"]
@@ -43,6 +44,15 @@ class _TCNBlock(nn.Module):
     def forward(self, x: Tensor):
         h = self.body(x)
         return (self.res(h) if self.res is not None else None), self.skip(h)
+
+    def fused(self, x: Tensor, skips: Tensor) -> tuple:
+        """``(x + res, skips + skip)`` by :func:`fastsep.ops.tcn_block` (inference, gLN, one-slope PReLUs)."""
+        conv_in, act_in, norm_in, conv_dw, act_dw, norm_dw = self.body
+        res = (None, None) if self.res is None else (self.res.weight[..., 0], self.res.bias)
+        return ops.tcn_block(x, skips, conv_in.weight[..., 0], conv_in.bias, act_in.weight, norm_in.gamma,
+                             norm_in.beta, conv_dw.weight[:, 0], conv_dw.bias, act_dw.weight, norm_dw.gamma,
+                             norm_dw.beta, *res, self.skip.weight[..., 0], self.skip.bias, conv_dw.dilation[0],
+                             norm_in.eps)
 
 
 class ConvTasNet(SeparationModel):
@@ -99,6 +109,9 @@ class ConvTasNet(SeparationModel):
             for i in range(n_total)
         )
         self.mask_head = nn.Sequential(nn.PReLU(), nn.Conv1d(skip_chan, n_src * n_filters, 1))
+        # Inference on CPU runs each block as one fused op (fastsep.ops.tcn_block) where it can; False keeps the
+        # module path (the reference the tests compare the op with). Not part of the config.
+        self.fused_inference = True
 
     @classmethod
     def small(cls, n_src: int, sample_rate: int = 8000) -> "ConvTasNet":
@@ -106,18 +119,36 @@ class ConvTasNet(SeparationModel):
         return cls(n_src, sample_rate, n_filters=64, kernel_size=16, bn_chan=32, hid_chan=64, skip_chan=32,
                    conv_kernel_size=3, n_blocks=4, n_repeats=1)
 
+    def uses_fused_blocks(self, mix: Tensor) -> bool:
+        """Whether :meth:`forward` runs its blocks as :func:`fastsep.ops.tcn_block` for ``mix``: inference (no grad)
+        on float32 CPU tensors with the compiled op, gLN and one-slope PReLUs (the default's configuration)."""
+        return (self.fused_inference and not torch.is_grad_enabled() and mix.device.type == "cpu"
+                and mix.dtype == torch.float32 and self.config["norm"] == "gLN"
+                and self.encoder.conv.weight.dtype == torch.float32 and ops.uses_kernels("cpu", "tcn_block")
+                and all(b.body[1].weight.numel() == 1 and b.body[4].weight.numel() == 1 for b in self.blocks))
+
     def forward(self, mix: Tensor) -> Tensor:
         """Separate ``mix [B, T]`` into ``[B, n_src, T]``."""
         mix = self.check_mix(mix)
         length = mix.shape[-1]
         feats = self.encoder(self.pad(mix))  # [B, N, K]
-        x = self.bottleneck(feats)
-        skips = 0
-        for block in self.blocks:
-            res, skip = block(x)
-            skips = skips + skip
-            if res is not None:
-                x = x + res
+        if self.uses_fused_blocks(mix):
+            # the bottleneck's gLN folded into its 1x1 conv: W·(scale·f + shift) + b
+            norm, conv = self.bottleneck
+            scale, shift = norm.affine_of(feats)
+            weight = conv.weight[..., 0]
+            x = torch.baddbmm((shift @ weight.t() + conv.bias).unsqueeze(-1), weight * scale.unsqueeze(1), feats)
+            skips = x.new_zeros(x.shape[0], self.config["skip_chan"], x.shape[-1])
+            for block in self.blocks:
+                x, skips = block.fused(x, skips)
+        else:
+            x = self.bottleneck(feats)
+            skips = 0
+            for block in self.blocks:
+                res, skip = block(x)
+                skips = skips + skip
+                if res is not None:
+                    x = x + res
         logits = self.mask_head(skips).view(mix.shape[0], self.n_src, self.n_filters, -1)
         if self.mask_act == "relu":
             masks = F.relu(logits)

@@ -1,0 +1,177 @@
+"""The fused Conv-TasNet block (fastsep.ops.tcn_block) against its reference and the module path, and the pieces of
+Conv-TasNet's fast inference that are plain PyTorch (the decoder's overlap-add, gLN as an affine map)."""
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from fastsep import ops, reference
+from fastsep.models import ConvTasNet
+from fastsep.models.blocks import Decoder, GlobalLayerNorm
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _needs_tcn_kernel():
+    reason = ("compares the compiled tcn_block op with its reference, but fastsep.ops serves the reference here "
+              "(no compiled extension, or one built before the op)")
+    if ops.uses_kernels("cpu", "tcn_block"):
+        return
+    if os.environ.get("FASTSEP_REQUIRE_EXTENSION") == "1":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def _block_params(chan=6, hid=10, n_skip=5, k=3, residual=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape, scale=0.5):
+        return torch.randn(*shape, generator=g) * scale
+
+    params = [r(hid, chan), r(hid), torch.tensor([0.2]), 1 + r(hid), r(hid), r(hid, k), r(hid), torch.tensor([-0.1]),
+              1 + r(hid), r(hid)]
+    tail = [r(chan, hid) if residual else None, r(chan) if residual else None, r(n_skip, hid), r(n_skip)]
+    return params, tail
+
+
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("batch,frames,k,dilation,residual", [
+    (1, 300, 3, 1, True),
+    (3, 257, 3, 16, True),
+    (2, 40, 5, 8, False),   # the taps reach past both ends of most frames
+    (1, 5, 3, 4, True),     # shorter than the reach: edges only
+    (2, 1, 3, 1, True),     # one frame
+])
+def test_tcn_block_matches_reference(batch, frames, k, dilation, residual):
+    _needs_tcn_kernel()
+    params, tail = _block_params(k=k, residual=residual)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 6, frames, generator=g) * 2 + 0.5
+    skips = torch.randn(batch, 5, frames, generator=g)
+    with torch.no_grad():
+        got = ops.tcn_block(x, skips, *params, *tail, dilation, 1e-8)
+        want = reference.tcn_block(x, skips, *params, *tail, dilation, 1e-8)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert got[0].data_ptr() != x.data_ptr()  # a new tensor even where the block has no residual conv
+    # the second output must have moved: a block that returned skips unchanged would pass the closeness check above
+    # only if the reference did the same
+    assert (got[1] - skips).abs().max() > 1e-2
+
+
+@pytest.mark.kernel_vs_reference
+def test_tcn_block_long_rows_keep_the_norm_statistics():
+    # 60 000 frames per row with a large offset: the variance E[v²] - E[v]² must survive the long sums
+    _needs_tcn_kernel()
+    params, tail = _block_params(chan=4, hid=6, n_skip=3)
+    x = torch.randn(1, 4, 60000) + 20.0
+    skips = torch.zeros(1, 3, 60000)
+    with torch.no_grad():
+        got = ops.tcn_block(x, skips, *params, *tail, 2, 1e-8)
+        want = reference.tcn_block(x.double(), skips.double(), *[p.double() for p in params],
+                                   *[t.double() for t in tail], 2, 1e-8)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=1e-3, atol=1e-3)
+
+
+def test_tcn_block_bad_input():
+    params, tail = _block_params()
+    x, skips = torch.randn(1, 6, 20), torch.randn(1, 5, 20)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="dtype"):
+            ops.tcn_block(x.double(), skips, *params, *tail, 1)
+        with pytest.raises(ValueError, match="one B and T"):
+            ops.tcn_block(x, torch.randn(1, 5, 21), *params, *tail, 1)
+        with pytest.raises(ValueError, match="w_in must be"):
+            ops.tcn_block(torch.randn(1, 7, 20), skips, *params, *tail, 1)
+        with pytest.raises(ValueError, match="K odd"):
+            ops.tcn_block(x, skips, *params[:5], torch.randn(10, 4), *params[6:], *tail, 1)
+        with pytest.raises(ValueError, match="a_in must have shape"):
+            ops.tcn_block(x, skips, *params[:2], torch.tensor([0.1, 0.2]), *params[3:], *tail, 1)
+        with pytest.raises(ValueError, match="both w_res and b_res"):
+            ops.tcn_block(x, skips, *params, tail[0], None, *tail[2:], 1)
+        with pytest.raises(ValueError, match="dilation"):
+            ops.tcn_block(x, skips, *params, *tail, 0)
+    with pytest.raises(ValueError, match="no backward"):
+        ops.tcn_block(x.requires_grad_(), skips, *params, *tail, 1)
+
+
+@pytest.mark.kernel_vs_reference
+def test_tcn_block_opcheck():
+    _needs_tcn_kernel()
+    params, tail = _block_params()
+    args = (torch.randn(2, 6, 30), torch.randn(2, 5, 30), *params, *tail, 2, 1e-8)
+    torch.library.opcheck(torch.ops.fastsep.tcn_block.default, args)
+    no_res = (torch.randn(1, 6, 30), torch.randn(1, 5, 30), *params, None, None, *tail[2:], 2, 1e-8)
+    torch.library.opcheck(torch.ops.fastsep.tcn_block.default, no_res)
+
+
+def _random_convtasnet(norm="gLN", seed=0):
+    torch.manual_seed(seed)
+    model = ConvTasNet(2, n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=24, skip_chan=12,
+                       n_blocks=3, n_repeats=2, norm=norm).eval()
+    with torch.no_grad():  # move every norm and slope off its initial value, which would hide a mix-up
+        for module in model.modules():
+            if isinstance(module, GlobalLayerNorm):
+                module.gamma.uniform_(0.5, 1.5)
+                module.beta.normal_(0, 0.3)
+            if isinstance(module, nn.PReLU):
+                module.weight.uniform_(-0.3, 0.4)
+    return model
+
+
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("batch,length", [(1, 4000), (3, 1237)])
+def test_convtasnet_fused_inference_matches_module_path(batch, length):
+    _needs_tcn_kernel()
+    model = _random_convtasnet()
+    mix = torch.randn(batch, length)
+    with torch.no_grad():
+        assert model.uses_fused_blocks(mix)
+        fused = model(mix)
+        model.fused_inference = False
+        assert not model.uses_fused_blocks(mix)
+        plain = model(mix)
+    assert fused.shape == plain.shape == (batch, 2, length)
+    torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-4 * plain.abs().max().item())
+
+
+def test_convtasnet_fused_blocks_only_where_they_apply():
+    mix = torch.randn(1, 800)
+    model = _random_convtasnet()
+    assert not model.uses_fused_blocks(mix)  # grad enabled: training takes the module path
+    with torch.no_grad():
+        assert not _random_convtasnet(norm="cLN").uses_fused_blocks(mix)
+        assert not model.uses_fused_blocks(mix.double())
+        assert model.uses_fused_blocks(mix) == ops.uses_kernels("cpu", "tcn_block")
+
+
+def test_decoder_overlap_add_matches_transposed_conv():
+    for kernel, stride in ((16, 8), (32, 16), (12, 3), (8, 8)):
+        dec = Decoder(20, kernel, stride)
+        feats = torch.randn(2, 3, 20, 17, requires_grad=True)
+        got = dec(feats)
+        want = dec.conv(feats.reshape(-1, 20, 17)).reshape(2, 3, -1)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        grad = torch.randn_like(got)
+        g_got = torch.autograd.grad(got, (feats, dec.conv.weight), grad)
+        g_want = torch.autograd.grad(want, (feats, dec.conv.weight), grad)
+        for a, b in zip(g_got, g_want):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    odd = Decoder(20, 10, 4)  # the kernel not a whole number of strides: the transposed convolution itself
+    feats = torch.randn(1, 20, 9)
+    torch.testing.assert_close(odd(feats), odd.conv(feats)[:, 0])
+
+
+def test_global_layer_norm_as_affine_map():
+    norm = GlobalLayerNorm(7)
+    with torch.no_grad():
+        norm.gamma.uniform_(0.5, 1.5)
+        norm.beta.normal_()
+        x = torch.randn(3, 7, 500) * 4 + 10
+        scale, shift = norm.affine_of(x)
+        assert scale.shape == shift.shape == (3, 7)
+        torch.testing.assert_close(scale.unsqueeze(-1) * x + shift.unsqueeze(-1), norm(x), rtol=1e-4, atol=1e-4)
