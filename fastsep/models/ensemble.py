@@ -120,26 +120,31 @@ class BackboneEnsemble(nn.Module):
         return len(self.members) * len(self.shifts) * len(self.polarities)
 
     def forward(self, mixture: Tensor) -> Tensor:
-        from ..chunking import _reorder, match_sources
-
-        length = mixture.shape[-1]
-        views = []  # (shift, sign, the mixture delayed and signed): the same for every member
-        for shift in self.shifts:
-            delayed = nn.functional.pad(mixture, (shift, 0)) if shift else mixture
-            views.extend((shift, sign, -delayed if sign < 0 else delayed) for sign in self.polarities)
+        length, batch = mixture.shape[-1], mixture.shape[0]
+        delayed = {shift: nn.functional.pad(mixture, (shift, 0)) if shift else mixture for shift in self.shifts}
+        # one call per member and shift: the polarities of a shift go through the member as one batch (the default's
+        # two polarities of 4 s: 43-46 ms as a batch of two against 49-50 ms in two calls, one thread, AMX Xeon)
+        signed = {shift: torch.cat([-d if sign < 0 else d for sign in self.polarities]) if len(self.polarities) > 1
+                  else (-d if self.polarities[0] < 0 else d) for shift, d in delayed.items()}
         first: Optional[Tensor] = None
         total: Optional[Tensor] = None
         for member in self.members:
-            for shift, sign, view in views:
-                estimate = member(view)[..., shift:shift + length]
-                if sign < 0:
-                    estimate = -estimate
-                if first is None:
-                    first, total = estimate, estimate.clone()
-                    continue
-                if estimate.shape != first.shape:
-                    raise ValueError(f"BackboneEnsemble: a member returned {tuple(estimate.shape)}, the first "
-                                     f"{tuple(first.shape)}")
-                # the order is chosen without gradient (a permutation); the reordered estimate keeps its own
-                total += _reorder(estimate, match_sources(first.detach(), estimate.detach()))
+            for shift in self.shifts:
+                out = member(signed[shift])[..., shift:shift + length]
+                for i, sign in enumerate(self.polarities):
+                    estimate = out[i * batch:(i + 1) * batch]
+                    total, first = self._accumulate(total, first, -estimate if sign < 0 else estimate)
         return total / self.passes
+
+    @staticmethod
+    def _accumulate(total: Optional[Tensor], first: Optional[Tensor], estimate: Tensor):
+        """``(total + estimate in the first estimate's talker order, first)``; the first estimate starts both."""
+        from ..chunking import _reorder, match_sources
+
+        if first is None:
+            return estimate.clone(), estimate
+        if estimate.shape != first.shape:
+            raise ValueError(f"BackboneEnsemble: a member returned {tuple(estimate.shape)}, the first "
+                             f"{tuple(first.shape)}")
+        # the order is chosen without gradient (a permutation); the reordered estimate keeps its own
+        return total + _reorder(estimate, match_sources(first.detach(), estimate.detach())), first
