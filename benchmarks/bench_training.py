@@ -6,6 +6,8 @@ Group ``train_step``: a full step (forward, PIT SI-SDR loss, backward, clipped A
 architecture (the Conv-TasNet of recipes/train_default.sh) on a batch of 4 x 2 s at 8 kHz. Variants, each compared
 with ``reference`` (float32 eager, Adam's default for-each kernels) in the same run:
 
+* ``plain_gln``: the gLNs as autograd differentiates their plain formula (``GlobalLayerNorm.reference``), as every
+  training before session 24 ran them; ``reference`` has their written-out backward;
 * ``bf16``: bfloat16 autocast (what ``fastsep train --bf16`` turns on);
 * ``fused_adam``: Adam with ``fused=True``;
 * ``compiled``: ``torch.compile`` of the model (Inductor's CPU code generation), first call excluded.
@@ -34,6 +36,7 @@ from scipy.io import wavfile
 
 from fastsep.metrics import pit_si_sdr_loss
 from fastsep.models import ConvTasNet
+from fastsep.models.blocks import GlobalLayerNorm
 
 SECONDS = float(os.environ.get("FASTSEP_BENCH_SECONDS", "2.0"))
 BATCH = 4
@@ -64,6 +67,10 @@ def _training_step(model, opt, forward, loss_of, clip: float, variant: str):
 def _step_fn(variant: str):
     torch.manual_seed(0)
     model = ConvTasNet(2, SR, **DEFAULT_BACKBONE)
+    if variant == "plain_gln":  # the norms as autograd differentiates their plain formula (before session 24)
+        for module in model.modules():
+            if isinstance(module, GlobalLayerNorm):
+                module.forward = module.reference
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=variant == "fused_adam")
     net = torch.compile(model) if variant == "compiled" else model
     n = max(64, int(SECONDS * SR))
@@ -71,7 +78,7 @@ def _step_fn(variant: str):
     return _training_step(model, opt, lambda: net(mix), lambda est: pit_si_sdr_loss(est, src), 5.0, variant)
 
 
-@pytest.mark.parametrize("variant", ["reference", "bf16", "fused_adam", "compiled"])
+@pytest.mark.parametrize("variant", ["reference", "plain_gln", "bf16", "fused_adam", "compiled"])
 def test_train_step(benchmark, record, variant):
     if variant == "compiled" and SECONDS < 1.0:
         pytest.skip("torch.compile is timed only on full-size inputs (it costs minutes to compile)")

@@ -1,5 +1,6 @@
-"""The fused Conv-TasNet block (fastsep.ops.tcn_block) against its reference and the module path, and the pieces of
-Conv-TasNet's fast inference that are plain PyTorch (the decoder's overlap-add, gLN as an affine map)."""
+"""The backbone's fast paths against what they replace: the fused Conv-TasNet block (fastsep.ops.tcn_block) against
+its reference and the module path, and the plain-PyTorch pieces (the decoder's overlap-add, gLN as an affine map,
+gLN's written-out backward)."""
 import os
 
 import pytest
@@ -175,3 +176,30 @@ def test_global_layer_norm_as_affine_map():
         scale, shift = norm.affine_of(x)
         assert scale.shape == shift.shape == (3, 7)
         torch.testing.assert_close(scale.unsqueeze(-1) * x + shift.unsqueeze(-1), norm(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 5, 3, 4)])
+def test_global_layer_norm_backward_matches_its_formula(shape):
+    norm = GlobalLayerNorm(5).double()
+    with torch.no_grad():
+        norm.gamma.uniform_(0.5, 1.5)
+        norm.beta.normal_()
+    x = (torch.randn(*shape, dtype=torch.double) * 3 + 2).requires_grad_()
+    assert torch.autograd.gradcheck(norm, (x,))
+    y, want = norm(x), norm.reference(x)
+    torch.testing.assert_close(y, want)
+    grad = torch.randn_like(y)
+    for a, b in zip(torch.autograd.grad(y, (x, norm.gamma, norm.beta), grad),
+                    torch.autograd.grad(want, (x, norm.gamma, norm.beta), grad)):
+        torch.testing.assert_close(a, b)
+
+
+def test_global_layer_norm_keeps_float32_statistics_under_autocast():
+    norm = GlobalLayerNorm(8)
+    x = (torch.randn(2, 8, 300) * 5 + 3).bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = norm(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, norm.reference(x.detach().float()), rtol=1e-5, atol=1e-5)
+    y.sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and norm.gamma.grad.dtype == torch.float32
