@@ -124,9 +124,10 @@ def _random_convtasnet(norm="gLN", seed=0):
 
 
 @pytest.mark.kernel_vs_reference
-@pytest.mark.parametrize("batch,length", [(1, 4000), (3, 1237)])
-def test_convtasnet_fused_inference_matches_module_path(batch, length):
+@pytest.mark.parametrize("batch,length,threads", [(1, 4000, 1), (3, 1237, 1), (2, 20000, 2)])
+def test_convtasnet_fused_inference_matches_module_path(batch, length, threads):
     _needs_tcn_kernel()
+    torch.set_num_threads(threads)  # the rows of each pass split across threads (conftest restores the count)
     model = _random_convtasnet()
     mix = torch.randn(batch, length)
     with torch.no_grad():
