@@ -205,12 +205,14 @@ def layer_flops(model: nn.Module, *inputs, call: Optional[Callable[[], object]] 
     recurrent and Transformer encoder layer sees (forward hooks; any model built of those modules). Work done
     outside such modules (functional matmuls, fastsep's fused ops) is not seen: models that do that have their own
     counter (see :func:`model_flops`)."""
+    from .models.blocks import Decoder
     from .models.diffwave import SpectrogramUpsampler
 
     total = [0]
     handles = []
-    # Counted whole: the upsampler runs its transposed convolutions as matrix products (the modules hold the weights)
-    units = (nn.TransformerEncoderLayer, SpectrogramUpsampler)
+    # Counted whole: the upsampler and the separators' decoder run their transposed convolutions as matrix products
+    # (the modules hold the weights)
+    units = (nn.TransformerEncoderLayer, SpectrogramUpsampler, Decoder)
 
     def hook(module, args, output):
         x = args[0] if args else None
@@ -221,6 +223,9 @@ def layer_flops(model: nn.Module, *inputs, call: Optional[Callable[[], object]] 
             for conv, stride in ((module.conv1, module.strides[0]), (module.conv2, module.strides[1])):
                 total[0] += conv_flops(conv, (batch, 1, mels, frames), (batch, 1, mels, frames * stride))
                 frames *= stride
+        elif isinstance(module, Decoder):
+            feats = x.reshape(-1, *x.shape[-2:])
+            total[0] += conv_flops(module.conv, feats.shape, (feats.shape[0], 1, output.shape[-1]))
         elif isinstance(module, units):
             total[0] += _encoder_layer_flops(module, x.shape)
         elif isinstance(module, nn.modules.conv._ConvNd):
@@ -239,10 +244,17 @@ def layer_flops(model: nn.Module, *inputs, call: Optional[Callable[[], object]] 
             register(child)
 
     register(model)
+    # Conv-TasNet's fused inference (fastsep.ops.tcn_block) does the same arithmetic as its modules but calls none
+    # of them: the count runs the module path
+    fused = [m for m in model.modules() if getattr(m, "fused_inference", False)]
     try:
+        for m in fused:
+            m.fused_inference = False
         with torch.no_grad():
             call() if call is not None else model(*inputs)
     finally:
+        for m in fused:
+            m.fused_inference = True
         for h in handles:
             h.remove()
     return total[0]
