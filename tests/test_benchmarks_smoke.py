@@ -12,8 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_benchmark_files_run_once():
     files = [os.path.join("benchmarks", f)
-             for f in ("bench_ops.py", "bench_diffwave.py", "bench_pipeline.py", "bench_training.py",
-                       "bench_directory.py")]
+             for f in ("bench_ops.py", "bench_backbone.py", "bench_diffwave.py", "bench_pipeline.py",
+                       "bench_training.py", "bench_directory.py")]
     env = dict(os.environ, FASTSEP_BENCH_SECONDS="0.1")
     env.pop("FASTSEP_BENCH_FULL", None)
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
