@@ -145,10 +145,22 @@ def test_backbone_separate(benchmark, record, arch):
 
 
 def test_compared_convtasnet_is_the_default_architecture():
+    # the default's Conv-TasNet arguments live in three places: the comparison's JSON, this file, and the training
+    # recipes' DEFAULT_B_ARGS; all three must be the shipped backbone's
     import json
+    import re
 
     with open(ARCHITECTURES) as fh:
         assert json.load(fh)["convtasnet"] == DEFAULT_BACKBONE
+    common = os.path.join(os.path.dirname(ARCHITECTURES), "common.sh")
+    with open(common) as fh:
+        recipe_args = json.loads(re.search(r"^DEFAULT_B_ARGS='(\{.*\})'$", fh.read(), re.M).group(1))
+    assert recipe_args == DEFAULT_BACKBONE
+    shipped = os.path.join(os.path.dirname(ARCHITECTURES), "..", "fastsep", "assets", "default", "backbone.json")
+    with open(shipped) as fh:
+        config = json.load(fh)["config"]
+    for member in config.get("members", [{"config": config}]):  # an ensemble's members, or the one network
+        assert {k: member["config"][k] for k in DEFAULT_BACKBONE} == DEFAULT_BACKBONE
 
 
 @pytest.fixture(scope="module")
