@@ -365,7 +365,7 @@ def _has_op(name: str) -> bool:
 
 
 def _use_sampler_kernel(name: str, device: torch.device) -> bool:
-    return _use_kernel(device) and _has_op(name)
+    return uses_kernels(device, name)
 
 
 def mix_sde_update(x: Tensor, score: Tensor, noise: Optional[Tensor], a_p: float, a_q: float, b_p: float,
@@ -476,8 +476,9 @@ def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor
     shapes = {"w_in": (hid, chan), "b_in": (hid,), "a_in": (1,), "g_in": (hid,), "beta_in": (hid,),
               "b_dw": (hid,), "a_dw": (1,), "g_dw": (hid,), "beta_dw": (hid,), "w_skip": (n_skip, hid),
               "b_skip": (n_skip,)}
-    params = dict(w_in=w_in, b_in=b_in, a_in=a_in, g_in=g_in, beta_in=beta_in, w_dw=w_dw, b_dw=b_dw, a_dw=a_dw,
-                  g_dw=g_dw, beta_dw=beta_dw, w_skip=w_skip, b_skip=b_skip)
+    block = (w_in, b_in, a_in, g_in, beta_in, w_dw, b_dw, a_dw, g_dw, beta_dw)  # the op's order, up to w_res
+    params = dict(zip(("w_in", "b_in", "a_in", "g_in", "beta_in", "w_dw", "b_dw", "a_dw", "g_dw", "beta_dw"), block),
+                  w_skip=w_skip, b_skip=b_skip)
     if w_res is not None:
         shapes.update(w_res=(chan, hid), b_res=(chan,))
         params.update(w_res=w_res, b_res=b_res)
@@ -492,19 +493,12 @@ def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor
     _check_same_device(op, x=x, skips=skips, **params)
     if torch.is_grad_enabled() and any(t.requires_grad for t in [x, skips, *params.values()]):
         _fail(op, "is an inference op with no backward; call it under torch.no_grad() (training uses the module path)")
-    args = (w_res, b_res, w_skip, b_skip, dilation, float(eps))
-    if x.device.type != "cpu" or not _use_kernel(x.device) or not _has_op(op):
-        return reference.tcn_block(x, skips, *_params_in_order(params), *args)
-    return torch.ops.fastsep.tcn_block(_contig(x), _contig(skips), *[_contig(t) for t in _params_in_order(params)],
+    if x.device.type != "cpu" or not uses_kernels(x.device, op):
+        return reference.tcn_block(x, skips, *block, w_res, b_res, w_skip, b_skip, dilation, float(eps))
+    return torch.ops.fastsep.tcn_block(_contig(x), _contig(skips), *[_contig(t) for t in block],
                                        None if w_res is None else _contig(w_res),
                                        None if b_res is None else _contig(b_res), _contig(w_skip), _contig(b_skip),
                                        dilation, float(eps))
-
-
-def _params_in_order(params: dict) -> list:
-    """The block's norm and conv parameters in the op's argument order, up to (not including) w_res."""
-    return [params[k] for k in ("w_in", "b_in", "a_in", "g_in", "beta_in", "w_dw", "b_dw", "a_dw", "g_dw",
-                                "beta_dw")]
 
 
 # --------------------------------------------------------------------------------- fake kernels and autograd glue

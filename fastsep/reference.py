@@ -236,10 +236,14 @@ def prelu_residual(y: Tensor, weight: Tensor, residual: Tensor) -> Tensor:
     return torch.nn.functional.prelu(y, weight.to(y.dtype)) + residual
 
 
-def _global_layer_norm(v: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
-    mean = v.mean(dim=(1, 2), keepdim=True)
-    var = (v - mean).pow(2).mean(dim=(1, 2), keepdim=True)
-    return (v - mean) / torch.sqrt(var + eps) * gamma.view(1, -1, 1) + beta.view(1, -1, 1)
+def global_layer_norm(v: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
+    """Conv-TasNet's gLN of ``v [B, N, *]``: ``(v - mean) / sqrt(var + eps) * gamma + beta``, the moments over all
+    but the batch dimension (the formula ``GlobalLayerNorm`` computes with fewer passes)."""
+    dims = tuple(range(1, v.dim()))
+    mean = v.mean(dim=dims, keepdim=True)
+    var = (v - mean).pow(2).mean(dim=dims, keepdim=True)
+    shape = (1, -1) + (1,) * (v.dim() - 2)
+    return (v - mean) / torch.sqrt(var + eps) * gamma.view(shape) + beta.view(shape)
 
 
 def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor, g_in: Tensor, beta_in: Tensor,
@@ -251,9 +255,9 @@ def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor
     ``skips [B, S, T]``, 1x1 weights ``[out, in]``, ``w_dw [H, K]`` (K odd, "same" zero padding)."""
     F = torch.nn.functional
     h = F.prelu(F.conv1d(x, w_in.unsqueeze(-1), b_in), a_in.reshape(1))
-    h = _global_layer_norm(h, g_in, beta_in, eps)
+    h = global_layer_norm(h, g_in, beta_in, eps)
     k = w_dw.shape[-1]
     d = F.conv1d(h, w_dw.unsqueeze(1), b_dw, padding=(k - 1) * dilation // 2, dilation=dilation, groups=h.shape[1])
-    m = _global_layer_norm(F.prelu(d, a_dw.reshape(1)), g_dw, beta_dw, eps)
+    m = global_layer_norm(F.prelu(d, a_dw.reshape(1)), g_dw, beta_dw, eps)
     x_out = x + F.conv1d(m, w_res.unsqueeze(-1), b_res) if w_res is not None else x.clone()
     return x_out, skips + F.conv1d(m, w_skip.unsqueeze(-1), b_skip)

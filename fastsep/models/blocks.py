@@ -29,6 +29,7 @@ __all__ = [
     "check_positive_int",
 ]
 
+from .. import reference
 from ..checks import MAX_SOURCES, MIN_SOURCES, check_n_src  # noqa: F401  (re-exported)
 
 
@@ -274,12 +275,8 @@ class GlobalLayerNorm(nn.Module):
         return _GlobalLayerNormFunction.apply(x, self.gamma, self.beta, self.eps)
 
     def reference(self, x: Tensor) -> Tensor:
-        """The plain formula: ``(x - mean) / sqrt(var + eps) * gamma + beta`` over all but the batch dimension."""
-        dims = tuple(range(1, x.dim()))
-        mean = x.mean(dim=dims, keepdim=True)
-        var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.gamma.view(shape) + self.beta.view(shape)
+        """The plain formula (:func:`fastsep.reference.global_layer_norm`), as autograd would differentiate it."""
+        return reference.global_layer_norm(x, self.gamma, self.beta, self.eps)
 
     def affine_of(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """``(scale, shift)``, each ``[B, N]``, with ``self(x) = scale·x + shift`` per channel: the norm as a
