@@ -20,6 +20,8 @@ COMMANDS: Dict[str, Union[Route, Dict[str, Route]]] = {
     "average": ("fastsep.commands.average", "average the weights of several checkpoints of one training run"),
     "ensemble": ("fastsep.commands.ensemble", "one backbone from several: their separated outputs averaged"),
     "track": ("fastsep.commands.track", "one backbone whose outputs keep their talkers (separator + talker embedding)"),
+    "import-encoder": ("fastsep.commands.import_encoder",
+                       "convert Resemblyzer's pretrained speaker encoder (PyPI wheel) to a fastsep model folder"),
     "demo": ("fastsep.commands.demo", "separate a bundled two-talker example and report SI-SDRi"),
     "train": {
         "separator": ("fastsep.train.separator", "train a separation backbone (Conv-TasNet, DPRNN, MulCat, SepFormer)"),

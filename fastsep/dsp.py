@@ -4,6 +4,7 @@ Spectra are complex ``[..., F, K]``; waveforms ``[..., T]``. Everything runs in 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -211,3 +212,50 @@ def like_input(out: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
     out = out[..., :length] if out.shape[-1] >= length else torch.nn.functional.pad(out, (0, length - out.shape[-1]))
     out = out.to(device=audio.device, dtype=audio.dtype)
     return out.squeeze(0) if audio.dim() == 1 else out
+
+
+# The Slaney mel scale and filter normalisation (Auditory Toolbox; librosa's defaults, htk=False, norm="slaney"):
+# what speaker encoders trained with librosa features (fastsep.models.voice_encoder) expect.
+__all__ += ["hz_to_mel_slaney", "mel_to_hz_slaney", "slaney_mel_filterbank"]
+
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0  # linear part: 0-1000 Hz is mel 0-15
+_SLANEY_LOG_HZ = 1000.0
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0  # log part: 27 mels per factor 6.4 above 1 kHz
+
+
+def hz_to_mel_slaney(freq: Tensor) -> Tensor:
+    """Slaney mel scale: linear below 1 kHz (``f / (200/3)``), logarithmic above it."""
+    freq = torch.as_tensor(freq, dtype=torch.float64)
+    linear = freq / _SLANEY_HZ_PER_MEL
+    log = _SLANEY_LOG_HZ / _SLANEY_HZ_PER_MEL + torch.log(freq.clamp_min(_SLANEY_LOG_HZ) / _SLANEY_LOG_HZ) \
+        / _SLANEY_LOG_STEP
+    return torch.where(freq >= _SLANEY_LOG_HZ, log, linear)
+
+
+def mel_to_hz_slaney(mel: Tensor) -> Tensor:
+    """Inverse of :func:`hz_to_mel_slaney`."""
+    mel = torch.as_tensor(mel, dtype=torch.float64)
+    split = _SLANEY_LOG_HZ / _SLANEY_HZ_PER_MEL
+    log = _SLANEY_LOG_HZ * torch.exp(_SLANEY_LOG_STEP * (mel - split))
+    return torch.where(mel >= split, log, _SLANEY_HZ_PER_MEL * mel)
+
+
+def slaney_mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0,
+                          f_max: Optional[float] = None) -> Tensor:
+    """``[n_fft // 2 + 1, n_mels]`` float32 triangles on the Slaney scale, each scaled to unit area per Hz
+    (``2 / (upper edge - lower edge)``), over the FFT bins' exact frequencies ``k * sample_rate / n_fft``."""
+    for name, value in (("sample_rate", sample_rate), ("n_fft", n_fft), ("n_mels", n_mels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"slaney_mel_filterbank: {name} must be a positive int, got {value!r}")
+    f_max = sample_rate / 2.0 if f_max is None else float(f_max)
+    if not 0.0 <= f_min < f_max:
+        raise ValueError(f"slaney_mel_filterbank: need 0 <= f_min < f_max, got {f_min}, {f_max}")
+    bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64) * (sample_rate / n_fft)
+    edges = mel_to_hz_slaney(torch.linspace(float(hz_to_mel_slaney(f_min)), float(hz_to_mel_slaney(f_max)),
+                                            n_mels + 2, dtype=torch.float64))
+    widths = edges[1:] - edges[:-1]
+    offset = edges[None, :] - bins[:, None]  # [bins, n_mels + 2]
+    rising = -offset[:, :-2] / widths[:-1]
+    falling = offset[:, 2:] / widths[1:]
+    weights = torch.clamp(torch.minimum(rising, falling), min=0.0) * (2.0 / (edges[2:] - edges[:-2]))
+    return weights.float()

@@ -93,12 +93,33 @@ def _pooled_speakers(roots: Sequence, split: str, sample_rate: int, pair_by: str
     return groups, corpus_of, scale
 
 
+def _embeddings_of(root, split: str, voice_encoder) -> Dict[str, "object"]:
+    """Every talker's embedding in the fastsep corpus or corpora ``root`` (for ``similar_pairs``)."""
+    from .voice_similarity import talker_embeddings
+
+    if voice_encoder is None:
+        raise ValueError("similar_pairs > 0 needs a voice_encoder (a model folder of `fastsep import-encoder`)")
+    if isinstance(voice_encoder, (str, Path)):
+        from ..models.io import load_model
+
+        voice_encoder = load_model(voice_encoder)
+    if not hasattr(voice_encoder, "min_samples") or not isinstance(getattr(voice_encoder, "config", None), dict):
+        raise ValueError(f"voice_encoder must be a speaker encoder model, got {type(voice_encoder).__name__}")
+    table: Dict[str, object] = {}
+    for r in (root if isinstance(root, (list, tuple)) else [root]):
+        if find_manifest(r) is None:
+            raise ValueError(f"{r}: similar_pairs needs fastsep corpora (manifest.jsonl)")
+        table.update(talker_embeddings(r, voice_encoder.eval(), split))
+    return table
+
+
 def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[float] = None,
                          split: str = "train", dynamic_mixing: Optional[bool] = None, seed: int = 0,
                          length: Optional[int] = None, resample: bool = True,
                          augment: Optional[Augmentation] = None, level_range_db=(0.0, 5.0),
                          fixed: Optional[bool] = None, within_corpus: float = 0.0, pair_by: str = "corpus",
-                         corpus_weights: Optional[Sequence[float]] = None, join_short: float = 0.0):
+                         corpus_weights: Optional[Sequence[float]] = None, join_short: float = 0.0,
+                         similar_pairs: float = 0.0, voice_encoder=None, similarity_temperature: float = 0.1):
     """A mixture data set for ``root``, whatever its layout.
 
     ``root`` may also be a list of fastsep corpora (folders with ``manifest.jsonl``): their speakers in ``split`` are
@@ -112,6 +133,10 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
     pooled corpus) scales each corpus's talkers' draw weights: a corpus's share of the mixtures, relative to its
     share of the speech. ``join_short`` (seconds, on-the-fly mixing only) keeps utterances of at least that length
     that are shorter than ``segment``, completed with more of the talker's speech (``DynamicMix(join_short=)``).
+    ``similar_pairs`` (a probability, fastsep corpora only) draws a mixture's other talkers by how alike they sound to
+    its first (``DynamicMix(similar_pairs=)``), with ``voice_encoder`` (a model folder or a loaded
+    :class:`~fastsep.models.voice_encoder.GE2EVoiceEncoder`) giving each talker's embedding
+    (:func:`fastsep.data.voice_similarity.talker_embeddings`, cached beside each manifest).
 
     - fastsep corpus (``manifest.jsonl``): always mixed on the fly from the split's speakers; for ``train`` fresh
       mixtures each draw, for other splits a fixed seeded list (``length`` items, default 3000) so scores repeat.
@@ -130,6 +155,9 @@ def open_mixture_dataset(root, n_src: int, sample_rate: int, segment: Optional[f
         length = TRAIN_LENGTH if not fixed else EVAL_LENGTH
     mix_options = dict(length=length, seed=seed, fixed=fixed, resample=resample, augment=augment,
                        level_range_db=tuple(level_range_db), join_short=join_short)
+    if similar_pairs:
+        mix_options.update(similar_pairs=similar_pairs, similarity_temperature=similarity_temperature,
+                           speaker_embeddings=_embeddings_of(root, split, voice_encoder))
     if pair_by not in ("corpus", "channel"):
         raise ValueError(f"pair_by must be 'corpus' or 'channel', got {pair_by!r}")
     if corpus_weights is not None and (not isinstance(root, (list, tuple)) or len(corpus_weights) != len(root)):

@@ -29,6 +29,15 @@ def add_pairing_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-weights", type=float, nargs="+", default=None, metavar="W",
                         help="one factor per --data corpus scaling its share of the training mixtures (default: "
                              "every corpus in proportion to its speech; 4 gives a corpus four times that share)")
+    parser.add_argument("--similar-pairs", type=float, default=0.0, metavar="P",
+                        help="probability that a training mixture's other talkers are drawn by how alike they sound "
+                             "to its first (hard pairs, as in real same-gender recordings; needs --voice-encoder; "
+                             "default 0: at random)")
+    parser.add_argument("--voice-encoder", default=None, metavar="DIR",
+                        help="speaker encoder for --similar-pairs (a folder written by `fastsep import-encoder`)")
+    parser.add_argument("--similarity-temperature", type=float, default=0.1, metavar="T",
+                        help="for --similar-pairs: a talker 0.1 more alike in cosine is drawn exp(0.1 / T) times "
+                             "as often (default 0.1)")
 
 
 def pairing_from_args(args: argparse.Namespace) -> dict:
@@ -48,7 +57,18 @@ def pairing_from_args(args: argparse.Namespace) -> dict:
             raise ValueError(f"--data-weights must be positive, got {weights}")
         if len(data) < 2:
             raise ValueError("--data-weights applies to several pooled --data corpora")
-    return {"within_corpus": p, "pair_by": args.pair_by, "corpus_weights": weights}
+    similar = float(getattr(args, "similar_pairs", 0.0) or 0.0)
+    if not 0.0 <= similar <= 1.0:
+        raise ValueError(f"--similar-pairs must lie in [0, 1], got {similar}")
+    if similar > 0 and not getattr(args, "voice_encoder", None):
+        raise ValueError("--similar-pairs needs --voice-encoder DIR (fastsep import-encoder -o DIR)")
+    temperature = float(getattr(args, "similarity_temperature", 0.1))
+    if not temperature > 0:
+        raise ValueError(f"--similarity-temperature must be positive, got {temperature}")
+    out = {"within_corpus": p, "pair_by": args.pair_by, "corpus_weights": weights}
+    if similar > 0:
+        out.update(similar_pairs=similar, voice_encoder=args.voice_encoder, similarity_temperature=temperature)
+    return out
 
 
 def add_loop_arguments(parser: argparse.ArgumentParser, *, batch_size: int, lr: float, grad_clip: float,

@@ -1,0 +1,86 @@
+"""A pretrained speaker encoder (GE2E, 3-layer LSTM) that tells real talkers apart, for talker tracking (issue 9).
+
+fastsep's own talker embedding (:mod:`fastsep.models.talker_embedding`) learned from the project's ~50 real talkers
+and could not tell them apart on a separator's outputs. This network is the speaker encoder of Wan et al.'s
+generalised end-to-end loss (ICASSP 2018) as Resemblyzer (Apache-2.0, PyPI ``resemblyzer``) ships it trained, on
+thousands of real talkers (LibriSpeech, VoxCeleb 1 and 2). fastsep does not import Resemblyzer: its weights are
+converted once to safetensors (``fastsep import-encoder``) and run here.
+
+What the weights expect, kept exactly: 16 kHz audio raised (never lowered) to -30 dBFS RMS, a power (not log) mel
+spectrogram of 40 Slaney-normalised Slaney-scale bands over 0-8 kHz from 25 ms Hann windows every 10 ms (librosa's
+``melspectrogram`` defaults, centred frames with zero padding), an LSTM over the frames, its last layer's final
+hidden state through a linear map and a ReLU, then L2 normalisation. Audio at another rate is resampled to 16 kHz
+first (8 kHz speech leaves the bands above 4 kHz empty, which the encoder has seen in telephone speech).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+from torch import Tensor, nn
+
+from ..dsp import resample, slaney_mel_filterbank
+
+__all__ = ["GE2EVoiceEncoder"]
+
+ENCODER_RATE = 16000
+
+
+class GE2EVoiceEncoder(nn.Module):
+    """``forward(wave [N, T]) -> [N, dim]`` unit-norm speaker embeddings, one per piece of audio.
+
+    Args:
+        sample_rate: the rate of the audio it is handed (resampled to 16 kHz inside).
+        n_mels, hidden, layers, dim: the network's sizes (Resemblyzer's: 40, 256, 3, 256).
+        target_dbfs: the level each piece is raised to when quieter (Resemblyzer's -30 dBFS).
+    """
+
+    def __init__(self, sample_rate: int = 8000, n_mels: int = 40, hidden: int = 256, layers: int = 3, dim: int = 256,
+                 target_dbfs: float = -30.0):
+        super().__init__()
+        for name, value in (("sample_rate", sample_rate), ("n_mels", n_mels), ("hidden", hidden),
+                            ("layers", layers), ("dim", dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"GE2EVoiceEncoder: {name} must be a positive int, got {value!r}")
+        if not (isinstance(target_dbfs, (int, float)) and -100.0 < float(target_dbfs) <= 0.0):
+            raise ValueError(f"GE2EVoiceEncoder: target_dbfs must lie in (-100, 0], got {target_dbfs!r}")
+        self.config: Dict[str, Any] = dict(sample_rate=sample_rate, n_mels=n_mels, hidden=hidden, layers=layers,
+                                           dim=dim, target_dbfs=float(target_dbfs))
+        self.sample_rate = sample_rate
+        self.win = ENCODER_RATE * 25 // 1000
+        self.hop = ENCODER_RATE * 10 // 1000
+        self.target_dbfs = float(target_dbfs)
+        self.register_buffer("window", torch.hann_window(self.win), persistent=False)
+        self.register_buffer("fbank", slaney_mel_filterbank(ENCODER_RATE, self.win, n_mels), persistent=False)
+        self.lstm = nn.LSTM(n_mels, hidden, layers, batch_first=True)
+        self.linear = nn.Linear(hidden, dim)
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest piece worth embedding (0.2 s: twenty frames)."""
+        return self.sample_rate // 5
+
+    def raised(self, wave: Tensor) -> Tensor:
+        """Each row raised to ``target_dbfs`` RMS if quieter (a silent row stays silent)."""
+        rms = wave.pow(2).mean(-1, keepdim=True).sqrt()
+        gain = (10.0 ** (self.target_dbfs / 20.0)) / rms.clamp_min(1e-10)
+        return wave * torch.where(rms > 1e-10, gain.clamp_min(1.0), torch.ones_like(gain))
+
+    def features(self, wave: Tensor) -> Tensor:
+        """``[N, frames, n_mels]`` power mel spectrogram of the 16 kHz, level-raised audio."""
+        if not isinstance(wave, Tensor) or wave.dim() != 2 or not wave.is_floating_point():
+            raise ValueError(f"GE2EVoiceEncoder: expected a float tensor [N, T], got "
+                             f"{getattr(wave, 'shape', type(wave).__name__)}")
+        if wave.shape[-1] < self.min_samples:
+            raise ValueError(f"GE2EVoiceEncoder: pieces of {wave.shape[-1]} samples are shorter than the "
+                             f"{self.min_samples} it needs")
+        wave16 = resample(wave.float(), self.sample_rate, ENCODER_RATE)
+        wave16 = self.raised(wave16)
+        padded = torch.nn.functional.pad(wave16, (self.win // 2, self.win // 2))
+        spec = torch.stft(padded, self.win, self.hop, self.win, self.window, center=False, return_complex=True)
+        return (spec.abs().pow(2).transpose(1, 2) @ self.fbank).contiguous()
+
+    def forward(self, wave: Tensor) -> Tensor:
+        _, (h, _) = self.lstm(self.features(wave))
+        raw = torch.relu(self.linear(h[-1]))
+        return raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-8)

@@ -1,0 +1,207 @@
+"""The pretrained speaker encoder's network and front end, its importer, and hard-pair drawing with it (issue 9)."""
+import io
+import json
+import math
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import wavfile
+
+from fastsep.data import DynamicMix, open_mixture_dataset
+from fastsep.data.voice_similarity import talker_embeddings
+from fastsep.dsp import hz_to_mel_slaney, mel_to_hz_slaney, slaney_mel_filterbank
+from fastsep.models.io import load_model
+from fastsep.models.voice_encoder import GE2EVoiceEncoder
+
+SR = 8000
+
+
+def _tiny_encoder(seed=0, sample_rate=SR):
+    torch.manual_seed(seed)
+    return GE2EVoiceEncoder(sample_rate=sample_rate, hidden=16, layers=2, dim=8).eval()
+
+
+def test_slaney_scale_is_linear_below_1khz_and_logarithmic_above():
+    f = torch.tensor([0.0, 500.0, 1000.0, 6400.0])
+    m = hz_to_mel_slaney(f)
+    assert torch.allclose(m[:3], torch.tensor([0.0, 7.5, 15.0], dtype=torch.float64))
+    assert math.isclose(float(m[3]), 15.0 + 27.0, rel_tol=1e-12)  # 27 mels per factor 6.4 above 1 kHz
+    assert torch.allclose(mel_to_hz_slaney(m), f.double(), rtol=1e-12, atol=1e-9)
+
+
+def test_slaney_filters_have_unit_area_per_hz_and_tile_the_band():
+    fb = slaney_mel_filterbank(16000, 400, 40).double()  # [201, 40]
+    assert fb.shape == (201, 40) and float(fb.min()) >= 0
+    # a triangle of height 2 / (upper - lower) over its base has area 1 in Hz: the bins are 40 Hz apart
+    area = fb.sum(0) * 40.0
+    assert torch.allclose(area[5:], torch.ones(35, dtype=torch.float64), rtol=0.05)
+    # neighbouring triangles overlap: every bin between the first and the last filter's peak is covered
+    edges = mel_to_hz_slaney(torch.linspace(0.0, float(hz_to_mel_slaney(8000.0)), 42))
+    inside = (torch.arange(201) * 40.0 > edges[1]) & (torch.arange(201) * 40.0 < edges[40])
+    assert bool((fb[inside].sum(1) > 0).all())
+    with pytest.raises(ValueError, match="f_min < f_max"):
+        slaney_mel_filterbank(16000, 400, 40, f_min=9000.0)
+
+
+def test_encoder_features_match_a_direct_16khz_power_mel():
+    enc = _tiny_encoder(sample_rate=16000)
+    t = torch.arange(16000) / 16000.0
+    wave = (0.01 * torch.sin(2 * math.pi * 440.0 * t))[None]  # -43 dBFS: raised
+    feats = enc.features(wave)
+    # the same computation written out: raised to -30 dBFS, centred frames with zero padding, |STFT|^2, mel
+    raised = wave * (10 ** (-30 / 20) / wave.pow(2).mean().sqrt())
+    frames = torch.nn.functional.pad(raised, (200, 200)).unfold(-1, 400, 160) * torch.hann_window(400)
+    power = torch.fft.rfft(frames, dim=-1).abs().pow(2)
+    expected = power @ slaney_mel_filterbank(16000, 400, 40)
+    assert feats.shape == (1, 101, 40)
+    assert torch.allclose(feats, expected, rtol=1e-4, atol=1e-6)
+    # the 440 Hz tone lands in the band around 440 Hz
+    centres = mel_to_hz_slaney(torch.linspace(0.0, float(hz_to_mel_slaney(8000.0)), 42))[1:41]
+    assert int(feats[0].mean(0).argmax()) == int((centres - 440.0).abs().argmin())
+
+
+def test_encoder_gives_unit_vectors_raises_quiet_input_only_and_refuses_bad_input():
+    enc = _tiny_encoder()
+    x = 0.3 * torch.randn(3, SR)
+    e = enc(x)
+    assert e.shape == (3, 8) and torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-5)
+    quiet = 1e-3 * x[:1]
+    assert torch.allclose(enc.raised(quiet), enc.raised(10 * quiet))  # both raised to -30 dBFS
+    loud = x[:1]
+    assert torch.equal(enc.raised(loud), loud)  # never lowered
+    assert torch.equal(enc.raised(torch.zeros(1, 100)), torch.zeros(1, 100))
+    with pytest.raises(ValueError, match=r"\[N, T\]"):
+        enc(x[0])
+    with pytest.raises(ValueError, match="shorter"):
+        enc(torch.zeros(1, 100))
+    with pytest.raises(ValueError, match="target_dbfs"):
+        GE2EVoiceEncoder(target_dbfs=3.0)
+
+
+def _fake_wheel(path, state):
+    buf = io.BytesIO()
+    torch.save({"step": 1, "model_state": state, "optimizer_state": {}}, buf)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("resemblyzer/pretrained.pt", buf.getvalue())
+        z.writestr("Resemblyzer-0.1.4.dist-info/LICENSE", "Apache License 2.0 (test)")
+    return str(path)
+
+
+def test_import_encoder_converts_a_wheel_checkpoint_to_safetensors(tmp_path, capsys):
+    from fastsep.cli import main
+
+    torch.manual_seed(3)
+    source = GE2EVoiceEncoder(sample_rate=16000)
+    state = dict(source.state_dict())
+    state["similarity_weight"] = torch.tensor([10.0])  # the GE2E loss's own parameters are left behind
+    state["similarity_bias"] = torch.tensor([-5.0])
+    wheel = _fake_wheel(tmp_path / "Resemblyzer-0.1.4-py3-none-any.whl", state)
+    assert main(["import-encoder", "-o", str(tmp_path / "enc"), "--wheel", wheel]) == 0
+    enc = load_model(tmp_path / "enc")
+    assert isinstance(enc, GE2EVoiceEncoder) and enc.config["sample_rate"] == 8000
+    for name, value in source.state_dict().items():
+        assert torch.equal(enc.state_dict()[name], value)
+    meta = json.loads((tmp_path / "enc" / "SOURCE.json").read_text())
+    assert meta["licence"] == "Apache-2.0" and (tmp_path / "enc" / "LICENSE.resemblyzer").read_text()
+    # a wheel without the checkpoint, or with a checkpoint of other shapes, is refused with a message
+    with zipfile.ZipFile(tmp_path / "other.whl", "w") as z:
+        z.writestr("x.txt", "no weights")
+    assert main(["import-encoder", "-o", str(tmp_path / "e2"), "--wheel", str(tmp_path / "other.whl")]) == 2
+    bad = _fake_wheel(tmp_path / "bad.whl", {"lstm.weight_ih_l0": torch.zeros(3, 3)})
+    assert main(["import-encoder", "-o", str(tmp_path / "e3"), "--wheel", bad]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def _corpus(root, speakers, rate=SR, seconds=1.5):
+    """Each talker a tone of its own frequency (in Hz, the number in its name) with a little noise."""
+    rng = np.random.default_rng(0)
+    lines = []
+    (root / "wav").mkdir(parents=True, exist_ok=True)
+    for spk, f0 in speakers.items():
+        for u in range(2):
+            rel = f"wav/{spk}_{u}.wav"
+            t = np.arange(int(seconds * rate)) / rate
+            x = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.01 * rng.standard_normal(t.size)
+            wavfile.write(root / rel, rate, x.astype(np.float32))
+            lines.append(json.dumps({"path": rel, "speaker": spk, "split": "train", "sample_rate": rate,
+                                     "duration": seconds}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_talker_embeddings_are_cached_per_encoder(tmp_path):
+    root = _corpus(tmp_path / "c", {"a": 200, "b": 210, "c": 900})
+    enc = _tiny_encoder()
+    first = talker_embeddings(root, enc)
+    assert sorted(first) == ["a", "b", "c"]
+    assert all(abs(float(np.linalg.norm(v)) - 1.0) < 1e-5 for v in first.values())
+    cache = root / "talker_embeddings_train.safetensors"
+    assert cache.exists()
+    stamp = cache.stat().st_mtime_ns
+    again = talker_embeddings(root, enc)
+    assert cache.stat().st_mtime_ns == stamp and all(np.array_equal(first[k], again[k]) for k in first)
+    other = talker_embeddings(root, _tiny_encoder(seed=1))  # another encoder's weights: computed afresh
+    assert cache.stat().st_mtime_ns != stamp and any(not np.allclose(first[k], other[k]) for k in first)
+
+
+def _pools(tmp_path, names):
+    root = _corpus(tmp_path / "p", {n: 200 + 50 * i for i, n in enumerate(names)})
+    plain = open_mixture_dataset(root, 2, SR, segment=1.0, length=10, fixed=True)
+    return root, {s: plain.pools[s] for s in plain.speakers}
+
+
+def test_similar_pairs_draw_alike_talkers_together(tmp_path):
+    _, pools = _pools(tmp_path, ["a", "b", "c", "d"])
+    # a and b sound alike, c and d each unlike every other talker
+    emb = {"a": np.array([1.0, 0.0, 0.0]), "b": np.array([0.95, 0.31, 0.0]), "c": np.array([0.0, 1.0, 0.0]),
+           "d": np.array([0.0, 0.0, 1.0])}
+    rng = np.random.default_rng(0)
+    plain = DynamicMix(pools, 2, SR, segment=1.0)
+    similar = DynamicMix(pools, 2, SR, segment=1.0, speaker_embeddings=emb, similar_pairs=1.0,
+                         similarity_temperature=0.1)
+    def share_ab(ds):
+        pairs = [frozenset(ds._choose_speakers(ds.speakers, rng)) for _ in range(600)]
+        return sum(p == frozenset("ab") for p in pairs) / len(pairs)
+    assert share_ab(plain) < 0.25  # 1 of 6 pairs at random
+    assert share_ab(similar) > 0.4  # whenever a or b comes first, the other is ~e^9.5 times likelier
+    # the cap: near-identical voices are favoured no more than voices at the cap
+    capped = DynamicMix(pools, 2, SR, segment=1.0, speaker_embeddings=emb, similar_pairs=1.0,
+                        similarity_temperature=0.1, similarity_cap=0.0)
+    assert share_ab(capped) < 0.25
+
+
+def test_similar_pairs_off_keeps_the_streams_and_settings_are_checked(tmp_path):
+    root, pools = _pools(tmp_path, ["a", "b", "c"])
+    plain = open_mixture_dataset(root, 2, SR, segment=1.0, length=10, fixed=True)
+    off = open_mixture_dataset(root, 2, SR, segment=1.0, length=10, fixed=True, similar_pairs=0.0)
+    assert [plain[i]["id"] for i in range(10)] == [off[i]["id"] for i in range(10)]
+    emb = {s: np.ones(3) for s in pools}
+    with pytest.raises(ValueError, match="needs speaker_embeddings"):
+        DynamicMix(pools, 2, SR, segment=1.0, similar_pairs=0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DynamicMix(pools, 2, SR, segment=1.0, speaker_embeddings=emb, similar_pairs=2.0)
+    with pytest.raises(ValueError, match="temperature"):
+        DynamicMix(pools, 2, SR, segment=1.0, speaker_embeddings=emb, similar_pairs=1.0, similarity_temperature=0)
+    with pytest.raises(ValueError, match="non-zero"):
+        DynamicMix(pools, 2, SR, segment=1.0, speaker_embeddings={"a": np.zeros(3)}, similar_pairs=1.0)
+    with pytest.raises(ValueError, match="none of the speakers"):
+        DynamicMix(pools, 2, SR, segment=1.0, speaker_embeddings={"zz": np.ones(3)}, similar_pairs=1.0)
+    with pytest.raises(ValueError, match="voice_encoder"):
+        open_mixture_dataset(root, 2, SR, segment=1.0, length=10, similar_pairs=1.0)
+    # through open_mixture_dataset with an encoder: every talker gets an embedding, and the draws stay seeded
+    enc = _tiny_encoder()
+    a = open_mixture_dataset(root, 2, SR, segment=1.0, length=10, fixed=True, similar_pairs=1.0, voice_encoder=enc)
+    b = open_mixture_dataset(root, 2, SR, segment=1.0, length=10, fixed=True, similar_pairs=1.0, voice_encoder=enc)
+    assert sorted(a._embedding) == ["a", "b", "c"]
+    assert [a[i]["id"] for i in range(10)] == [b[i]["id"] for i in range(10)]
+
+
+def test_train_separator_refuses_similar_pairs_without_an_encoder(tmp_path, capsys):
+    from fastsep.cli import main
+
+    root, _ = _pools(tmp_path, ["a", "b", "c"])
+    rc = main(["train", "separator", "--data", str(root), "--out", str(tmp_path / "run"), "--small",
+               "--similar-pairs", "1", "--max-steps", "1", "--no-progress"])
+    assert rc == 2 and "--voice-encoder" in capsys.readouterr().err
