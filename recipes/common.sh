@@ -65,7 +65,8 @@ score_pair() {
   for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}; do
     s=${pair%%:*}; split=${pair##*:}
     if [[ -n "${SCORE_A_FROM:-}" && ! -f "$out/${a%%:*}_$s.csv" && -f "$SCORE_A_FROM/${a%%:*}_$s.csv" ]]; then
-      cp "$SCORE_A_FROM/${a%%:*}_$s.csv" "$SCORE_A_FROM/${a%%:*}_$s.json" "$out/"
+      cp "$SCORE_A_FROM/${a%%:*}_$s.csv" "$out/"  # results folders keep the CSVs (the JSONs only where kept)
+      [[ -f "$SCORE_A_FROM/${a%%:*}_$s.json" ]] && cp "$SCORE_A_FROM/${a%%:*}_$s.json" "$out/"
     fi
     for m in "$a" "$@"; do
       [[ "$m" == "$a" && "${SCORE_REUSE_A:-0}" == 1 && -f "$out/${m%%:*}_$s.csv" ]] && continue

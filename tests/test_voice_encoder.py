@@ -114,8 +114,8 @@ def test_import_encoder_converts_a_wheel_checkpoint_to_safetensors(tmp_path, cap
     assert "error" in capsys.readouterr().err
 
 
-def _corpus(root, speakers, rate=SR, seconds=1.5):
-    """Each talker a tone of its own frequency (in Hz, the number in its name) with a little noise."""
+def _corpus(root, speakers, rate=SR, seconds=1.5, splits=("train", "train")):
+    """Each talker a tone of its own frequency with a little noise; utterance u of each talker in ``splits[u]``."""
     rng = np.random.default_rng(0)
     lines = []
     (root / "wav").mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def _corpus(root, speakers, rate=SR, seconds=1.5):
             t = np.arange(int(seconds * rate)) / rate
             x = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.01 * rng.standard_normal(t.size)
             wavfile.write(root / rel, rate, x.astype(np.float32))
-            lines.append(json.dumps({"path": rel, "speaker": spk, "split": "train", "sample_rate": rate,
+            lines.append(json.dumps({"path": rel, "speaker": spk, "split": splits[u], "sample_rate": rate,
                                      "duration": seconds}))
     (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return root
@@ -205,3 +205,51 @@ def test_train_separator_refuses_similar_pairs_without_an_encoder(tmp_path, caps
     rc = main(["train", "separator", "--data", str(root), "--out", str(tmp_path / "run"), "--small",
                "--similar-pairs", "1", "--max-steps", "1", "--no-progress"])
     assert rc == 2 and "--voice-encoder" in capsys.readouterr().err
+
+
+def test_upsampling_by_two_keeps_the_samples_and_interpolates_a_tone():
+    enc = _tiny_encoder()
+    t = torch.arange(4000, dtype=torch.float64) / SR
+    x = torch.sin(2 * math.pi * 300.0 * t).float()[None]
+    up = enc.upsample2(x)
+    assert up.shape == (1, 8000)
+    assert torch.allclose(up[:, ::2], x, atol=1e-6)  # the original samples come through unchanged
+    t2 = torch.arange(8000, dtype=torch.float64) / (2 * SR)
+    exact = torch.sin(2 * math.pi * 300.0 * t2).float()[None]
+    assert float((up - exact)[:, 200:-200].abs().max()) < 2e-3  # in between: the tone itself, away from the edges
+
+
+def test_speaker_loss_is_zero_on_the_references_and_trains_the_outputs():
+    from fastsep.train.separator import SeparationTask
+
+    enc = _tiny_encoder()
+    with torch.no_grad():
+        enc.linear.bias.fill_(0.5)  # every unit of the random network active, so that inputs differ in embedding
+    torch.manual_seed(0)
+    t = torch.arange(SR) / SR
+    tones = torch.stack([0.3 * torch.sin(2 * math.pi * f * t) for f in (200.0, 1500.0)])
+    src = torch.stack([tones, 0.5 * tones])
+    task = SeparationTask(speaker_encoder=enc, speaker_weight=1.0)
+    assert float(task.speaker_loss(src[:, [1, 0]], src)) < 1e-5  # the outputs' order does not matter (PIT)
+    est = (0.5 * src + 0.5 * src.flip(1)).requires_grad_(True)  # each output holds both sources
+    loss = task.speaker_loss(est, src)
+    loss.backward()
+    assert float(loss) > 1e-4 and est.grad is not None and float(est.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in enc.parameters())  # the encoder stays as it is
+    with pytest.raises(ValueError, match="needs a speaker encoder"):
+        SeparationTask(speaker_weight=1.0)
+
+
+def test_train_separator_with_a_speaker_loss_runs_and_refuses_it_without_an_encoder(tmp_path, capsys):
+    from fastsep.cli import main
+    from fastsep.models.io import save_model
+
+    root = _corpus(tmp_path / "tv", {"a": 200, "b": 400, "c": 800}, splits=("train", "valid"))
+    save_model(_tiny_encoder(), tmp_path / "enc")
+    common = ["train", "separator", "--data", str(root), "--small", "--segment", "0.5", "--batch-size", "2",
+              "--max-steps", "2", "--train-items", "4", "--valid-items", "2", "--num-workers", "0", "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "r0"), "--speaker-loss", "1"]) == 2  # refused before any data
+    assert "--voice-encoder" in capsys.readouterr().err
+    assert main(common + ["--out", str(tmp_path / "r1"), "--speaker-loss", "1", "--voice-encoder",
+                          str(tmp_path / "enc")]) == 0
+    assert (tmp_path / "r1" / "last" / "model.json").exists()

@@ -35,6 +35,8 @@ class GE2EVoiceEncoder(nn.Module):
         target_dbfs: the level each piece is raised to when quieter (Resemblyzer's -30 dBFS).
     """
 
+    FRONT_END = "upsample2-kaiser16"  # names the front end's arithmetic, for caches of its embeddings
+
     def __init__(self, sample_rate: int = 8000, n_mels: int = 40, hidden: int = 256, layers: int = 3, dim: int = 256,
                  target_dbfs: float = -30.0):
         super().__init__()
@@ -52,6 +54,9 @@ class GE2EVoiceEncoder(nn.Module):
         self.target_dbfs = float(target_dbfs)
         self.register_buffer("window", torch.hann_window(self.win), persistent=False)
         self.register_buffer("fbank", slaney_mel_filterbank(ENCODER_RATE, self.win, n_mels), persistent=False)
+        # 8 kHz input is upsampled in torch (differentiable: the encoder also serves as a training loss); other
+        # rates go through fastsep.dsp.resample
+        self.register_buffer("upsample_taps", _half_band_taps(), persistent=False)
         self.lstm = nn.LSTM(n_mels, hidden, layers, batch_first=True)
         self.linear = nn.Linear(hidden, dim)
 
@@ -74,13 +79,33 @@ class GE2EVoiceEncoder(nn.Module):
         if wave.shape[-1] < self.min_samples:
             raise ValueError(f"GE2EVoiceEncoder: pieces of {wave.shape[-1]} samples are shorter than the "
                              f"{self.min_samples} it needs")
-        wave16 = resample(wave.float(), self.sample_rate, ENCODER_RATE)
+        if self.sample_rate * 2 == ENCODER_RATE:
+            wave16 = self.upsample2(wave.float())
+        else:
+            wave16 = resample(wave.float(), self.sample_rate, ENCODER_RATE)
         wave16 = self.raised(wave16)
         padded = torch.nn.functional.pad(wave16, (self.win // 2, self.win // 2))
         spec = torch.stft(padded, self.win, self.hop, self.win, self.window, center=False, return_complex=True)
         return (spec.abs().pow(2).transpose(1, 2) @ self.fbank).contiguous()
 
+    def upsample2(self, wave: Tensor) -> Tensor:
+        """``[N, T] -> [N, 2T]``: zeros between the samples, then the half-band low-pass (gain 2), centred."""
+        taps = self.upsample_taps
+        up = torch.nn.functional.conv_transpose1d(wave[:, None], taps.view(1, 1, -1), stride=2)[:, 0]
+        half = (taps.numel() - 1) // 2
+        return up[:, half:half + 2 * wave.shape[-1]]
+
     def forward(self, wave: Tensor) -> Tensor:
         _, (h, _) = self.lstm(self.features(wave))
         raw = torch.relu(self.linear(h[-1]))
         return raw / raw.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+
+def _half_band_taps(zero_crossings: int = 16, beta: float = 8.0) -> Tensor:
+    """A Kaiser-windowed sinc low-pass at a quarter of the doubled rate, gain 2: interpolation by 2 with ~16 input
+    samples of support on each side (stop-band ~ -80 dB)."""
+    n = torch.arange(-2 * zero_crossings + 1, 2 * zero_crossings, dtype=torch.float64)
+    sinc = torch.special.sinc(n / 2.0)
+    window = torch.special.i0(beta * torch.sqrt((1 - (n / (2 * zero_crossings)) ** 2).clamp_min(0))) / \
+        torch.special.i0(torch.tensor(beta, dtype=torch.float64))
+    return (sinc * window).float()

@@ -61,8 +61,29 @@ class SeparationTask:
     paper's deep supervision.
     """
 
-    def __init__(self, multi_block: bool = False):
+    def __init__(self, multi_block: bool = False, speaker_encoder: Optional[nn.Module] = None,
+                 speaker_weight: float = 0.0):
         self.multi_block = multi_block
+        if speaker_weight and speaker_encoder is None:
+            raise ValueError("a speaker loss weight needs a speaker encoder")
+        if not (isinstance(speaker_weight, (int, float)) and speaker_weight >= 0):
+            raise ValueError(f"speaker_weight must be >= 0, got {speaker_weight!r}")
+        self.speaker_weight = float(speaker_weight)
+        self.speaker_encoder = speaker_encoder.eval() if speaker_encoder is not None else None
+        if self.speaker_encoder is not None:
+            for q in self.speaker_encoder.parameters():
+                q.requires_grad_(False)
+
+    def speaker_loss(self, est: Tensor, src: Tensor) -> Tensor:
+        """Mean cosine distance between the speaker embeddings of each PIT-matched estimate and of its reference:
+        what a speaker encoder trained on thousands of real talkers hears of the wrong talker in an output."""
+        from ..metrics import pit
+
+        matched, _ = pit(est, src)
+        n, c, t = matched.shape
+        with torch.no_grad():
+            target = self.speaker_encoder(src.reshape(n * c, t))
+        return (1.0 - (self.speaker_encoder(matched.reshape(n * c, t)) * target).sum(-1)).mean()
 
     @staticmethod
     def _trimmed(batch: Dict[str, Any]):
@@ -79,7 +100,11 @@ class SeparationTask:
         if self.multi_block:
             outs = model(mix, return_all=True)
             return torch.stack([pit_si_sdr_loss(o.float(), src.float()) for o in outs]).mean()
-        return pit_si_sdr_loss(model(mix).float(), src.float())
+        est = model(mix).float()
+        loss = pit_si_sdr_loss(est, src.float())
+        if self.speaker_weight:
+            loss = loss + self.speaker_weight * self.speaker_loss(est, src.float())
+        return loss
 
     def training_loss(self, model: nn.Module, batch: Dict[str, Any]) -> Tensor:
         """Mean PIT SI-SDR loss (negative dB) of the batch."""
@@ -199,6 +224,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep train separator``."""
     parser.add_argument("--model", choices=sorted(BACKBONES), default="convtasnet", help="backbone to train")
     parser.add_argument("--n-src", type=int, default=2, help="speakers per mixture (default 2)")
+    parser.add_argument("--speaker-loss", type=float, default=0.0, metavar="W",
+                        help="add W x the cosine distance between a pretrained speaker encoder's embeddings of each "
+                             "output and of its reference (--voice-encoder) to the SI-SDR loss (default 0: off)")
     parser.add_argument("--data", required=True, nargs="+",
                         help="data set folder (fastsep corpus, LibriMix or wsj0-mix); several fastsep corpora are "
                              "pooled and mixed across each other")
@@ -239,6 +267,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.segment is not None and args.segment <= 0:
         raise ValueError(f"--segment must be positive seconds, got {args.segment}")
     pairing_from_args(args)
+    if args.speaker_loss < 0:
+        raise ValueError(f"--speaker-loss must be >= 0, got {args.speaker_loss}")
+    if args.speaker_loss and not args.voice_encoder:
+        raise ValueError("--speaker-loss needs --voice-encoder DIR (fastsep import-encoder -o DIR)")
     if args.valid_items is not None and args.valid_items < 1:
         raise ValueError(f"--valid-items must be at least 1, got {args.valid_items}")
     for folder in args.data:
@@ -273,7 +305,13 @@ def main(args: argparse.Namespace) -> int:
         if args.valid_items is not None and len(valid_set) > args.valid_items:
             valid_set = torch.utils.data.Subset(valid_set, range(args.valid_items))
         cfg = config_from_args(args, monitor="si_sdri", monitor_mode="max")
-        task = SeparationTask(multi_block=args.model == "mulcat")
+        encoder = None
+        if args.speaker_loss:
+            from ..models.io import load_model
+
+            encoder = load_model(args.voice_encoder)
+        task = SeparationTask(multi_block=args.model == "mulcat", speaker_encoder=encoder,
+                              speaker_weight=args.speaker_loss)
         result = train(model, task, train_set, valid_set, cfg, collate_fn=pad_collate)
     except USAGE_ERRORS as exc:
         return report_usage_error("separator", exc)
