@@ -466,10 +466,32 @@ def _estoi_unavailable(sample_rate: int) -> Optional[str]:
 
 # ----------------------------------------------------------------------------------------------- evaluation helpers
 #: Every per-source column :func:`separation_scores` can produce, in table order.
-METRIC_COLUMNS = ("si_sdri", "si_sdr", "sdr", "sir", "sar", "pesq_wb", "pesq_nb", "estoi", "si_sdri_seg")
+METRIC_COLUMNS = ("si_sdri", "si_sdr", "sdr", "sir", "sar", "pesq_wb", "pesq_nb", "estoi", "si_sdri_seg",
+                  "speaker_sim", "speaker_id")
 #: Names accepted by :func:`expand_metrics` besides the columns themselves: each selects a family.
 METRIC_GROUPS = {"si_sdr": ("si_sdri", "si_sdr"), "sdr": ("sdr", "sir", "sar"), "bss_eval": ("sdr", "sir", "sar"),
-                 "swaps": ("si_sdri_seg",)}
+                 "swaps": ("si_sdri_seg",), "speaker": ("speaker_sim", "speaker_id")}
+_SPEAKER_ENCODER = {"model": None}
+
+
+def use_speaker_encoder(encoder) -> None:
+    """The speaker encoder the ``speaker`` metrics embed with (a model with ``forward([N, T]) -> [N, D]`` unit
+    vectors at the evaluation's rate, e.g. :class:`fastsep.models.voice_encoder.GE2EVoiceEncoder`), or None."""
+    _SPEAKER_ENCODER["model"] = None if encoder is None else encoder.eval()
+
+
+@torch.no_grad()
+def speaker_scores(matched: Tensor, ref: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per source: the cosine between the speaker embeddings of its matched estimate and of its reference
+    (``speaker_sim``), and 1.0 where the estimate sounds more like its own talker than like any other talker of the
+    mixture, else 0.0 (``speaker_id``): whether a listener that knows the voices hears the right talker."""
+    enc = _SPEAKER_ENCODER["model"]
+    e = enc(matched.float())
+    r = enc(ref.float())
+    cos = (e @ r.T).double()  # [estimate, talker]
+    own = torch.diagonal(cos)
+    others = cos.masked_fill(torch.eye(cos.shape[0], dtype=torch.bool), -math.inf).max(dim=1).values
+    return own, (own > others).double()
 
 
 def expand_metrics(names: Sequence[str], sample_rate: int) -> List[str]:
@@ -478,8 +500,9 @@ def expand_metrics(names: Sequence[str], sample_rate: int) -> List[str]:
     ``si_sdr`` gives SI-SDR and SI-SDRi, ``sdr`` (or ``bss_eval``) SDR, SIR and SAR, ``pesq`` the PESQ band of
     ``sample_rate`` (``pesq_wb`` at 16 kHz, ``pesq_nb`` otherwise: at an unsupported rate it is then reported absent),
     ``swaps`` the talker-swap diagnostic ``si_sdri_seg`` (SI-SDRi with the talkers matched per
-    :data:`SWAP_SEGMENT_SECONDS`: :func:`segment_permuted`), ``all`` everything. Raises ValueError on an unknown
-    name.
+    :data:`SWAP_SEGMENT_SECONDS`: :func:`segment_permuted`), ``speaker`` the speaker-identity columns
+    ``speaker_sim`` and ``speaker_id`` (:func:`speaker_scores`; need :func:`use_speaker_encoder`), ``all``
+    everything. Raises ValueError on an unknown name.
     """
     wanted = set()
     for raw in names:
@@ -496,7 +519,7 @@ def expand_metrics(names: Sequence[str], sample_rate: int) -> List[str]:
             wanted.add(name)
         else:
             raise ValueError(f"unknown metric {raw.strip()!r}: choose from si_sdr, sdr, sir, sar, pesq, pesq_wb, "
-                             "pesq_nb, estoi, swaps, all")
+                             "pesq_nb, estoi, swaps, speaker, all")
     return [c for c in METRIC_COLUMNS if c in wanted]
 
 
@@ -508,6 +531,14 @@ def metric_unavailable_reason(column: str, sample_rate: int) -> Optional[str]:
         return _pesq_unavailable(sample_rate, "nb")
     if column == "estoi":
         return _estoi_unavailable(sample_rate)
+    if column in METRIC_GROUPS["speaker"]:
+        enc = _SPEAKER_ENCODER["model"]
+        if enc is None:
+            return "needs a speaker encoder (fastsep eval --speaker-encoder DIR, from fastsep import-encoder)"
+        rate = (getattr(enc, "config", None) or {}).get("sample_rate")
+        if rate is not None and int(rate) != int(sample_rate):
+            return f"the speaker encoder takes {rate} Hz audio, the evaluation runs at {sample_rate} Hz"
+        return None
     if column not in METRIC_COLUMNS:
         raise ValueError(f"unknown metric column {column!r}")
     return None
@@ -534,7 +565,7 @@ def separation_scores(est: Tensor, ref: Tensor, mix: Tensor, sample_rate: int,
     est, ref, mix = est.double(), ref.double(), mix.double()
     matched = pit(est[None], ref[None])[0][0]
     out: Dict[str, Optional[Tensor]] = {}
-    bss = None
+    bss = speaker = None
     for col in columns:
         if metric_unavailable_reason(col, sample_rate):
             out[col] = None
@@ -552,6 +583,10 @@ def separation_scores(est: Tensor, ref: Tensor, mix: Tensor, sample_rate: int,
             out[col] = estoi(matched, ref, sample_rate)
         elif col == "si_sdri_seg":
             out[col] = si_sdr_improvement(segment_permuted(est, ref, swap_segment(sample_rate)), ref, mix)
+        elif col in ("speaker_sim", "speaker_id"):
+            if speaker is None:
+                speaker = dict(zip(("speaker_sim", "speaker_id"), speaker_scores(matched, ref)))
+            out[col] = speaker[col]
     return out
 
 

@@ -253,3 +253,59 @@ def test_train_separator_with_a_speaker_loss_runs_and_refuses_it_without_an_enco
     assert main(common + ["--out", str(tmp_path / "r1"), "--speaker-loss", "1", "--voice-encoder",
                           str(tmp_path / "enc")]) == 0
     assert (tmp_path / "r1" / "last" / "model.json").exists()
+
+
+class _SpectrumEncoder(torch.nn.Module):
+    """A stand-in speaker encoder: the unit-norm magnitude spectrum in 16 bands (tones of different pitch differ)."""
+
+    config = {"sample_rate": SR}
+
+    def forward(self, wave):
+        spec = torch.fft.rfft(wave.float(), dim=-1).abs()
+        bands = torch.stack([b.sum(-1) for b in spec[:, 1:].chunk(16, dim=-1)], dim=-1)
+        return bands / bands.norm(dim=-1, keepdim=True)
+
+
+def test_speaker_metrics_say_whether_each_output_sounds_like_its_talker():
+    from fastsep.metrics import expand_metrics, metric_unavailable_reason, separation_scores, use_speaker_encoder
+
+    t = torch.arange(SR) / SR
+    ref = torch.stack([0.3 * torch.sin(2 * math.pi * 250.0 * t), 0.3 * torch.sin(2 * math.pi * 1800.0 * t)])
+    mix = ref.sum(0)
+    assert expand_metrics(["speaker"], SR) == ["speaker_sim", "speaker_id"]
+    try:
+        use_speaker_encoder(None)
+        assert "speaker encoder" in metric_unavailable_reason("speaker_sim", SR)
+        assert separation_scores(ref, ref, mix, SR, ["speaker_id"])["speaker_id"] is None
+        use_speaker_encoder(_SpectrumEncoder())
+        assert "16000 Hz" in metric_unavailable_reason("speaker_id", 16000)
+        clean = separation_scores(ref.flip(0), ref, mix, SR, ["speaker_sim", "speaker_id"])  # order solved by PIT
+        assert torch.allclose(clean["speaker_sim"], torch.ones(2, dtype=torch.float64), atol=1e-6)
+        assert clean["speaker_id"].tolist() == [1.0, 1.0]
+        # one output mostly the other talker: it sounds like the wrong talker, the other output like its own
+        est = torch.stack([ref[0] + 0.1 * ref[1], 0.8 * ref[0] + 0.4 * ref[1]])
+        leaky = separation_scores(est, ref, mix, SR, ["speaker_id", "speaker_sim"])
+        assert leaky["speaker_id"].tolist() == [1.0, 0.0] and float(leaky["speaker_sim"][1]) < 0.9
+    finally:
+        use_speaker_encoder(None)
+
+
+def test_eval_reports_speaker_columns_with_an_encoder_and_refuses_a_bad_one(tmp_path, capsys):
+    from fastsep.cli import main
+    from fastsep.models.io import save_model
+    from helpers import save_tiny_bundle
+
+    data = _corpus(tmp_path / "d", {"a": 200, "b": 500, "c": 900}, seconds=1.0, splits=("test", "test"))
+    bundle = save_tiny_bundle(tmp_path / "bundle")
+    save_model(_tiny_encoder(), tmp_path / "enc")
+    out = tmp_path / "e.json"
+    args = ["eval", "--data", str(data), "--model", bundle, "--modes", "backbone", "--segment", "1",
+            "--max-items", "2", "--no-progress", "--json", str(out)]
+    assert main(args + ["--metrics", "speaker", "--speaker-encoder", str(tmp_path / "enc")]) == 0
+    row = json.loads(out.read_text())["results"]["backbone"]
+    assert 0.0 <= row["speaker_id"] <= 1.0 and -1.0 <= row["speaker_sim"] <= 1.0 and row["speaker_id_n"] == 2
+    assert main(args + ["--metrics", "speaker", "--speaker-encoder", str(tmp_path / "nothing")]) == 2
+    assert "--speaker-encoder" in capsys.readouterr().err
+    from fastsep.metrics import metric_unavailable_reason
+
+    assert metric_unavailable_reason("speaker_id", SR) is not None  # the run's encoder is not left behind

@@ -25,7 +25,8 @@ MODE_LABELS = {"backbone": "B (backbone alone)", "xcorr": "B + GM, xcorr-aligned
 #: Table headings, in column order (fastsep.metrics.METRIC_COLUMNS).
 COLUMN_LABELS = {"si_sdri": "SI-SDRi (dB)", "si_sdr": "SI-SDR (dB)", "sdr": "SDR (dB)", "sir": "SIR (dB)",
                  "sar": "SAR (dB)", "pesq_wb": "PESQ-WB", "pesq_nb": "PESQ-NB", "estoi": "ESTOI",
-                 "si_sdri_seg": "SI-SDRi, talkers matched per 0.5 s (dB)"}
+                 "si_sdri_seg": "SI-SDRi, talkers matched per 0.5 s (dB)",
+                 "speaker_sim": "speaker cosine", "speaker_id": "right talker (share)"}
 #: Paired comparisons reported when both modes were scored: does the diffusion stage gain over the backbone?
 PAIRS = (("full", "backbone"), ("xcorr", "backbone"))
 CI_LEVEL = 0.95
@@ -72,8 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated: si_sdr (SI-SDR and SI-SDRi, always scored), sdr (BSS Eval v4 SDR, "
                              "SIR, SAR), pesq (wide-band at 16 kHz, narrow-band at 8 kHz; pesq_wb / pesq_nb to "
                              "choose), estoi, swaps (SI-SDRi with the talkers matched afresh every 0.5 s: an oracle "
-                             "diagnostic whose gap to SI-SDRi is what talker swaps cost), or all (default: "
-                             "%(default)s). Metrics that cannot be computed here are reported absent")
+                             "diagnostic whose gap to SI-SDRi is what talker swaps cost), speaker (speaker_sim: "
+                             "the cosine between a speaker encoder's embeddings of each output and of its talker; "
+                             "speaker_id: the share of outputs that sound more like their own talker than the "
+                             "other; needs --speaker-encoder), or all (default: %(default)s). Metrics that cannot "
+                             "be computed here are reported absent")
+    parser.add_argument("--speaker-encoder", default=None, metavar="DIR",
+                        help="speaker encoder for --metrics speaker (a folder of `fastsep import-encoder`)")
     parser.add_argument("--json", default=None,
                         help="write the results here (default: <model>/eval.json for one bundle other than the "
                              "installed default, else ./eval.json)")
@@ -467,6 +473,15 @@ def select_modes(entries: Sequence[Tuple[str, object]], spec: Optional[str]) -> 
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..metrics import use_speaker_encoder
+
+    try:
+        return _main(args)
+    finally:
+        use_speaker_encoder(None)  # --speaker-encoder holds for this run only (the CLI's main is also a library call)
+
+
+def _main(args: argparse.Namespace) -> int:
     import csv
     import io
 
@@ -483,6 +498,15 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fastsep eval: --metrics: {exc}", file=sys.stderr)
         return 2
+    if args.speaker_encoder:
+        from ..metrics import use_speaker_encoder
+        from ..models.io import load_model
+
+        try:
+            use_speaker_encoder(load_model(args.speaker_encoder))
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"fastsep eval: --speaker-encoder: {exc}", file=sys.stderr)
+            return 2
     paths: List[Optional[str]] = list(args.model) if args.model else [None]
     names = bundle_names(paths)
     try:
