@@ -23,6 +23,17 @@ def _tiny_encoder(seed=0, sample_rate=SR):
     return GE2EVoiceEncoder(sample_rate=sample_rate, hidden=16, layers=2, dim=8).eval()
 
 
+class _SpectrumEncoder(torch.nn.Module):
+    """A stand-in speaker encoder: the unit-norm magnitude spectrum in 16 bands (tones of different pitch differ)."""
+
+    config = {"sample_rate": SR}
+
+    def forward(self, wave):
+        spec = torch.fft.rfft(wave.float(), dim=-1).abs()
+        bands = torch.stack([b.sum(-1) for b in spec[:, 1:].chunk(16, dim=-1)], dim=-1)
+        return bands / bands.norm(dim=-1, keepdim=True)
+
+
 def test_slaney_scale_is_linear_below_1khz_and_logarithmic_above():
     f = torch.tensor([0.0, 500.0, 1000.0, 6400.0])
     m = hz_to_mel_slaney(f)
@@ -62,16 +73,23 @@ def test_encoder_features_match_a_direct_16khz_power_mel():
     assert int(feats[0].mean(0).argmax()) == int((centres - 440.0).abs().argmin())
 
 
-def test_encoder_gives_unit_vectors_raises_quiet_input_only_and_refuses_bad_input():
+def test_encoder_gives_unit_vectors_at_any_level_and_refuses_bad_input():
     enc = _tiny_encoder()
     x = 0.3 * torch.randn(3, SR)
     e = enc(x)
     assert e.shape == (3, 8) and torch.allclose(e.norm(dim=-1), torch.ones(3), atol=1e-5)
-    quiet = 1e-3 * x[:1]
-    assert torch.allclose(enc.raised(quiet), enc.raised(10 * quiet))  # both raised to -30 dBFS
-    loud = x[:1]
-    assert torch.equal(enc.raised(loud), loud)  # never lowered
+    # level="fixed" (the default): the embedding does not depend on the level, as an SI-SDR-trained output's
+    # scale is arbitrary
+    assert torch.allclose(enc(0.01 * x), enc(3.0 * x), atol=1e-5)
+    quiet, loud = 1e-3 * x[:1], x[:1]
+    assert torch.allclose(enc.raised(quiet), enc.raised(loud), atol=1e-6)
     assert torch.equal(enc.raised(torch.zeros(1, 100)), torch.zeros(1, 100))
+    # level="raise" is Resemblyzer's: quiet audio raised to -30 dBFS, louder audio left as it is
+    resemblyzer = GE2EVoiceEncoder(sample_rate=SR, hidden=16, layers=2, dim=8, level="raise")
+    assert torch.allclose(resemblyzer.raised(quiet), resemblyzer.raised(10 * quiet))
+    assert torch.equal(resemblyzer.raised(loud), loud)
+    with pytest.raises(ValueError, match="level"):
+        GE2EVoiceEncoder(level="loud")
     with pytest.raises(ValueError, match=r"\[N, T\]"):
         enc(x[0])
     with pytest.raises(ValueError, match="shorter"):
@@ -222,20 +240,20 @@ def test_upsampling_by_two_keeps_the_samples_and_interpolates_a_tone():
 def test_speaker_loss_is_zero_on_the_references_and_trains_the_outputs():
     from fastsep.train.separator import SeparationTask
 
-    enc = _tiny_encoder()
-    with torch.no_grad():
-        enc.linear.bias.fill_(0.5)  # every unit of the random network active, so that inputs differ in embedding
-    torch.manual_seed(0)
     t = torch.arange(SR) / SR
     tones = torch.stack([0.3 * torch.sin(2 * math.pi * f * t) for f in (200.0, 1500.0)])
     src = torch.stack([tones, 0.5 * tones])
-    task = SeparationTask(speaker_encoder=enc, speaker_weight=1.0)
+    task = SeparationTask(speaker_encoder=_SpectrumEncoder(), speaker_weight=1.0)
     assert float(task.speaker_loss(src[:, [1, 0]], src)) < 1e-5  # the outputs' order does not matter (PIT)
-    est = (0.5 * src + 0.5 * src.flip(1)).requires_grad_(True)  # each output holds both sources
+    est = (0.7 * src + 0.3 * src.flip(1)).requires_grad_(True)  # each output holds both talkers
     loss = task.speaker_loss(est, src)
     loss.backward()
-    assert float(loss) > 1e-4 and est.grad is not None and float(est.grad.abs().sum()) > 0
-    assert all(p.grad is None for p in enc.parameters())  # the encoder stays as it is
+    assert float(loss) > 0.01 and est.grad is not None and float(est.grad.abs().sum()) > 0
+    # a GE2E encoder is frozen by the task: its weights get no gradient
+    enc = _tiny_encoder()
+    ge2e = SeparationTask(speaker_encoder=enc, speaker_weight=1.0)
+    ge2e.speaker_loss(est, src).backward()
+    assert all(not p.requires_grad and p.grad is None for p in enc.parameters())
     with pytest.raises(ValueError, match="needs a speaker encoder"):
         SeparationTask(speaker_weight=1.0)
 
@@ -253,17 +271,6 @@ def test_train_separator_with_a_speaker_loss_runs_and_refuses_it_without_an_enco
     assert main(common + ["--out", str(tmp_path / "r1"), "--speaker-loss", "1", "--voice-encoder",
                           str(tmp_path / "enc")]) == 0
     assert (tmp_path / "r1" / "last" / "model.json").exists()
-
-
-class _SpectrumEncoder(torch.nn.Module):
-    """A stand-in speaker encoder: the unit-norm magnitude spectrum in 16 bands (tones of different pitch differ)."""
-
-    config = {"sample_rate": SR}
-
-    def forward(self, wave):
-        spec = torch.fft.rfft(wave.float(), dim=-1).abs()
-        bands = torch.stack([b.sum(-1) for b in spec[:, 1:].chunk(16, dim=-1)], dim=-1)
-        return bands / bands.norm(dim=-1, keepdim=True)
 
 
 def test_speaker_metrics_say_whether_each_output_sounds_like_its_talker():

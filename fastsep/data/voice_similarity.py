@@ -46,7 +46,7 @@ def talker_embeddings(root, encoder, split: str = "train", utterances: int = 4, 
     rate = int(encoder.config["sample_rate"])
     path = os.path.join(os.fspath(root), f"talker_embeddings_{split}.safetensors")
     digest = _encoder_digest(encoder)
-    key = f"{digest}|{utterances}|{seconds:g}|{rate}|{getattr(encoder, 'FRONT_END', '')}"
+    key = f"{digest}|{utterances}|{seconds:g}|{rate}|{getattr(encoder, 'FRONT_END', '')}|{encoder.config.get('level', '')}"
     if cache and os.path.exists(path):
         from safetensors import safe_open
 

@@ -6,11 +6,17 @@ generalised end-to-end loss (ICASSP 2018) as Resemblyzer (Apache-2.0, PyPI ``res
 thousands of real talkers (LibriSpeech, VoxCeleb 1 and 2). fastsep does not import Resemblyzer: its weights are
 converted once to safetensors (``fastsep import-encoder``) and run here.
 
-What the weights expect, kept exactly: 16 kHz audio raised (never lowered) to -30 dBFS RMS, a power (not log) mel
+What the weights expect, kept exactly: 16 kHz audio raised (Resemblyzer: never lowered) to -30 dBFS RMS, a power (not log) mel
 spectrogram of 40 Slaney-normalised Slaney-scale bands over 0-8 kHz from 25 ms Hann windows every 10 ms (librosa's
 ``melspectrogram`` defaults, centred frames with zero padding), an LSTM over the frames, its last layer's final
 hidden state through a linear map and a ReLU, then L2 normalisation. Audio at another rate is resampled to 16 kHz
 first (8 kHz speech leaves the bands above 4 kHz empty, which the encoder has seen in telephone speech).
+
+One departure by default: every piece is brought to -30 dBFS, louder ones lowered too (``level="fixed"``). The mel is
+not logarithmic, so the embedding of audio above -30 dBFS moves with its level, and a separator trained on SI-SDR
+gives its outputs an arbitrary scale: compared at their own levels, an output and its reference (or two talkers of
+corpora recorded at different levels) would differ by loudness as much as by voice. ``level="raise"`` is
+Resemblyzer's preprocessing exactly.
 """
 from __future__ import annotations
 
@@ -32,13 +38,14 @@ class GE2EVoiceEncoder(nn.Module):
     Args:
         sample_rate: the rate of the audio it is handed (resampled to 16 kHz inside).
         n_mels, hidden, layers, dim: the network's sizes (Resemblyzer's: 40, 256, 3, 256).
-        target_dbfs: the level each piece is raised to when quieter (Resemblyzer's -30 dBFS).
+        target_dbfs: the level each piece is brought to (Resemblyzer's -30 dBFS).
+        level: ``"fixed"`` (every piece to ``target_dbfs``) or ``"raise"`` (only quieter ones, as Resemblyzer).
     """
 
-    FRONT_END = "upsample2-kaiser16"  # names the front end's arithmetic, for caches of its embeddings
+    FRONT_END = "upsample2-kaiser16-level"  # names the front end's arithmetic, for caches of its embeddings
 
     def __init__(self, sample_rate: int = 8000, n_mels: int = 40, hidden: int = 256, layers: int = 3, dim: int = 256,
-                 target_dbfs: float = -30.0):
+                 target_dbfs: float = -30.0, level: str = "fixed"):
         super().__init__()
         for name, value in (("sample_rate", sample_rate), ("n_mels", n_mels), ("hidden", hidden),
                             ("layers", layers), ("dim", dim)):
@@ -46,8 +53,11 @@ class GE2EVoiceEncoder(nn.Module):
                 raise ValueError(f"GE2EVoiceEncoder: {name} must be a positive int, got {value!r}")
         if not (isinstance(target_dbfs, (int, float)) and -100.0 < float(target_dbfs) <= 0.0):
             raise ValueError(f"GE2EVoiceEncoder: target_dbfs must lie in (-100, 0], got {target_dbfs!r}")
+        if level not in ("fixed", "raise"):
+            raise ValueError(f"GE2EVoiceEncoder: level must be 'fixed' or 'raise', got {level!r}")
         self.config: Dict[str, Any] = dict(sample_rate=sample_rate, n_mels=n_mels, hidden=hidden, layers=layers,
-                                           dim=dim, target_dbfs=float(target_dbfs))
+                                           dim=dim, target_dbfs=float(target_dbfs), level=level)
+        self.level = level
         self.sample_rate = sample_rate
         self.win = ENCODER_RATE * 25 // 1000
         self.hop = ENCODER_RATE * 10 // 1000
@@ -66,10 +76,13 @@ class GE2EVoiceEncoder(nn.Module):
         return self.sample_rate // 5
 
     def raised(self, wave: Tensor) -> Tensor:
-        """Each row raised to ``target_dbfs`` RMS if quieter (a silent row stays silent)."""
+        """Each row brought to ``target_dbfs`` RMS: always (``level="fixed"``), or only when quieter (``"raise"``,
+        Resemblyzer's own preprocessing). A silent row stays silent."""
         rms = wave.pow(2).mean(-1, keepdim=True).sqrt()
         gain = (10.0 ** (self.target_dbfs / 20.0)) / rms.clamp_min(1e-10)
-        return wave * torch.where(rms > 1e-10, gain.clamp_min(1.0), torch.ones_like(gain))
+        if self.level == "raise":
+            gain = gain.clamp_min(1.0)
+        return wave * torch.where(rms > 1e-10, gain, torch.ones_like(gain))
 
     def features(self, wave: Tensor) -> Tensor:
         """``[N, frames, n_mels]`` power mel spectrogram of the 16 kHz, level-raised audio."""
