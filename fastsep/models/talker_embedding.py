@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checks import check_audio_pieces
 from ..dsp import mel_filterbank
 
 __all__ = ["TalkerEmbedding"]
@@ -86,12 +87,7 @@ class TalkerEmbedding(nn.Module):
         return logmel - logmel.mean(dim=-1, keepdim=True)
 
     def forward(self, wave: Tensor) -> Tensor:
-        if not isinstance(wave, Tensor) or wave.dim() != 2 or not wave.is_floating_point():
-            raise ValueError(f"TalkerEmbedding expects float audio [N, T], got "
-                             f"{getattr(wave, 'dtype', type(wave).__name__)} {tuple(getattr(wave, 'shape', ()))}")
-        if wave.shape[-1] < self.min_samples:
-            raise ValueError(f"TalkerEmbedding needs at least {self.min_samples} samples per piece, got "
-                             f"{wave.shape[-1]}")
+        check_audio_pieces("TalkerEmbedding", wave, self.min_samples)
         x = F.relu(self.inp(self.features(wave)))
         for layer in self.layers:
             x = layer(x)

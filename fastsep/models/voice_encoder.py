@@ -25,6 +25,7 @@ from typing import Any, Dict
 import torch
 from torch import Tensor, nn
 
+from ..checks import check_audio_pieces
 from ..dsp import resample, slaney_mel_filterbank
 
 __all__ = ["GE2EVoiceEncoder"]
@@ -86,12 +87,7 @@ class GE2EVoiceEncoder(nn.Module):
 
     def features(self, wave: Tensor) -> Tensor:
         """``[N, frames, n_mels]`` power mel spectrogram of the 16 kHz, level-raised audio."""
-        if not isinstance(wave, Tensor) or wave.dim() != 2 or not wave.is_floating_point():
-            raise ValueError(f"GE2EVoiceEncoder: expected a float tensor [N, T], got "
-                             f"{getattr(wave, 'shape', type(wave).__name__)}")
-        if wave.shape[-1] < self.min_samples:
-            raise ValueError(f"GE2EVoiceEncoder: pieces of {wave.shape[-1]} samples are shorter than the "
-                             f"{self.min_samples} it needs")
+        check_audio_pieces("GE2EVoiceEncoder", wave, self.min_samples)
         if self.sample_rate * 2 == ENCODER_RATE:
             wave16 = self.upsample2(wave.float())
         else:
