@@ -101,6 +101,13 @@ run_seed_arms() {
   echo "== backbone SI-SDRi on the unseen sets and the valid splits, paired (arm - with)"
   score_arms "$2"
 }
+# run_encoder_arms PREFIX OUT EXTRA_OPTIONS: run_seed_arms of the default's B recipe with speed and overlap
+# augmentation plus EXTRA_OPTIONS that use the pretrained speaker encoder (imported into $WORK/voice_encoder when
+# missing), scored against the default's B from its kept tables (recipes/results/ablate_kokoro).
+run_encoder_arms() {
+  [[ -f "$WORK/voice_encoder/model.json" ]] || fs import-encoder -o "$WORK/voice_encoder"
+  SCORE_A_FROM="${SCORE_A_FROM:-$ROOT/recipes/results/ablate_kokoro}" run_seed_arms "$1" "$2" speed,overlap "$3"
+}
 model_dir() { if [[ -f "$1/best/model.json" ]]; then echo "$1/best"; else echo "$1/last"; fi; }
 # Training state that must survive a new machine lives in recipes/state/<name> (last/, best/, log.jsonl; a few MB):
 # restore it into an empty work folder, and write it back atomically after training.
