@@ -162,6 +162,11 @@ def test_talker_embeddings_are_cached_per_encoder(tmp_path):
     assert cache.stat().st_mtime_ns == stamp and all(np.array_equal(first[k], again[k]) for k in first)
     other = talker_embeddings(root, _tiny_encoder(seed=1))  # another encoder's weights: computed afresh
     assert cache.stat().st_mtime_ns != stamp and any(not np.allclose(first[k], other[k]) for k in first)
+    stamp = cache.stat().st_mtime_ns
+    quieter = GE2EVoiceEncoder(sample_rate=SR, hidden=16, layers=2, dim=8, target_dbfs=-40.0)
+    quieter.load_state_dict(_tiny_encoder(seed=1).state_dict())
+    talker_embeddings(root, quieter)  # the same weights, another front-end setting: computed afresh too
+    assert cache.stat().st_mtime_ns != stamp
 
 
 def _pools(tmp_path, names):

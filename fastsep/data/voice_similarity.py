@@ -7,14 +7,15 @@ talker (the mean of a pretrained speaker encoder's embeddings of a few of its ut
 other talkers in proportion to how alike they sound to the first (``similar_pairs``).
 
 Embeddings are computed once per corpus, split and encoder and kept beside the manifest
-(``talker_embeddings_<split>.safetensors``, with the encoder's weights' SHA-256 in its metadata, so a changed encoder
-recomputes them).
+(``talker_embeddings_<split>.safetensors``, with the encoder's weights' SHA-256 and config in its metadata, so a
+changed encoder recomputes them).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ import torch
 from .manifest import utterances_by_speaker
 from .robust import SkipFile, read_checked
 
-__all__ = ["talker_embeddings", "pair_similarity"]
+__all__ = ["talker_embeddings"]
 
 
 def _encoder_digest(encoder) -> str:
@@ -46,7 +47,9 @@ def talker_embeddings(root, encoder, split: str = "train", utterances: int = 4, 
     rate = int(encoder.config["sample_rate"])
     path = os.path.join(os.fspath(root), f"talker_embeddings_{split}.safetensors")
     digest = _encoder_digest(encoder)
-    key = f"{digest}|{utterances}|{seconds:g}|{rate}|{getattr(encoder, 'FRONT_END', '')}|{encoder.config.get('level', '')}"
+    # everything that changes an embedding: the weights, the encoder's config (rate, level, ...), its front end
+    key = "|".join([digest, json.dumps(encoder.config, sort_keys=True), getattr(encoder, "FRONT_END", ""),
+                    str(utterances), f"{seconds:g}"])
     if cache and os.path.exists(path):
         from safetensors import safe_open
 
@@ -75,10 +78,3 @@ def talker_embeddings(root, encoder, split: str = "train", utterances: int = 4, 
         with atomic_output(path, ".safetensors") as tmp:
             save_file(out, tmp, metadata={"key": key})
     return out
-
-
-def pair_similarity(embeddings: Dict[str, np.ndarray], a: str, b: str) -> Optional[float]:
-    """Cosine between two talkers' embeddings (None when either has none)."""
-    if a not in embeddings or b not in embeddings:
-        return None
-    return float(np.dot(embeddings[a], embeddings[b]))
