@@ -34,7 +34,8 @@ def add_pairing_argument(parser: argparse.ArgumentParser) -> None:
                              "to its first (hard pairs, as in real same-gender recordings; needs --voice-encoder; "
                              "default 0: at random)")
     parser.add_argument("--voice-encoder", default=None, metavar="DIR",
-                        help="speaker encoder for --similar-pairs (a folder written by `fastsep import-encoder`)")
+                        help="speaker encoder for --similar-pairs (and train separator's --speaker-loss): a folder "
+                             "written by `fastsep import-encoder`")
     parser.add_argument("--similarity-temperature", type=float, default=0.1, metavar="T",
                         help="for --similar-pairs: a talker 0.1 more alike in cosine is drawn exp(0.1 / T) times "
                              "as often (default 0.1)")
