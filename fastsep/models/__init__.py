@@ -17,7 +17,7 @@ _WHERE = {
     "BackboneEnsemble": "fastsep.models.ensemble",  # several separators, their estimates averaged
     "TalkerEmbedding": "fastsep.models.talker_embedding",  # who is speaking in a piece of an output (tracking)
     "TrackedBackbone": "fastsep.models.tracked",  # a separator whose outputs keep their talkers
-    "GE2EVoiceEncoder": "fastsep.models.voice_encoder",  # a pretrained speaker encoder (tracking)
+    "GE2EVoiceEncoder": "fastsep.models.voice_encoder",  # a pretrained speaker encoder (who is speaking)
 }
 
 __all__ = list(_WHERE)

@@ -1,4 +1,5 @@
-"""A pretrained speaker encoder (GE2E, 3-layer LSTM) that tells real talkers apart, for talker tracking (issue 9).
+"""A pretrained speaker encoder (GE2E, 3-layer LSTM) that tells real talkers apart (issue 9): tracking, hard pairs,
+the speaker loss and `fastsep eval --metrics speaker`.
 
 fastsep's own talker embedding (:mod:`fastsep.models.talker_embedding`) learned from the project's ~50 real talkers
 and could not tell them apart on a separator's outputs. This network is the speaker encoder of Wan et al.'s
