@@ -5,6 +5,8 @@
 #   more      twice the Kokoro talkers at the same share of the mixtures: a second corpus of 100 new blends
 #             ($WORK/kokoro2: fastsep corpus kokoro --seed 1 --prefix kb, 0.3 h) pooled in, each corpus at weight 5
 #   channel   the same data as `with`, both talkers of each mixture from one recording channel (--pair-by channel)
+#   share     Kokoro's voices in ~3x the share of the mixtures, with twice the talkers: both Kokoro corpora, each at
+#             weight 15 (`with`: one corpus at weight 10, ~14 % of the mixtures; here ~35 %); share_seedN under seed N
 #   with_seedN  `with` itself again under another seed (--seed N: other mixtures, crops, augmentation draws): how far
 #             runs of one recipe land apart, the yardstick for the differences above (ARMS=with_seed1; session 20
 #             ran ARMS="with_seed2 with_seed3", seed 3 stopped at step 1066)
@@ -21,7 +23,7 @@ ARMS="${ARMS:-more channel}"; ARM_STEPS="${ARM_STEPS:-2001}"; OUT="$WORK/ablate_
 FROM="$STATE/backbone_within_average"; REF="$STATE/backbone_kokoro_average"
 build_corpora
 build_kokoro
-[[ " $ARMS " == *" more "* ]] && build_kokoro kokoro2 --talkers 100 --hours 0.3 --seed 1 --prefix kb
+[[ " $ARMS " == *" more "* || " $ARMS " == *" share"* ]] && build_kokoro kokoro2 --talkers 100 --hours 0.3 --seed 1 --prefix kb
 base=("$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula")
 arm() {  # arm NAME EXTRA_OPTIONS DATA...
   local name=$1 extra=$2; shift 2
@@ -31,6 +33,10 @@ echo "== the arms ($ARMS) from the default's B of session 16, side by side, $ARM
 for a in $ARMS; do
   case $a in
     more) arm more "--mix-within-corpus 1 --data-weights 1 1 1 1 1 5 5" "${base[@]}" "$WORK/kokoro" "$WORK/kokoro2" & ;;
+    share) arm share "--mix-within-corpus 1 --data-weights 1 1 1 1 1 15 15" "${base[@]}" "$WORK/kokoro" \
+              "$WORK/kokoro2" & ;;
+    share_seed*) arm "$a" "--mix-within-corpus 1 --data-weights 1 1 1 1 1 15 15 --seed ${a#share_seed}" "${base[@]}" \
+                    "$WORK/kokoro" "$WORK/kokoro2" & ;;
     with_seed*) arm "$a" "--mix-within-corpus 1 --data-weights $KOKORO_DATA_WEIGHTS --seed ${a#with_seed}" "${base[@]}" \
                    "$WORK/kokoro" & ;;
     channel) arm channel "--mix-within-corpus 1 --pair-by channel --data-weights $KOKORO_DATA_WEIGHTS" "${base[@]}" \
