@@ -6,7 +6,8 @@
 Groups (the ratio table at the end is against each group's ``reference`` row):
 
 - ``tcn_block``: one Conv-TasNet block of the default's sizes (64 -> 128 channels, kernel 3, dilation 4):
-  :func:`fastsep.ops.tcn_block` against :func:`fastsep.reference.tcn_block` (the module's ATen ops);
+  :func:`fastsep.ops.tcn_block_` against :func:`fastsep.reference.tcn_block_` (the module's ATen ops), both in
+  place on the running state [x; skips] (each call adds to it; the time does not depend on its values);
 - ``decoder``: the learned decoder of the default (128 filters of 32 samples, hop 16, two talkers) as one GEMM and an
   overlap-add against ATen's transposed convolution;
 - ``convtasnet``: the whole default-sized Conv-TasNet (random weights; the time does not depend on them): the
@@ -34,8 +35,8 @@ CASES = [(1, float(_SHORT)), (2, float(_SHORT))] if _SHORT else [(1, 4), (8, 4),
 
 
 def _skip_without_op():
-    if not ops.uses_kernels("cpu", "tcn_block"):
-        pytest.skip("no compiled tcn_block op here: the fused variant would be the reference")
+    if not ops.uses_kernels("cpu", "tcn_block_"):
+        pytest.skip("no compiled tcn_block_ op here: the fused variant would be the reference")
 
 
 def _model():
@@ -53,14 +54,15 @@ def test_tcn_block(benchmark, record, batch, seconds, variant):
     _skip_without_op()
     block = _model().blocks[2]  # dilation 4, with its residual conv
     frames = _frames(seconds)
-    x = torch.randn(batch, DEFAULT_BACKBONE["bn_chan"], frames)
-    skips = torch.randn(batch, DEFAULT_BACKBONE["skip_chan"], frames)
+    rows = DEFAULT_BACKBONE["bn_chan"] + DEFAULT_BACKBONE["skip_chan"]
+    state, offset = torch.randn(batch, rows, frames), torch.randn(batch, rows)
     conv_in, act_in, norm_in, conv_dw, act_dw, norm_dw = block.body
-    args = (x, skips, conv_in.weight[..., 0].detach(), conv_in.bias.detach(), act_in.weight.detach(),
+    args = (state, offset, conv_in.weight[..., 0].detach(), conv_in.bias.detach(), act_in.weight.detach(),
             norm_in.gamma.detach(), norm_in.beta.detach(), conv_dw.weight[:, 0].detach(), conv_dw.bias.detach(),
-            act_dw.weight.detach(), norm_dw.gamma.detach(), norm_dw.beta.detach(), block.res.weight[..., 0].detach(),
-            block.res.bias.detach(), block.skip.weight[..., 0].detach(), block.skip.bias.detach(), 4, 1e-8)
-    fn = ops.tcn_block if variant == "fused" else reference.tcn_block
+            act_dw.weight.detach(), norm_dw.gamma.detach(), norm_dw.beta.detach(),
+            torch.cat([block.res.weight[..., 0], block.skip.weight[..., 0]]).detach(),
+            torch.cat([block.res.bias, block.skip.bias]).detach(), 4, 1e-8)
+    fn = ops.tcn_block_ if variant == "fused" else reference.tcn_block_
     with torch.no_grad():
         record(benchmark, f"tcn_block B={batch} {seconds}s", variant, fn, *args)
 

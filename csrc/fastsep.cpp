@@ -67,13 +67,14 @@ TORCH_LIBRARY(fastsep, m) {
   // out = prelu(y, weight) + residual (one slope; y and residual of one dtype, shape and dense layout): the step
   // between the convolutions of F's residual heads.
   m.def("prelu_residual(Tensor y, Tensor weight, Tensor residual) -> Tensor");
-  // One Conv-TasNet TCN block at inference (gLN, one-slope PReLUs; x [B, C, T], skips [B, S, T] float32):
-  // h = prelu(w_in·x + b_in), d = prelu(dwconv(gLN(h))), m = gLN(d); returns (x + w_res·m + b_res, or x without
-  // w_res; skips + w_skip·m + b_skip). CPU only.
+  // One Conv-TasNet TCN block at inference (gLN, one-slope PReLUs), in place on the network's state [x; skips] =
+  // state + offset[..., None] (state [B, R, T], offset [B, R] float32; x its first C = w_in.size(1) rows):
+  // h = prelu(w_in·x + b_in), d = prelu(dwconv(gLN(h))), m = gLN(d); the last w_out.size(0) rows (R, or R − C for a
+  // block without a residual conv) gain w_out·m + b_out. CPU only.
   m.def(
-      "tcn_block(Tensor x, Tensor skips, Tensor w_in, Tensor b_in, Tensor a_in, Tensor g_in, Tensor beta_in,"
-      " Tensor w_dw, Tensor b_dw, Tensor a_dw, Tensor g_dw, Tensor beta_dw, Tensor? w_res, Tensor? b_res,"
-      " Tensor w_skip, Tensor b_skip, int dilation, float eps) -> (Tensor, Tensor)");
+      "tcn_block_(Tensor(a!) state, Tensor(b!) offset, Tensor w_in, Tensor b_in, Tensor a_in, Tensor g_in,"
+      " Tensor beta_in, Tensor w_dw, Tensor b_dw, Tensor a_dw, Tensor g_dw, Tensor beta_dw, Tensor w_out,"
+      " Tensor b_out, int dilation, float eps) -> ()");
   m.def("built_with_cuda() -> bool", &fastsep::built_with_cuda);
   // A limit of the CUDA kernels by name (xcorr_max_n_fft_float32|float64, diffwave_max_channels|max_batch): inputs
   // beyond it go to the reference. Fails in a library built without CUDA kernels.

@@ -18,7 +18,7 @@ from . import _ext
 from . import reference
 
 __all__ = ["complex_combine", "combine_features", "xcorr_align", "diffwave_layer", "diffwave_stack", "mix_sde_update",
-           "guided_update", "prelu_residual", "tcn_block", "uses_kernels"]
+           "guided_update", "prelu_residual", "tcn_block_", "uses_kernels"]
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
@@ -445,43 +445,47 @@ def prelu_residual(y: Tensor, weight: Tensor, residual: Tensor) -> Tensor:
     return torch.ops.fastsep.prelu_residual(y, weight.detach().float().reshape(1), residual)
 
 
-# ------------------------------------------------------------------------------------------------------ tcn_block
-def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor, g_in: Tensor, beta_in: Tensor,
-              w_dw: Tensor, b_dw: Tensor, a_dw: Tensor, g_dw: Tensor, beta_dw: Tensor, w_res: Optional[Tensor],
-              b_res: Optional[Tensor], w_skip: Tensor, b_skip: Tensor, dilation: int,
-              eps: float = 1e-8) -> Tuple[Tensor, Tensor]:
-    """One Conv-TasNet TCN block at inference (no grad): ``h = prelu(w_in x + b_in)``, ``d = prelu(dwconv(gLN(h)))``,
-    ``m = gLN(d)``; returns ``(x + w_res m + b_res, skips + w_skip m + b_skip)`` (``x`` itself, copied, where the
-    block has no residual conv: ``w_res = b_res = None``).
+# ----------------------------------------------------------------------------------------------------- tcn_block_
+def tcn_block_(state: Tensor, offset: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor, g_in: Tensor,
+               beta_in: Tensor, w_dw: Tensor, b_dw: Tensor, a_dw: Tensor, g_dw: Tensor, beta_dw: Tensor,
+               w_out: Tensor, b_out: Tensor, dilation: int, eps: float = 1e-8) -> None:
+    """One Conv-TasNet TCN block at inference (no grad), in place on the network's running state.
 
-    ``x [B, C, T]`` and ``skips [B, S, T]`` float32; 1x1 weights as matrices ``w_in [H, C]``, ``w_res [C, H]``,
-    ``w_skip [S, H]``; ``w_dw [H, K]`` the depthwise kernel (K odd, zero "same" padding at ``dilation``); ``a_in``,
-    ``a_dw`` one PReLU slope each; ``g_*``, ``beta_*`` the two gLNs' per-channel affine. The CPU kernel is two GEMMs
-    and two passes over the activations (the gLNs applied as they are read, the second folded into the output
-    convolutions' weights) where the module makes ~16 passes; elsewhere (CUDA, no extension) the reference."""
-    op = "tcn_block"
-    _check_tensor(op, "x", x, (torch.float32,), 3)
-    _check_tensor(op, "skips", skips, (torch.float32,), 3)
-    if x.dim() != 3 or skips.dim() != 3 or skips.shape[0] != x.shape[0] or skips.shape[2] != x.shape[2]:
-        _fail(op, f"x and skips must be [B, C, T] and [B, S, T] of one B and T, got {tuple(x.shape)} and "
-                  f"{tuple(skips.shape)}")
-    if (w_res is None) != (b_res is None):
-        _fail(op, "give both w_res and b_res, or neither (a block without a residual conv)")
-    chan, n_skip = x.shape[1], skips.shape[1]
-    if not isinstance(w_in, Tensor) or w_in.dim() != 2 or w_in.shape[1] != chan:
-        _fail(op, f"w_in must be [H, {chan}], got {getattr(w_in, 'shape', w_in)}")
-    hid = w_in.shape[0]
+    The state is ``[x; skips]`` stacked along the channels and held as ``state + offset[..., None]``: ``state
+    [B, R, T]`` and ``offset [B, R]`` float32, contiguous, ``x`` the first ``C = w_in.shape[1]`` rows. The block
+    computes ``h = prelu(w_in x + b_in)``, ``d = prelu(dwconv(gLN(h)))``, ``m = gLN(d)``, and the last
+    ``w_out.shape[0]`` rows gain ``w_out m + b_out``: ``w_out [R, H]`` stacks the residual and skip convolutions,
+    ``w_out [R - C, H]`` is the skip convolution alone (a block without a residual conv). Which part of the result
+    lands in ``state`` and which in ``offset`` is the implementation's choice; only their sum is defined.
+
+    1x1 weights as matrices ``[out, in]``; ``w_dw [H, K]`` the depthwise kernel (K odd, zero "same" padding at
+    ``dilation``); ``a_in``, ``a_dw`` one PReLU slope each; ``g_*``, ``beta_*`` the two gLNs' per-channel affine. The
+    CPU kernel is two GEMMs and two passes over the activations: the gLNs applied as read, the second folded into the
+    output GEMM, which adds into the state's rows, with the per-row constants kept in ``offset`` rather than added to
+    every frame, so nothing copies ``x`` or the skips. Elsewhere (CUDA, no extension) the reference."""
+    op = "tcn_block_"
+    _check_tensor(op, "state", state, (torch.float32,), 3)
+    _check_tensor(op, "offset", offset, (torch.float32,), 2)
+    if state.dim() != 3 or offset.dim() != 2 or tuple(offset.shape) != tuple(state.shape[:2]):
+        _fail(op, f"state must be [B, R, T] and offset [B, R], got {tuple(state.shape)} and {tuple(offset.shape)}")
+    if not state.is_contiguous() or not offset.is_contiguous():
+        _fail(op, "state and offset are updated in place and must be contiguous")
+    rows = state.shape[1]
+    if not isinstance(w_in, Tensor) or w_in.dim() != 2 or not 1 <= w_in.shape[1] < rows:
+        _fail(op, f"w_in must be [H, C] with 1 <= C < R = {rows}, got {getattr(w_in, 'shape', w_in)}")
+    hid, chan = w_in.shape
     if not isinstance(w_dw, Tensor) or w_dw.dim() != 2 or w_dw.shape[0] != hid or w_dw.shape[1] % 2 != 1:
         _fail(op, f"w_dw must be [{hid}, K] with K odd, got {getattr(w_dw, 'shape', w_dw)}")
+    if (not isinstance(w_out, Tensor) or w_out.dim() != 2 or w_out.shape[1] != hid
+            or w_out.shape[0] not in (rows, rows - chan)):
+        _fail(op, f"w_out must be [{rows}, {hid}] (residual and skip convs) or [{rows - chan}, {hid}] (skip conv "
+                  f"alone), got {getattr(w_out, 'shape', w_out)}")
     shapes = {"w_in": (hid, chan), "b_in": (hid,), "a_in": (1,), "g_in": (hid,), "beta_in": (hid,),
-              "b_dw": (hid,), "a_dw": (1,), "g_dw": (hid,), "beta_dw": (hid,), "w_skip": (n_skip, hid),
-              "b_skip": (n_skip,)}
-    block = (w_in, b_in, a_in, g_in, beta_in, w_dw, b_dw, a_dw, g_dw, beta_dw)  # the op's order, up to w_res
-    params = dict(zip(("w_in", "b_in", "a_in", "g_in", "beta_in", "w_dw", "b_dw", "a_dw", "g_dw", "beta_dw"), block),
-                  w_skip=w_skip, b_skip=b_skip)
-    if w_res is not None:
-        shapes.update(w_res=(chan, hid), b_res=(chan,))
-        params.update(w_res=w_res, b_res=b_res)
+              "b_dw": (hid,), "a_dw": (1,), "g_dw": (hid,), "beta_dw": (hid,), "w_out": tuple(w_out.shape),
+              "b_out": (w_out.shape[0],)}
+    block = (w_in, b_in, a_in, g_in, beta_in, w_dw, b_dw, a_dw, g_dw, beta_dw, w_out, b_out)  # the op's order
+    params = dict(zip(("w_in", "b_in", "a_in", "g_in", "beta_in", "w_dw", "b_dw", "a_dw", "g_dw", "beta_dw", "w_out",
+                       "b_out"), block))
     for name, t in params.items():
         _check_tensor(op, name, t, (torch.float32,))
         if name != "w_dw" and tuple(t.shape) != shapes[name]:
@@ -490,15 +494,13 @@ def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor
         _fail(op, f"dilation must be an int >= 1, got {dilation!r}")
     if not (isinstance(eps, (int, float)) and eps > 0):
         _fail(op, f"eps must be a number > 0, got {eps!r}")
-    _check_same_device(op, x=x, skips=skips, **params)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in [x, skips, *params.values()]):
+    _check_same_device(op, state=state, offset=offset, **params)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in [state, offset, *params.values()]):
         _fail(op, "is an inference op with no backward; call it under torch.no_grad() (training uses the module path)")
-    if x.device.type != "cpu" or not uses_kernels(x.device, op):
-        return reference.tcn_block(x, skips, *block, w_res, b_res, w_skip, b_skip, dilation, float(eps))
-    return torch.ops.fastsep.tcn_block(_contig(x), _contig(skips), *[_contig(t) for t in block],
-                                       None if w_res is None else _contig(w_res),
-                                       None if b_res is None else _contig(b_res), _contig(w_skip), _contig(b_skip),
-                                       dilation, float(eps))
+    if state.device.type != "cpu" or not uses_kernels(state.device, op):
+        reference.tcn_block_(state, offset, *block, dilation, float(eps))
+        return
+    torch.ops.fastsep.tcn_block_(state, offset, *[_contig(t) for t in block], dilation, float(eps))
 
 
 # --------------------------------------------------------------------------------- fake kernels and autograd glue
@@ -551,11 +553,11 @@ def _register() -> None:
         def _(y, weight, residual):
             return torch.empty_like(y)
 
-    if _has_op("tcn_block"):
-        @lib.register_fake("fastsep::tcn_block")
-        def _(x, skips, w_in, b_in, a_in, g_in, beta_in, w_dw, b_dw, a_dw, g_dw, beta_dw, w_res, b_res, w_skip,
-              b_skip, dilation, eps):
-            return torch.empty_like(x), torch.empty_like(skips)
+    if _has_op("tcn_block_"):
+        @lib.register_fake("fastsep::tcn_block_")
+        def _(state, offset, w_in, b_in, a_in, g_in, beta_in, w_dw, b_dw, a_dw, g_dw, beta_dw, w_out, b_out, dilation,
+              eps):
+            return None
 
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)

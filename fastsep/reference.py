@@ -24,7 +24,7 @@ __all__ = [
     "mix_sde_update",
     "guided_update",
     "prelu_residual",
-    "tcn_block",
+    "tcn_block_",
 ]
 
 
@@ -246,18 +246,19 @@ def global_layer_norm(v: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Ten
     return (v - mean) / torch.sqrt(var + eps) * gamma.view(shape) + beta.view(shape)
 
 
-def tcn_block(x: Tensor, skips: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor, g_in: Tensor, beta_in: Tensor,
-              w_dw: Tensor, b_dw: Tensor, a_dw: Tensor, g_dw: Tensor, beta_dw: Tensor, w_res: Optional[Tensor],
-              b_res: Optional[Tensor], w_skip: Tensor, b_skip: Tensor, dilation: int,
-              eps: float) -> Tuple[Tensor, Tensor]:
-    """One Conv-TasNet TCN block (gLN): ``h = prelu(w_in x + b_in)``, ``d = prelu(dwconv(gLN(h)))``, ``m = gLN(d)``;
-    returns ``(x + w_res m + b_res`` (x where ``w_res`` is None), ``skips + w_skip m + b_skip)``. ``x [B, C, T]``,
-    ``skips [B, S, T]``, 1x1 weights ``[out, in]``, ``w_dw [H, K]`` (K odd, "same" zero padding)."""
+def tcn_block_(state: Tensor, offset: Tensor, w_in: Tensor, b_in: Tensor, a_in: Tensor, g_in: Tensor,
+               beta_in: Tensor, w_dw: Tensor, b_dw: Tensor, a_dw: Tensor, g_dw: Tensor, beta_dw: Tensor, w_out: Tensor,
+               b_out: Tensor, dilation: int, eps: float) -> None:
+    """One Conv-TasNet TCN block (gLN) in place on the network's state ``[x; skips] = state + offset[..., None]``
+    (``state [B, R, T]``, ``offset [B, R]``; ``x`` its first ``C = w_in.shape[1]`` rows): ``h = prelu(w_in x + b_in)``,
+    ``d = prelu(dwconv(gLN(h)))``, ``m = gLN(d)``; the last ``w_out.shape[0]`` rows gain ``w_out m + b_out`` (added
+    to ``state``; ``offset`` is left as it is). 1x1 weights ``[out, in]``, ``w_dw [H, K]`` (K odd, "same" zero
+    padding)."""
     F = torch.nn.functional
+    x = state[:, :w_in.shape[1]] + offset[:, :w_in.shape[1], None]
     h = F.prelu(F.conv1d(x, w_in.unsqueeze(-1), b_in), a_in.reshape(1))
     h = global_layer_norm(h, g_in, beta_in, eps)
     k = w_dw.shape[-1]
     d = F.conv1d(h, w_dw.unsqueeze(1), b_dw, padding=(k - 1) * dilation // 2, dilation=dilation, groups=h.shape[1])
     m = global_layer_norm(F.prelu(d, a_dw.reshape(1)), g_dw, beta_dw, eps)
-    x_out = x + F.conv1d(m, w_res.unsqueeze(-1), b_res) if w_res is not None else x.clone()
-    return x_out, skips + F.conv1d(m, w_skip.unsqueeze(-1), b_skip)
+    state[:, state.shape[1] - w_out.shape[0]:] += F.conv1d(m, w_out.unsqueeze(-1), b_out)

@@ -244,7 +244,7 @@ def layer_flops(model: nn.Module, *inputs, call: Optional[Callable[[], object]] 
             register(child)
 
     register(model)
-    # Conv-TasNet's fused inference (fastsep.ops.tcn_block) does the same arithmetic as its modules but calls none
+    # Conv-TasNet's fused inference (fastsep.ops.tcn_block_) does the same arithmetic as its modules but calls none
     # of them: the count runs the module path
     fused = [m for m in model.modules() if getattr(m, "fused_inference", False)]
     try:

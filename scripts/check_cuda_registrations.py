@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU_ONLY = {
     "diffwave_stack_bf16": "bfloat16 products with AVX512-BF16 (a CPU instruction set); CUDA samples in float32",
     "prelu_residual": "an elementwise fusion for CPU caches; on CUDA ATen's elementwise kernels serve F's heads",
-    "tcn_block": "a fusion of a Conv-TasNet block's passes for CPU caches; on CUDA the module's ATen kernels serve",
+    "tcn_block_": "a fusion of a Conv-TasNet block's passes for CPU caches; on CUDA the module's ATen kernels serve",
 }
 
 

@@ -1,4 +1,4 @@
-"""The backbone's fast paths against what they replace: the fused Conv-TasNet block (fastsep.ops.tcn_block) against
+"""The backbone's fast paths against what they replace: the fused Conv-TasNet block (fastsep.ops.tcn_block_) against
 its reference and the module path, and the plain-PyTorch pieces (the decoder's overlap-add, gLN as an affine map,
 gLN's written-out backward)."""
 import os
@@ -10,14 +10,15 @@ from torch import nn
 from fastsep import ops, reference
 from fastsep.models import ConvTasNet
 from fastsep.models.blocks import Decoder, GlobalLayerNorm
+from fastsep.models.convtasnet import _TCNBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _needs_tcn_kernel():
-    reason = ("compares the compiled tcn_block op with its reference, but fastsep.ops serves the reference here "
+    reason = ("compares the compiled tcn_block_ op with its reference, but fastsep.ops serves the reference here "
               "(no compiled extension, or one built before the op)")
-    if ops.uses_kernels("cpu", "tcn_block"):
+    if ops.uses_kernels("cpu", "tcn_block_"):
         return
     if os.environ.get("FASTSEP_REQUIRE_EXTENSION") == "1":
         pytest.fail(reason, pytrace=False)
@@ -32,8 +33,23 @@ def _block_params(chan=6, hid=10, n_skip=5, k=3, residual=True, seed=0):
 
     params = [r(hid, chan), r(hid), torch.tensor([0.2]), 1 + r(hid), r(hid), r(hid, k), r(hid), torch.tensor([-0.1]),
               1 + r(hid), r(hid)]
-    tail = [r(chan, hid) if residual else None, r(chan) if residual else None, r(n_skip, hid), r(n_skip)]
-    return params, tail
+    rows = chan + n_skip if residual else n_skip  # [w_res; w_skip] stacked, or the skip conv alone
+    return params, [r(rows, hid), r(rows)]
+
+
+def _state(batch, chan, n_skip, frames, seed=1):
+    # a state with constants in offset as well, as the network hands it from block to block
+    g = torch.Generator().manual_seed(seed)
+    state = torch.randn(batch, chan + n_skip, frames, generator=g) * 2 + 0.5
+    offset = torch.randn(batch, chan + n_skip, generator=g)
+    return state, offset
+
+
+def _run(fn, state, offset, *args):
+    state, offset = state.clone(), offset.clone()
+    with torch.no_grad():
+        fn(state, offset, *args)
+    return state + offset[..., None]
 
 
 @pytest.mark.kernel_vs_reference
@@ -43,23 +59,50 @@ def _block_params(chan=6, hid=10, n_skip=5, k=3, residual=True, seed=0):
     (2, 40, 5, 8, False),   # the taps reach past both ends of most frames
     (1, 5, 3, 4, True),     # shorter than the reach: edges only
     (2, 1, 3, 1, True),     # one frame
+    (2, 700, 3, 2, True),   # more frames than one block of the pass's sums
 ])
 def test_tcn_block_matches_reference(batch, frames, k, dilation, residual):
     _needs_tcn_kernel()
     params, tail = _block_params(k=k, residual=residual)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 6, frames, generator=g) * 2 + 0.5
-    skips = torch.randn(batch, 5, frames, generator=g)
+    state, offset = _state(batch, 6, 5, frames)
+    got = _run(ops.tcn_block_, state, offset, *params, *tail, dilation, 1e-8)
+    want = _run(reference.tcn_block_, state, offset, *params, *tail, dilation, 1e-8)
+    assert got.shape == want.shape == state.shape and got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    before = state + offset[..., None]
+    # rows the block writes must have moved (a kernel that left them would pass the check above only if the reference
+    # did too), and x's rows must be untouched where the block has no residual conv
+    assert (got[:, 6:] - before[:, 6:]).abs().max() > 1e-2
+    if residual:
+        assert (got[:, :6] - before[:, :6]).abs().max() > 1e-2
+    else:
+        torch.testing.assert_close(got[:, :6], before[:, :6], rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_tcn_block_reference_is_the_module(residual):
+    # the reference against the block's own modules (x + res, skips + skip), with x and the skips split between
+    # state and offset
+    torch.manual_seed(0)
+    block = _TCNBlock(6, 10, 5, 3, 4, "gLN", with_residual=residual).eval()
     with torch.no_grad():
-        got = ops.tcn_block(x, skips, *params, *tail, dilation, 1e-8)
-        want = reference.tcn_block(x, skips, *params, *tail, dilation, 1e-8)
-    for a, b in zip(got, want):
-        assert a.shape == b.shape and a.dtype == torch.float32
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    assert got[0].data_ptr() != x.data_ptr()  # a new tensor even where the block has no residual conv
-    # the second output must have moved: a block that returned skips unchanged would pass the closeness check above
-    # only if the reference did the same
-    assert (got[1] - skips).abs().max() > 1e-2
+        for module in block.modules():
+            if isinstance(module, GlobalLayerNorm):
+                module.gamma.uniform_(0.5, 1.5)
+                module.beta.normal_(0, 0.3)
+            if isinstance(module, nn.PReLU):
+                module.weight.uniform_(-0.3, 0.4)
+        state, offset = _state(2, 6, 5, 90)
+        full = state + offset[..., None]
+        res, skip = block(full[:, :6])
+        want = torch.cat([full[:, :6] + res if residual else full[:, :6], full[:, 6:] + skip], dim=1)
+        conv_in, act_in, norm_in, conv_dw, act_dw, norm_dw = block.body
+        convs = [block.res, block.skip] if residual else [block.skip]
+        got = _run(reference.tcn_block_, state, offset, conv_in.weight[..., 0], conv_in.bias, act_in.weight,
+                   norm_in.gamma, norm_in.beta, conv_dw.weight[:, 0], conv_dw.bias, act_dw.weight, norm_dw.gamma,
+                   norm_dw.beta, torch.cat([c.weight[..., 0] for c in convs]), torch.cat([c.bias for c in convs]),
+                   4, norm_in.eps)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.kernel_vs_reference
@@ -67,46 +110,47 @@ def test_tcn_block_long_rows_keep_the_norm_statistics():
     # 60 000 frames per row with a large offset: the variance E[v²] - E[v]² must survive the long sums
     _needs_tcn_kernel()
     params, tail = _block_params(chan=4, hid=6, n_skip=3)
-    x = torch.randn(1, 4, 60000) + 20.0
-    skips = torch.zeros(1, 3, 60000)
-    with torch.no_grad():
-        got = ops.tcn_block(x, skips, *params, *tail, 2, 1e-8)
-        want = reference.tcn_block(x.double(), skips.double(), *[p.double() for p in params],
-                                   *[t.double() for t in tail], 2, 1e-8)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a.double(), b, rtol=1e-3, atol=1e-3)
+    state = torch.cat([torch.randn(1, 4, 60000) + 20.0, torch.zeros(1, 3, 60000)], dim=1)
+    offset = torch.zeros(1, 7)
+    got = _run(ops.tcn_block_, state, offset, *params, *tail, 2, 1e-8)
+    want = _run(reference.tcn_block_, state.double(), offset.double(), *[p.double() for p in params],
+                *[t.double() for t in tail], 2, 1e-8)
+    torch.testing.assert_close(got.double(), want, rtol=1e-3, atol=1e-3)
 
 
 def test_tcn_block_bad_input():
     params, tail = _block_params()
-    x, skips = torch.randn(1, 6, 20), torch.randn(1, 5, 20)
+    state, offset = _state(1, 6, 5, 20)
     with torch.no_grad():
         with pytest.raises(ValueError, match="dtype"):
-            ops.tcn_block(x.double(), skips, *params, *tail, 1)
-        with pytest.raises(ValueError, match="one B and T"):
-            ops.tcn_block(x, torch.randn(1, 5, 21), *params, *tail, 1)
+            ops.tcn_block_(state.double(), offset, *params, *tail, 1)
+        with pytest.raises(ValueError, match="offset"):
+            ops.tcn_block_(state, torch.zeros(1, 10), *params, *tail, 1)
+        with pytest.raises(ValueError, match="contiguous"):
+            ops.tcn_block_(state.transpose(1, 2).contiguous().transpose(1, 2), offset, *params, *tail, 1)
         with pytest.raises(ValueError, match="w_in must be"):
-            ops.tcn_block(torch.randn(1, 7, 20), skips, *params, *tail, 1)
+            ops.tcn_block_(state, offset, torch.randn(10, 11), *params[1:], *tail, 1)
         with pytest.raises(ValueError, match="K odd"):
-            ops.tcn_block(x, skips, *params[:5], torch.randn(10, 4), *params[6:], *tail, 1)
+            ops.tcn_block_(state, offset, *params[:5], torch.randn(10, 4), *params[6:], *tail, 1)
         with pytest.raises(ValueError, match="a_in must have shape"):
-            ops.tcn_block(x, skips, *params[:2], torch.tensor([0.1, 0.2]), *params[3:], *tail, 1)
-        with pytest.raises(ValueError, match="both w_res and b_res"):
-            ops.tcn_block(x, skips, *params, tail[0], None, *tail[2:], 1)
+            ops.tcn_block_(state, offset, *params[:2], torch.tensor([0.1, 0.2]), *params[3:], *tail, 1)
+        with pytest.raises(ValueError, match="w_out must be"):
+            ops.tcn_block_(state, offset, *params, torch.randn(3, 10), torch.randn(3), 1)
+        with pytest.raises(ValueError, match="b_out must have shape"):
+            ops.tcn_block_(state, offset, *params, tail[0], torch.randn(4), 1)
         with pytest.raises(ValueError, match="dilation"):
-            ops.tcn_block(x, skips, *params, *tail, 0)
+            ops.tcn_block_(state, offset, *params, *tail, 0)
     with pytest.raises(ValueError, match="no backward"):
-        ops.tcn_block(x.requires_grad_(), skips, *params, *tail, 1)
+        ops.tcn_block_(state, offset, *[p.clone().requires_grad_() for p in params], *tail, 1)
 
 
 @pytest.mark.kernel_vs_reference
 def test_tcn_block_opcheck():
     _needs_tcn_kernel()
     params, tail = _block_params()
-    args = (torch.randn(2, 6, 30), torch.randn(2, 5, 30), *params, *tail, 2, 1e-8)
-    torch.library.opcheck(torch.ops.fastsep.tcn_block.default, args)
-    no_res = (torch.randn(1, 6, 30), torch.randn(1, 5, 30), *params, None, None, *tail[2:], 2, 1e-8)
-    torch.library.opcheck(torch.ops.fastsep.tcn_block.default, no_res)
+    torch.library.opcheck(torch.ops.fastsep.tcn_block_.default, (*_state(2, 6, 5, 30), *params, *tail, 2, 1e-8))
+    params, tail = _block_params(residual=False)
+    torch.library.opcheck(torch.ops.fastsep.tcn_block_.default, (*_state(1, 6, 5, 30), *params, *tail, 2, 1e-8))
 
 
 def _random_convtasnet(norm="gLN", seed=0):
@@ -147,7 +191,7 @@ def test_convtasnet_fused_blocks_only_where_they_apply():
     with torch.no_grad():
         assert not _random_convtasnet(norm="cLN").uses_fused_blocks(mix)
         assert not model.uses_fused_blocks(mix.double())
-        assert model.uses_fused_blocks(mix) == ops.uses_kernels("cpu", "tcn_block")
+        assert model.uses_fused_blocks(mix) == ops.uses_kernels("cpu", "tcn_block_")
 
 
 def test_decoder_overlap_add_matches_transposed_conv():

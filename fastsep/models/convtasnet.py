@@ -45,14 +45,16 @@ class _TCNBlock(nn.Module):
         h = self.body(x)
         return (self.res(h) if self.res is not None else None), self.skip(h)
 
-    def fused(self, x: Tensor, skips: Tensor) -> tuple:
-        """``(x + res, skips + skip)`` by :func:`fastsep.ops.tcn_block` (inference, gLN, one-slope PReLUs)."""
+    def fused_(self, state: Tensor, offset: Tensor) -> None:
+        """Adds this block's residual and skip outputs to the running state ``[x; skips] = state + offset[..., None]``
+        in place by :func:`fastsep.ops.tcn_block_` (inference, gLN, one-slope PReLUs)."""
         conv_in, act_in, norm_in, conv_dw, act_dw, norm_dw = self.body
-        res = (None, None) if self.res is None else (self.res.weight[..., 0], self.res.bias)
-        return ops.tcn_block(x, skips, conv_in.weight[..., 0], conv_in.bias, act_in.weight, norm_in.gamma,
-                             norm_in.beta, conv_dw.weight[:, 0], conv_dw.bias, act_dw.weight, norm_dw.gamma,
-                             norm_dw.beta, *res, self.skip.weight[..., 0], self.skip.bias, conv_dw.dilation[0],
-                             norm_in.eps)
+        convs = [self.skip] if self.res is None else [self.res, self.skip]
+        w_out = torch.cat([c.weight[..., 0] for c in convs]) if len(convs) > 1 else self.skip.weight[..., 0]
+        b_out = torch.cat([c.bias for c in convs]) if len(convs) > 1 else self.skip.bias
+        ops.tcn_block_(state, offset, conv_in.weight[..., 0], conv_in.bias, act_in.weight, norm_in.gamma,
+                       norm_in.beta, conv_dw.weight[:, 0], conv_dw.bias, act_dw.weight, norm_dw.gamma, norm_dw.beta,
+                       w_out, b_out, conv_dw.dilation[0], norm_in.eps)
 
 
 class ConvTasNet(SeparationModel):
@@ -109,7 +111,7 @@ class ConvTasNet(SeparationModel):
             for i in range(n_total)
         )
         self.mask_head = nn.Sequential(nn.PReLU(), nn.Conv1d(skip_chan, n_src * n_filters, 1))
-        # Inference on CPU runs each block as one fused op (fastsep.ops.tcn_block) where it can; False keeps the
+        # Inference on CPU runs each block as one fused op (fastsep.ops.tcn_block_) where it can; False keeps the
         # module path (the reference the tests compare the op with). Not part of the config.
         self.fused_inference = True
 
@@ -120,11 +122,11 @@ class ConvTasNet(SeparationModel):
                    conv_kernel_size=3, n_blocks=4, n_repeats=1)
 
     def uses_fused_blocks(self, mix: Tensor) -> bool:
-        """Whether :meth:`forward` runs its blocks as :func:`fastsep.ops.tcn_block` for ``mix``: inference (no grad)
+        """Whether :meth:`forward` runs its blocks as :func:`fastsep.ops.tcn_block_` for ``mix``: inference (no grad)
         on float32 CPU tensors with the compiled op, gLN and one-slope PReLUs (the default's configuration)."""
         return (self.fused_inference and not torch.is_grad_enabled() and mix.device.type == "cpu"
                 and mix.dtype == torch.float32 and self.config["norm"] == "gLN"
-                and self.encoder.conv.weight.dtype == torch.float32 and ops.uses_kernels("cpu", "tcn_block")
+                and self.encoder.conv.weight.dtype == torch.float32 and ops.uses_kernels("cpu", "tcn_block_")
                 and all(b.body[1].weight.numel() == 1 and b.body[4].weight.numel() == 1 for b in self.blocks))
 
     def forward(self, mix: Tensor) -> Tensor:
@@ -137,10 +139,15 @@ class ConvTasNet(SeparationModel):
             norm, conv = self.bottleneck
             scale, shift = norm.affine_of(feats)
             weight = conv.weight[..., 0]
-            x = torch.baddbmm((shift @ weight.t() + conv.bias).unsqueeze(-1), weight * scale.unsqueeze(1), feats)
-            skips = x.new_zeros(x.shape[0], self.config["skip_chan"], x.shape[-1])
+            # the blocks update [x; skips] in place, its per-row constants kept apart in offset (tcn_block_)
+            chan = weight.shape[0]
+            state = feats.new_zeros(feats.shape[0], chan + self.config["skip_chan"], feats.shape[-1])
+            state[:, :chan] = torch.bmm(weight * scale.unsqueeze(1), feats)
+            offset = state.new_zeros(state.shape[:2])
+            offset[:, :chan] = shift @ weight.t() + conv.bias
             for block in self.blocks:
-                x, skips = block.fused(x, skips)
+                block.fused_(state, offset)
+            skips = state[:, chan:] + offset[:, chan:, None]
         else:
             x = self.bottleneck(feats)
             skips = 0
