@@ -79,6 +79,20 @@ def test_tcn_block_matches_reference(batch, frames, k, dilation, residual):
         torch.testing.assert_close(got[:, :6], before[:, :6], rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("batch", [4, 3])
+def test_tcn_block_on_two_threads_matches_reference(batch):
+    # batch 4 on 2 threads runs an item per thread (single-threaded GEMMs inside the parallel region), batch 3 one
+    # item after the other with each GEMM and pass split across the threads
+    _needs_tcn_kernel()
+    torch.set_num_threads(2)  # conftest restores the count
+    params, tail = _block_params()
+    state, offset = _state(batch, 6, 5, 333)
+    got = _run(ops.tcn_block_, state, offset, *params, *tail, 2, 1e-8)
+    want = _run(reference.tcn_block_, state, offset, *params, *tail, 2, 1e-8)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("residual", [True, False])
 def test_tcn_block_reference_is_the_module(residual):
     # the reference against the block's own modules (x + res, skips + skip), with x and the skips split between

@@ -135,20 +135,18 @@ void norm_dwconv_prelu_row(const float* h, float* d, int64_t n, const float* w, 
   *sumsq = q;
 }
 
-// Per batch item: gLN's mean and 1/std from the rows' sums.
-void gln_moments(const std::vector<double>& sum, const std::vector<double>& sumsq, int64_t batch, int64_t channels,
-                 int64_t frames, double eps, double* mean, double* rstd) {
+// gLN's mean and 1/std of one batch item from its rows' sums.
+void gln_moments(const double* sum, const double* sumsq, int64_t channels, int64_t frames, double eps, double* mean,
+                 double* rstd) {
   const double count = static_cast<double>(channels) * static_cast<double>(frames);
-  for (int64_t b = 0; b < batch; ++b) {
-    double s = 0.0, q = 0.0;
-    for (int64_t c = 0; c < channels; ++c) {
-      s += sum[b * channels + c];
-      q += sumsq[b * channels + c];
-    }
-    mean[b] = s / count;
-    const double var = std::max(q / count - mean[b] * mean[b], 0.0);
-    rstd[b] = 1.0 / std::sqrt(var + eps);
+  double s = 0.0, q = 0.0;
+  for (int64_t c = 0; c < channels; ++c) {
+    s += sum[c];
+    q += sumsq[c];
   }
+  *mean = s / count;
+  const double var = std::max(q / count - *mean * *mean, 0.0);
+  *rstd = 1.0 / std::sqrt(var + eps);
 }
 
 void check_param(const at::Tensor& t, int64_t numel, const char* name) {
@@ -194,59 +192,62 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
   check_param(w_out, out_rows * hid, "w_out");
   check_param(b_out, out_rows, "b_out");
 
-  // GEMM 1 and pass 1; x's offset enters as a per-item bias of h
+  // x's offset enters GEMM 1 as a per-item bias of h; GEMM 2 adds w_out·gLN(d) + b_out as
+  // rstd·(w_out·diag(g))·d into the state and [w_out·beta + b_out − mean·rstd·(w_out·g)] into the offset
   const at::Tensor bias_in = at::addmm(b_in.unsqueeze(0), offset.narrow(1, 0, chan), w_in.t()).contiguous();
-  at::Tensor h = at::empty({batch, hid, frames}, state.options());
-  for (int64_t b = 0; b < batch; ++b) {
-    at::Tensor rows = h[b];
-    at::mm_out(rows, w_in, state[b].narrow(0, 0, chan));
-  }
-  const int64_t rows = batch * hid;
-  std::vector<double> sum(rows), sumsq(rows);
-  float* hp = h.data_ptr<float>();
-  const float* bin = bias_in.data_ptr<float>();
-  const float a1 = a_in.item<float>(), a2 = a_dw.item<float>();
-  at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) bias_prelu_row(hp + r * frames, frames, bin[r], a1, &sum[r], &sumsq[r]);
-  });
-  std::vector<double> mean(batch), rstd(batch);
-  gln_moments(sum, sumsq, batch, hid, frames, eps, mean.data(), rstd.data());
-  std::vector<float> scale1(rows), shift1(rows);
-  const float* g1 = g_in.data_ptr<float>();
-  const float* be1 = beta_in.data_ptr<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t b = r / hid, c = r % hid;
-    const double sc = g1[c] * rstd[b];
-    scale1[r] = static_cast<float>(sc);
-    shift1[r] = static_cast<float>(be1[c] - mean[b] * sc);
-  }
-
-  // pass 2
-  at::Tensor d = at::empty_like(h);
-  float* dp = d.data_ptr<float>();
-  const float* wdw = w_dw.data_ptr<float>();
-  const float* bdw = b_dw.data_ptr<float>();
-  at::parallel_for(0, rows, 8, [&](int64_t lo, int64_t hi) {
-    for (int64_t r = lo; r < hi; ++r) {
-      const int64_t c = r % hid;
-      norm_dwconv_prelu_row(hp + r * frames, dp + r * frames, frames, wdw + c * k_size, k_size, dilation, scale1[r],
-                            shift1[r], bdw[c], a2, &sum[r], &sumsq[r]);
-    }
-  });
-  gln_moments(sum, sumsq, batch, hid, frames, eps, mean.data(), rstd.data());
-
-  // GEMM 2: w_out·gLN(d) + b_out = rstd·(w_out·diag(g))·d + [w_out·beta + b_out − mean·rstd·(w_out·g)]
   const at::Tensor w_g = w_out * g_dw.unsqueeze(0);
   const at::Tensor w_beta = at::mv(w_out, beta_dw) + b_out;  // [R_out]
   const at::Tensor w_gsum = at::mv(w_out, g_dw);             // [R_out]
-  const float* wb = w_beta.data_ptr<float>();
-  const float* wgs = w_gsum.data_ptr<float>();
+  at::Tensor h = at::empty({batch, hid, frames}, state.options());
+  at::Tensor d = at::empty_like(h);
+  std::vector<double> sum(batch * hid), sumsq(batch * hid);
+  std::vector<float> scale1(batch * hid), shift1(batch * hid);
+  float* hp = h.data_ptr<float>();
+  float* dp = d.data_ptr<float>();
   float* off = offset.data_ptr<float>();
-  for (int64_t b = 0; b < batch; ++b) {
-    const float mr = static_cast<float>(mean[b] * rstd[b]);
+  const float *bin = bias_in.data_ptr<float>(), *g1 = g_in.data_ptr<float>(), *be1 = beta_in.data_ptr<float>();
+  const float *wdw = w_dw.data_ptr<float>(), *bdw = b_dw.data_ptr<float>();
+  const float *wb = w_beta.data_ptr<float>(), *wgs = w_gsum.data_ptr<float>();
+  const float a1 = a_in.item<float>(), a2 = a_dw.item<float>();
+
+  auto run_item = [&](int64_t b) {
+    at::NoGradGuard no_grad;  // grad mode is thread-local: a worker of the parallel region below starts with it on
+    at::Tensor hb = h[b];
+    at::mm_out(hb, w_in, state[b].narrow(0, 0, chan));
+    const int64_t r0 = b * hid;
+    at::parallel_for(r0, r0 + hid, 8, [&](int64_t lo, int64_t hi) {  // pass 1
+      for (int64_t r = lo; r < hi; ++r) bias_prelu_row(hp + r * frames, frames, bin[r], a1, &sum[r], &sumsq[r]);
+    });
+    double mean, rstd;
+    gln_moments(&sum[r0], &sumsq[r0], hid, frames, eps, &mean, &rstd);
+    for (int64_t c = 0; c < hid; ++c) {
+      const double sc = g1[c] * rstd;
+      scale1[r0 + c] = static_cast<float>(sc);
+      shift1[r0 + c] = static_cast<float>(be1[c] - mean * sc);
+    }
+    at::parallel_for(r0, r0 + hid, 8, [&](int64_t lo, int64_t hi) {  // pass 2
+      for (int64_t r = lo; r < hi; ++r) {
+        const int64_t c = r - r0;
+        norm_dwconv_prelu_row(hp + r * frames, dp + r * frames, frames, wdw + c * k_size, k_size, dilation,
+                              scale1[r], shift1[r], bdw[c], a2, &sum[r], &sumsq[r]);
+      }
+    });
+    gln_moments(&sum[r0], &sumsq[r0], hid, frames, eps, &mean, &rstd);
+    const float mr = static_cast<float>(mean * rstd);
     for (int64_t o = 0; o < out_rows; ++o) off[b * rows_all + first_out + o] += wb[o] - mr * wgs[o];
     at::Tensor dst = state[b].narrow(0, first_out, out_rows);
-    dst.addmm_(w_g, d[b], 1.0, rstd[b]);
+    dst.addmm_(w_g, d[b], 1.0, rstd);
+  };
+  // Batches whose items share the threads evenly run an item per thread (GEMMs and passes single-threaded inside
+  // the parallel region): one synchronisation per block instead of one per GEMM and pass. Otherwise the items run
+  // one after the other, each GEMM and pass split across the threads.
+  const int64_t threads = at::get_num_threads();
+  if (threads > 1 && batch >= threads && (batch % threads == 0 || batch >= 4 * threads)) {
+    at::parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) run_item(b);
+    });
+  } else {
+    for (int64_t b = 0; b < batch; ++b) run_item(b);
   }
 }
 }  // namespace
