@@ -37,6 +37,18 @@ def _block_params(chan=6, hid=10, n_skip=5, k=3, residual=True, seed=0):
     return params, [r(rows, hid), r(rows)]
 
 
+def _off_initial_values(model):
+    # every norm and slope moved off its initial value, which would hide a mix-up
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, GlobalLayerNorm):
+                module.gamma.uniform_(0.5, 1.5)
+                module.beta.normal_(0, 0.3)
+            if isinstance(module, nn.PReLU):
+                module.weight.uniform_(-0.3, 0.4)
+    return model
+
+
 def _state(batch, chan, n_skip, frames, seed=1):
     # a state with constants in offset as well, as the network hands it from block to block
     g = torch.Generator().manual_seed(seed)
@@ -98,14 +110,8 @@ def test_tcn_block_reference_is_the_module(residual):
     # the reference against the block's own modules (x + res, skips + skip), with x and the skips split between
     # state and offset
     torch.manual_seed(0)
-    block = _TCNBlock(6, 10, 5, 3, 4, "gLN", with_residual=residual).eval()
+    block = _off_initial_values(_TCNBlock(6, 10, 5, 3, 4, "gLN", with_residual=residual).eval())
     with torch.no_grad():
-        for module in block.modules():
-            if isinstance(module, GlobalLayerNorm):
-                module.gamma.uniform_(0.5, 1.5)
-                module.beta.normal_(0, 0.3)
-            if isinstance(module, nn.PReLU):
-                module.weight.uniform_(-0.3, 0.4)
         state, offset = _state(2, 6, 5, 90)
         full = state + offset[..., None]
         res, skip = block(full[:, :6])
@@ -169,16 +175,8 @@ def test_tcn_block_opcheck():
 
 def _random_convtasnet(norm="gLN", seed=0):
     torch.manual_seed(seed)
-    model = ConvTasNet(2, n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=24, skip_chan=12,
-                       n_blocks=3, n_repeats=2, norm=norm).eval()
-    with torch.no_grad():  # move every norm and slope off its initial value, which would hide a mix-up
-        for module in model.modules():
-            if isinstance(module, GlobalLayerNorm):
-                module.gamma.uniform_(0.5, 1.5)
-                module.beta.normal_(0, 0.3)
-            if isinstance(module, nn.PReLU):
-                module.weight.uniform_(-0.3, 0.4)
-    return model
+    return _off_initial_values(ConvTasNet(2, n_filters=32, kernel_size=16, stride=8, bn_chan=16, hid_chan=24,
+                                          skip_chan=12, n_blocks=3, n_repeats=2, norm=norm).eval())
 
 
 @pytest.mark.kernel_vs_reference

@@ -33,25 +33,39 @@ namespace {
 // one float sum.
 constexpr int64_t kBlock = 512;
 
-FASTSEP_ISA_CLONES
-void bias_prelu_row(float* v, int64_t n, float bias, float a, double* sum, double* sumsq) {
+// out[t] = value(t) for t in [lo, hi), adding the values' sum and sum of squares to *sum and *sumsq (inlined into the
+// ISA clones of its callers).
+template <typename Value>
+[[gnu::always_inline]] inline void write_with_moments(float* out, int64_t lo, int64_t hi, Value value, double* sum, double* sumsq) {
   double s = 0.0, q = 0.0;
-  for (int64_t t0 = 0; t0 < n; t0 += kBlock) {
-    const int64_t t1 = t0 + kBlock < n ? t0 + kBlock : n;
+  for (int64_t t0 = lo; t0 < hi; t0 += kBlock) {
+    const int64_t t1 = t0 + kBlock < hi ? t0 + kBlock : hi;
     float bs = 0.0f, bq = 0.0f;
 #pragma omp simd reduction(+ : bs, bq)
     for (int64_t t = t0; t < t1; ++t) {
-      const float u = v[t] + bias;
-      const float p = u > 0.0f ? u : a * u;
-      v[t] = p;
+      const float p = value(t);
+      out[t] = p;
       bs += p;
       bq += p * p;
     }
     s += bs;
     q += bq;
   }
-  *sum = s;
-  *sumsq = q;
+  *sum += s;
+  *sumsq += q;
+}
+
+FASTSEP_ISA_CLONES
+void bias_prelu_row(float* v, int64_t n, float bias, float a, double* sum, double* sumsq) {
+  *sum = 0.0;
+  *sumsq = 0.0;
+  write_with_moments(
+      v, 0, n,
+      [=](int64_t t) {
+        const float u = v[t] + bias;
+        return u > 0.0f ? u : a * u;
+      },
+      sum, sumsq);
 }
 
 // Sum and sum of squares of v[lo, hi), as bias_prelu_row accumulates them.
@@ -102,20 +116,13 @@ void norm_dwconv_prelu_row(const float* h, float* d, int64_t n, const float* w, 
     const float w0 = w[0], w1 = w[1], w2 = w[2];
     const float* hl = h - dil;
     const float* hr = h + dil;
-    for (int64_t t0 = lo; t0 < hi; t0 += kBlock) {
-      const int64_t t1 = t0 + kBlock < hi ? t0 + kBlock : hi;
-      float bs = 0.0f, bq = 0.0f;
-#pragma omp simd reduction(+ : bs, bq)
-      for (int64_t t = t0; t < t1; ++t) {
-        const float acc = scale * (w0 * hl[t] + w1 * h[t] + w2 * hr[t]) + inner_bias;
-        const float p = acc > 0.0f ? acc : a * acc;
-        d[t] = p;
-        bs += p;
-        bq += p * p;
-      }
-      s += bs;
-      q += bq;
-    }
+    write_with_moments(
+        d, lo, hi,
+        [=](int64_t t) {
+          const float acc = scale * (w0 * hl[t] + w1 * h[t] + w2 * hr[t]) + inner_bias;
+          return acc > 0.0f ? acc : a * acc;
+        },
+        &s, &q);
   } else {
     for (int64_t t = lo; t < hi; ++t) d[t] = 0.0f;
     for (int64_t k = 0; k < k_size; ++k) {
