@@ -10,7 +10,7 @@
 //   GEMM 1: h = w_in·x_stored, the offset entering as a per-item bias w_in·offset_x;
 //   pass 1: PReLU(h + bias) in place, with h's sum and sum of squares;
 //   pass 2: the depthwise convolution of the normalised h (gLN is a per-channel affine map once its two statistics
-//           are known, so it is applied to each tap as it is read) and its PReLU, with d's statistics;
+//           are known, so it is applied to each tap as it is read) and its PReLU, with d's statistics, written over h;
 //   GEMM 2: state += rstd·(w_out·diag(gamma))·d straight into the state's rows (beta = 1, alpha = gLN's 1/std), and
 //           the rest of gLN and the bias, constants per row, into offset.
 // So no pass copies x or the skips, and the residual and skip convolutions are one GEMM.
@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "cpu/common.h"
@@ -206,11 +207,9 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
   const at::Tensor w_beta = at::mv(w_out, beta_dw) + b_out;  // [R_out]
   const at::Tensor w_gsum = at::mv(w_out, g_dw);             // [R_out]
   at::Tensor h = at::empty({batch, hid, frames}, state.options());
-  at::Tensor d = at::empty_like(h);
   std::vector<double> sum(batch * hid), sumsq(batch * hid);
   std::vector<float> scale1(batch * hid), shift1(batch * hid);
   float* hp = h.data_ptr<float>();
-  float* dp = d.data_ptr<float>();
   float* off = offset.data_ptr<float>();
   const float *bin = bias_in.data_ptr<float>(), *g1 = g_in.data_ptr<float>(), *be1 = beta_in.data_ptr<float>();
   const float *wdw = w_dw.data_ptr<float>(), *bdw = b_dw.data_ptr<float>();
@@ -232,10 +231,14 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
       scale1[r0 + c] = static_cast<float>(sc);
       shift1[r0 + c] = static_cast<float>(be1[c] - mean * sc);
     }
-    at::parallel_for(r0, r0 + hid, 8, [&](int64_t lo, int64_t hi) {  // pass 2
+    // pass 2, d written over h: each row is copied to a scratch row first (L1-sized), so that the item's
+    // activations are one [H, T] buffer and stay in a core's L2 with its state
+    at::parallel_for(r0, r0 + hid, 8, [&](int64_t lo, int64_t hi) {
+      std::vector<float> row(frames);
       for (int64_t r = lo; r < hi; ++r) {
         const int64_t c = r - r0;
-        norm_dwconv_prelu_row(hp + r * frames, dp + r * frames, frames, wdw + c * k_size, k_size, dilation,
+        std::memcpy(row.data(), hp + r * frames, frames * sizeof(float));
+        norm_dwconv_prelu_row(row.data(), hp + r * frames, frames, wdw + c * k_size, k_size, dilation,
                               scale1[r], shift1[r], bdw[c], a2, &sum[r], &sumsq[r]);
       }
     });
@@ -243,7 +246,7 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
     const float mr = static_cast<float>(mean * rstd);
     for (int64_t o = 0; o < out_rows; ++o) off[b * rows_all + first_out + o] += wb[o] - mr * wgs[o];
     at::Tensor dst = state[b].narrow(0, first_out, out_rows);
-    dst.addmm_(w_g, d[b], 1.0, rstd);
+    dst.addmm_(w_g, h[b], 1.0, rstd);
   };
   // Batches whose items share the threads evenly run an item per thread (GEMMs and passes single-threaded inside
   // the parallel region): one synchronisation per block instead of one per GEMM and pass. Otherwise the items run
