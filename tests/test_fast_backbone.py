@@ -9,7 +9,7 @@ from torch import nn
 
 from fastsep import ops, reference
 from fastsep.models import ConvTasNet
-from fastsep.models.blocks import Decoder, GlobalLayerNorm
+from fastsep.models.blocks import Decoder, Encoder, GlobalLayerNorm
 from fastsep.models.convtasnet import _TCNBlock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,6 +204,23 @@ def test_convtasnet_fused_blocks_only_where_they_apply():
         assert not _random_convtasnet(norm="cLN").uses_fused_blocks(mix)
         assert not model.uses_fused_blocks(mix.double())
         assert model.uses_fused_blocks(mix) == ops.uses_kernels("cpu", "tcn_block_")
+
+
+@pytest.mark.parametrize("kernel,stride,relu", [(32, 16, False), (16, 8, True), (12, 5, True), (8, 8, False)])
+def test_encoder_gemm_matches_strided_conv(kernel, stride, relu):
+    torch.manual_seed(0)
+    enc = Encoder(20, kernel, stride, relu)
+    wave = torch.randn(3, 203, requires_grad=True)
+    got = enc(wave)
+    want = enc.conv(wave.unsqueeze(1))
+    want = torch.relu(want) if relu else want
+    assert got.shape == want.shape == (3, 20, (203 - kernel) // stride + 1) and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(got)
+    got_grads = torch.autograd.grad(got, (wave, enc.conv.weight), grad)
+    want_grads = torch.autograd.grad(want, (wave, enc.conv.weight), grad)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_decoder_overlap_add_matches_transposed_conv():
