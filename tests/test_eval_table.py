@@ -176,3 +176,27 @@ def test_cuda_evaluation_is_made_repeatable(monkeypatch):
     assert sep.method.vocoder.cuda_stack == "auto"
     repeatable_on_cuda([sep])
     assert torch.backends.cudnn.deterministic and sep.method.vocoder.cuda_stack == "kernel"
+
+
+def test_eval_shards_are_the_rows_of_one_run(bundle, speech_set, tmp_path, capsys):
+    # --first-item: each mixture keeps its index and seed, so two shards hold the rows of one whole run (full mode
+    # samples the vocoder, so a seed off by one would show), and compare reads the shards as one table
+    whole, first, second = (tmp_path / f"{n}.csv" for n in ("whole", "first", "second"))
+    base = ["eval", "--data", speech_set, "--model", bundle, "--modes", "backbone,full", "--metrics", "si_sdr",
+            "--no-progress"]
+    assert cli.main([*base, "--csv", str(whole), "--json", str(tmp_path / "w.json")]) == 0
+    assert cli.main([*base, "--max-items", "1", "--csv", str(first), "--json", str(tmp_path / "a.json")]) == 0
+    assert cli.main([*base, "--first-item", "1", "--csv", str(second), "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["first_item"] == 1
+    assert "from mixture 1" in capsys.readouterr().out
+    shards = _read_csv(first) + _read_csv(second)
+    assert [(r["item"], r["id"], r["mode"]) for r in shards] == [(r["item"], r["id"], r["mode"])
+                                                                  for r in _read_csv(whole)]
+    for a, b in zip(shards, _read_csv(whole)):
+        assert float(a["si_sdri"]) == pytest.approx(float(b["si_sdri"]), abs=1e-4)
+    assert cli.main(["compare", str(whole), f"{first},{second}"]) == 0
+    assert "n = 3" in capsys.readouterr().out
+    assert cli.main(["compare", str(whole), f"{first},{first}"]) == 2  # a mixture twice: overlapping shards
+    assert "scored twice" in capsys.readouterr().err
+    assert cli.main([*base, "--first-item", "3"]) == 2
+    assert "--first-item" in capsys.readouterr().err

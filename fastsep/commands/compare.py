@@ -5,6 +5,7 @@
     fastsep compare old.csv new.csv            # per mode: mean of (new - old) +- its 95 % t interval
     fastsep eval --data WORK/recorded --model OLD NEW1 NEW2 --csv table.csv ...
     fastsep compare table.csv [--against OLD]  # every other model of one table against OLD (default: the first)
+    fastsep compare a.csv,b.csv               # the shards of one evaluation (fastsep eval --first-item) as one table
 
 Two models scored on the same fixed, seeded mixtures differ per mixture far less than their means' intervals
 suggest, so the paired difference is the number that says whether one is better. The mixtures are matched by their
@@ -20,7 +21,8 @@ from typing import Dict, List, Optional, Tuple
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fastsep compare``."""
-    parser.add_argument("before", help="eval CSV of the reference model (fastsep eval --csv)")
+    parser.add_argument("before", help="eval CSV of the reference model (fastsep eval --csv; A.csv,B.csv for the "
+                                       "shards of one evaluation, fastsep eval --first-item)")
     parser.add_argument("after", nargs="?", default=None,
                         help="eval CSV of the model compared with it, on the same mixtures (leave out when BEFORE "
                              "scores several models: each is then compared with --against)")
@@ -35,19 +37,27 @@ def read_scores(path: str, metric: str) -> Dict[Tuple[str, str], Dict[str, float
 
 
 def read_table(path: str, metric: str) -> Tuple[Dict[Tuple[str, str], Dict[str, float]], List[str]]:
-    """:func:`read_scores` and the models' names in the order the file first names them."""
+    """:func:`read_scores` and the models' names in the order the file first names them. ``path`` may join several
+    files with commas: the shards of one evaluation (``fastsep eval --first-item``), read as one table; a mixture
+    scored twice for one model and mode is refused."""
     names: List[str] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or not {"item", "id", "mode", metric} <= set(reader.fieldnames):
-            raise ValueError(f"{path} is not a fastsep eval CSV with a {metric!r} column")
-        out: Dict[Tuple[str, str], Dict[str, float]] = {}
-        for row in reader:
-            if row.get("bundle", "") not in names:
-                names.append(row.get("bundle", ""))
-            if row[metric] == "":
-                continue
-            out.setdefault((row.get("bundle", ""), row["mode"]), {})[f"{row['item']}:{row['id']}"] = float(row[metric])
+    out: Dict[Tuple[str, str], Dict[str, float]] = {}
+    for part in path.split(","):
+        with open(part, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or not {"item", "id", "mode", metric} <= set(reader.fieldnames):
+                raise ValueError(f"{part} is not a fastsep eval CSV with a {metric!r} column")
+            for row in reader:
+                if row.get("bundle", "") not in names:
+                    names.append(row.get("bundle", ""))
+                if row[metric] == "":
+                    continue
+                scores = out.setdefault((row.get("bundle", ""), row["mode"]), {})
+                key = f"{row['item']}:{row['id']}"
+                if key in scores:
+                    raise ValueError(f"{path}: mixture {key} is scored twice in mode {row['mode']!r} (shards that "
+                                     f"overlap?)")
+                scores[key] = float(row[metric])
     return out, names
 
 

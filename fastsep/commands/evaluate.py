@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "prior)")
     parser.add_argument("--max-items", type=int, default=200,
                         help="score the first N mixtures (default 200; 0 scores them all)")
+    parser.add_argument("--first-item", type=int, default=0,
+                        help="start at this mixture of the fixed list (default 0): a slow method's evaluation split "
+                             "into shards that run side by side, each mixture keeping its own index and seed, so "
+                             "the shards' CSVs are the rows one run would write")
     parser.add_argument("--seed", type=int, default=0,
                         help="sampling noise seed (vocoder, DiffSep, prior solver): mixture i is separated with "
                              "seed + i (default 0), so runs and bundles agree")
@@ -144,6 +148,8 @@ class Evaluation:
     #: ratio is the row's real-time factor on this machine, under whatever else it was running
     seconds: Dict[str, float] = field(default_factory=dict)
     audio_seconds: float = 0.0
+    #: the data set's index of the first scored mixture (``--first-item``): mixture i of the run is item first + i
+    first_item: int = 0
 
     @property
     def n(self) -> int:
@@ -240,7 +246,7 @@ class Evaluation:
                     v = math.nan if values is None else values[i]
                     cells.append("" if math.isnan(v) else f"{v:.6g}")
                 info = self.info(mode)
-                yield [str(i), item_id, info["mode"], *cells, info["method"], info["bundle"]]
+                yield [str(self.first_item + i), item_id, info["mode"], *cells, info["method"], info["bundle"]]
 
 
 #: One bundle's part in an evaluation: (name, separator, modes to score).
@@ -267,7 +273,7 @@ def default_pairs(entries: Sequence[Entry], key) -> List[Tuple[str, str]]:
 
 def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] = None,
                     progress: Optional[bool] = None, seed: int = 0, metrics: Sequence[str] = ("si_sdr",),
-                    sample_rate: Optional[int] = None) -> Evaluation:
+                    sample_rate: Optional[int] = None, first_item: int = 0) -> Evaluation:
     """Score each (bundle, mode) of ``entries`` on the first ``max_items`` items ``{"mixture": [T], "sources":
     [C, T]}`` of ``dataset``, at ``sample_rate`` (default: the first separator's; a separator at another rate
     resamples in and out).
@@ -275,8 +281,9 @@ def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] 
     ``metrics`` are names for :func:`fastsep.metrics.expand_metrics` (SI-SDR and SI-SDRi are always scored: old
     readers of eval.json expect them). Each row's estimates are matched to the references once, by the permutation
     maximising SI-SDR, and every metric uses that matching. Mixture i is separated with seed ``seed + i`` in every
-    row, so two runs give the same scores. ``max_items``: None or 0 scores every item. Rows are keyed by mode with
-    one entry, by ``<name>:<mode>`` with several.
+    row, so two runs give the same scores. ``max_items``: None or 0 scores every item. ``first_item`` starts at
+    that item (a shard of a longer run: item i keeps seed ``seed + i``). Rows are keyed by mode with one entry, by
+    ``<name>:<mode>`` with several.
     """
     from ..metrics import expand_metrics, metric_unavailable_reason, separation_scores
 
@@ -296,18 +303,24 @@ def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] 
         return mode if single else f"{name}:{mode}"
 
     columns = expand_metrics(["si_sdr", *metrics], rate)
-    n = len(dataset) if not max_items else min(len(dataset), int(max_items))
-    if n == 0:
+    first_item = int(first_item)
+    if len(dataset) == 0:
         raise ValueError("the evaluation set is empty")
+    if not 0 <= first_item < len(dataset):
+        raise ValueError(f"the first item (--first-item) must be in [0, {len(dataset)}) for this set, got "
+                         f"{first_item}")
+    left = len(dataset) - first_item
+    n = left if not max_items else min(left, int(max_items))
     unavailable = {c: r for c in columns if (r := metric_unavailable_reason(c, rate))}
     rows = [key(name, m) for name, _, modes in entries for m in modes]
     info = {key(name, m): {"bundle": name, "method": getattr(sep, "method_name", "separate_and_diffuse"), "mode": m}
             for name, sep, modes in entries for m in modes}
     run = Evaluation(rows, columns, unavailable=unavailable, rows_info=info,
                      pairs=default_pairs(entries, key),
-                     scores={r: {c: [] for c in columns if c not in unavailable} for r in rows})
+                     scores={r: {c: [] for c in columns if c not in unavailable} for r in rows},
+                     first_item=first_item)
     bar = _Progress(n, progress)
-    for i in range(n):
+    for i in range(first_item, first_item + n):
         item = dataset[i]
         mix, ref = item["mixture"].float(), item["sources"].float()
         run.ids.append(str(item.get("id", i)))
@@ -363,17 +376,19 @@ def log_spectral_distance(estimate, reference, n_fft: int = 256, hop: int = 64, 
     return float(per_frame[active].mean())
 
 
-def vocoder_quality(separator, dataset, max_items: Optional[int] = None, seed: int = 0) -> Dict[str, float]:
+def vocoder_quality(separator, dataset, max_items: Optional[int] = None, seed: int = 0,
+                    first_item: int = 0) -> Dict[str, float]:
     """How well GM re-synthesises clean speech: mean SI-SDR (dB) and log-spectral distance (dB) of
-    ``vocoder.vocode(source)`` against each clean source of the first ``max_items`` items (at the level the
-    separator feeds its models, seeded per source)."""
+    ``vocoder.vocode(source)`` against each clean source of ``max_items`` items from ``first_item`` (at the level
+    the separator feeds its models, seeded per source)."""
     from ..metrics import si_sdr
 
     if separator.vocoder is None:
         raise ValueError("this bundle has no vocoder")
-    n = len(dataset) if not max_items else min(len(dataset), int(max_items))
+    left = len(dataset) - int(first_item)
+    n = left if not max_items else min(left, int(max_items))
     sdr, lsd, count = 0.0, 0.0, 0
-    for i in range(n):
+    for i in range(int(first_item), int(first_item) + n):
         for k, src in enumerate(dataset[i]["sources"].float()):
             level = src.pow(2).mean().sqrt().clamp_min(1e-8)
             x = src * (0.08 / level)
@@ -532,13 +547,14 @@ def _main(args: argparse.Namespace) -> int:
         total = len(data)
         run = run_evaluations([(name, sep, m) for (name, sep), m in zip(entries, modes)], data, args.max_items,
                               progress=False if args.no_progress else None, seed=args.seed, metrics=metric_names,
-                              sample_rate=first.sample_rate)
+                              sample_rate=first.sample_rate, first_item=args.first_item)
         vocoder = {}
         if args.vocoder_quality:
             with_gm = [(name, sep) for name, sep in entries if sep.vocoder is not None]
             if not with_gm:
                 raise ValueError("--vocoder-quality: no bundle has a vocoder")
-            vocoder = {name: vocoder_quality(sep, data, args.max_items, args.seed) for name, sep in with_gm}
+            vocoder = {name: vocoder_quality(sep, data, args.max_items, args.seed, args.first_item)
+                       for name, sep in with_gm}
     except (FileNotFoundError, ValueError) as exc:
         print(f"fastsep eval: {exc}", file=sys.stderr)
         return 2
@@ -548,7 +564,8 @@ def _main(args: argparse.Namespace) -> int:
         whose = f" ({name})" if len(entries) > 1 else ""
         print(f"vocoder re-synthesis of the clean sources{whose}: SI-SDR {quality['si_sdr']:.2f} dB, log-spectral "
               f"distance {quality['lsd_db']:.2f} dB ({quality['n_sources']} sources)")
-    print(f"sampling noise: mixture i seeded with {args.seed} + i; scored {run.n} of {total} mixtures"
+    shard = f" from mixture {run.first_item}" if run.first_item else ""
+    print(f"sampling noise: mixture i seeded with {args.seed} + i; scored {run.n} of {total} mixtures{shard}"
           + (" (--max-items 0 scores all)" if run.n < total else ""))
     from ..bundle import is_bundle
 
@@ -561,7 +578,8 @@ def _main(args: argparse.Namespace) -> int:
               and os.path.realpath(args.model[0]) != os.path.realpath(DEFAULT_BUNDLE))
     out = args.json or os.path.join(args.model[0] if beside else ".", "eval.json")
     summary = {"data": os.path.basename(os.path.normpath(args.data)), "split": args.split, "segment": segment,
-               "seed": args.seed, "items": run.n, "items_available": total, "sample_rate": first.sample_rate,
+               "seed": args.seed, "items": run.n, "first_item": run.first_item, "items_available": total,
+               "sample_rate": first.sample_rate,
                "n_src": first.n_src, "metrics": run.columns, "ci_level": run.level,
                "bundles": [{"name": name, "method": sep.method_name, "sample_rate": sep.sample_rate,
                             "modes": list(m)} for (name, sep), m in zip(entries, modes)],
