@@ -470,6 +470,8 @@ def tcn_block_(state: Tensor, offset: Tensor, w_in: Tensor, b_in: Tensor, a_in: 
         _fail(op, f"state must be [B, R, T] and offset [B, R], got {tuple(state.shape)} and {tuple(offset.shape)}")
     if not state.is_contiguous() or not offset.is_contiguous():
         _fail(op, "state and offset are updated in place and must be contiguous")
+    if state.shape[2] < 1:
+        _fail(op, "state must hold at least one frame (gLN's statistics of an empty signal are undefined)")
     rows = state.shape[1]
     if not isinstance(w_in, Tensor) or w_in.dim() != 2 or not 1 <= w_in.shape[1] < rows:
         _fail(op, f"w_in must be [H, C] with 1 <= C < R = {rows}, got {getattr(w_in, 'shape', w_in)}")

@@ -160,6 +160,8 @@ def test_tcn_block_bad_input():
             ops.tcn_block_(state, offset, *params, tail[0], torch.randn(4), 1)
         with pytest.raises(ValueError, match="dilation"):
             ops.tcn_block_(state, offset, *params, *tail, 0)
+        with pytest.raises(ValueError, match="at least one frame"):
+            ops.tcn_block_(state[..., :0].contiguous(), offset, *params, *tail, 1)
     with pytest.raises(ValueError, match="no backward"):
         ops.tcn_block_(state, offset, *[p.clone().requires_grad_() for p in params], *tail, 1)
 

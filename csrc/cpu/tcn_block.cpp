@@ -172,6 +172,7 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
                   state.device().is_cpu(),
               "tcn_block_: state must be a contiguous float32 CPU tensor [B, R, T], got ", state.sizes());
   const int64_t batch = state.size(0), rows_all = state.size(1), frames = state.size(2);
+  TORCH_CHECK(frames >= 1, "tcn_block_: state must hold at least one frame");
   TORCH_CHECK(offset.dim() == 2 && offset.size(0) == batch && offset.size(1) == rows_all &&
                   offset.scalar_type() == at::kFloat && offset.is_contiguous() && offset.device().is_cpu(),
               "tcn_block_: offset must be a contiguous float32 CPU tensor [B, R] = [", batch, ", ", rows_all,
