@@ -208,6 +208,14 @@ def test_convtasnet_fused_blocks_only_where_they_apply():
         assert model.uses_fused_blocks(mix) == ops.uses_kernels("cpu", "tcn_block_")
 
 
+def _assert_same_function(got, want, inputs):
+    # equal outputs, and equal gradients with respect to inputs for one random output gradient
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(got)
+    for a, b in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("kernel,stride,relu", [(32, 16, False), (16, 8, True), (12, 5, True), (8, 8, False)])
 def test_encoder_gemm_matches_strided_conv(kernel, stride, relu):
     torch.manual_seed(0)
@@ -217,12 +225,7 @@ def test_encoder_gemm_matches_strided_conv(kernel, stride, relu):
     want = enc.conv(wave.unsqueeze(1))
     want = torch.relu(want) if relu else want
     assert got.shape == want.shape == (3, 20, (203 - kernel) // stride + 1) and got.is_contiguous()
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    grad = torch.randn_like(got)
-    got_grads = torch.autograd.grad(got, (wave, enc.conv.weight), grad)
-    want_grads = torch.autograd.grad(want, (wave, enc.conv.weight), grad)
-    for a, b in zip(got_grads, want_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    _assert_same_function(got, want, (wave, enc.conv.weight))
 
 
 def test_decoder_overlap_add_matches_transposed_conv():
@@ -232,12 +235,7 @@ def test_decoder_overlap_add_matches_transposed_conv():
         got = dec(feats)
         want = dec.conv(feats.reshape(-1, 20, 17)).reshape(2, 3, -1)
         assert got.shape == want.shape
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        grad = torch.randn_like(got)
-        g_got = torch.autograd.grad(got, (feats, dec.conv.weight), grad)
-        g_want = torch.autograd.grad(want, (feats, dec.conv.weight), grad)
-        for a, b in zip(g_got, g_want):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        _assert_same_function(got, want, (feats, dec.conv.weight))
     odd = Decoder(20, 10, 4)  # the kernel not a whole number of strides: the transposed convolution itself
     feats = torch.randn(1, 20, 9)
     torch.testing.assert_close(odd(feats), odd.conv(feats)[:, 0])
