@@ -205,14 +205,14 @@ def layer_flops(model: nn.Module, *inputs, call: Optional[Callable[[], object]] 
     recurrent and Transformer encoder layer sees (forward hooks; any model built of those modules). Work done
     outside such modules (functional matmuls, fastsep's fused ops) is not seen: models that do that have their own
     counter (see :func:`model_flops`)."""
-    from .models.blocks import Decoder
+    from .models.blocks import Decoder, Encoder
     from .models.diffwave import SpectrogramUpsampler
 
     total = [0]
     handles = []
-    # Counted whole: the upsampler and the separators' decoder run their transposed convolutions as matrix products
-    # (the modules hold the weights)
-    units = (nn.TransformerEncoderLayer, SpectrogramUpsampler, Decoder)
+    # Counted whole: the upsampler and the separators' decoder and encoder run their (transposed) convolutions as
+    # matrix products (the modules hold the weights)
+    units = (nn.TransformerEncoderLayer, SpectrogramUpsampler, Decoder, Encoder)
 
     def hook(module, args, output):
         x = args[0] if args else None
@@ -226,6 +226,9 @@ def layer_flops(model: nn.Module, *inputs, call: Optional[Callable[[], object]] 
         elif isinstance(module, Decoder):
             feats = x.reshape(-1, *x.shape[-2:])
             total[0] += conv_flops(module.conv, feats.shape, (feats.shape[0], 1, output.shape[-1]))
+        elif isinstance(module, Encoder):
+            wave = x.reshape(-1, 1, x.shape[-1])
+            total[0] += conv_flops(module.conv, wave.shape, output.reshape(-1, *output.shape[-2:]).shape)
         elif isinstance(module, units):
             total[0] += _encoder_layer_flops(module, x.shape)
         elif isinstance(module, nn.modules.conv._ConvNd):
