@@ -34,10 +34,11 @@ namespace {
 // one float sum.
 constexpr int64_t kBlock = 512;
 
-// out[t] = value(t) for t in [lo, hi), adding the values' sum and sum of squares to *sum and *sumsq (inlined into the
-// ISA clones of its callers).
+// Adds the sum and sum of squares of value(t), t in [lo, hi), to *sum and *sumsq; value may also store what it
+// returns, so that a pass takes the moments of what it writes. Always inlined, so that it is vectorised for each ISA
+// clone of its callers.
 template <typename Value>
-[[gnu::always_inline]] inline void write_with_moments(float* out, int64_t lo, int64_t hi, Value value, double* sum, double* sumsq) {
+[[gnu::always_inline]] inline void add_moments(int64_t lo, int64_t hi, Value value, double* sum, double* sumsq) {
   double s = 0.0, q = 0.0;
   for (int64_t t0 = lo; t0 < hi; t0 += kBlock) {
     const int64_t t1 = t0 + kBlock < hi ? t0 + kBlock : hi;
@@ -45,7 +46,6 @@ template <typename Value>
 #pragma omp simd reduction(+ : bs, bq)
     for (int64_t t = t0; t < t1; ++t) {
       const float p = value(t);
-      out[t] = p;
       bs += p;
       bq += p * p;
     }
@@ -60,32 +60,13 @@ FASTSEP_ISA_CLONES
 void bias_prelu_row(float* v, int64_t n, float bias, float a, double* sum, double* sumsq) {
   *sum = 0.0;
   *sumsq = 0.0;
-  write_with_moments(
-      v, 0, n,
+  add_moments(
+      0, n,
       [=](int64_t t) {
         const float u = v[t] + bias;
-        return u > 0.0f ? u : a * u;
+        return v[t] = u > 0.0f ? u : a * u;
       },
       sum, sumsq);
-}
-
-// Sum and sum of squares of v[lo, hi), as bias_prelu_row accumulates them.
-FASTSEP_ISA_CLONES
-void row_moments(const float* v, int64_t lo, int64_t hi, double* sum, double* sumsq) {
-  double s = 0.0, q = 0.0;
-  for (int64_t t0 = lo; t0 < hi; t0 += kBlock) {
-    const int64_t t1 = t0 + kBlock < hi ? t0 + kBlock : hi;
-    float bs = 0.0f, bq = 0.0f;
-#pragma omp simd reduction(+ : bs, bq)
-    for (int64_t t = t0; t < t1; ++t) {
-      bs += v[t];
-      bq += v[t] * v[t];
-    }
-    s += bs;
-    q += bq;
-  }
-  *sum += s;
-  *sumsq += q;
 }
 
 // d[t] = prelu(bias + Σ_k w[k]·n(t + (k − half)·dil)), n(s) = scale·h[s] + shift inside the row and 0 outside (the
@@ -111,17 +92,18 @@ void norm_dwconv_prelu_row(const float* h, float* d, int64_t n, const float* w, 
   for (int64_t t = 0; t < lo; ++t) edge(t);
   for (int64_t t = hi; t < n; ++t) edge(t);
   double s = 0.0, q = 0.0;
-  row_moments(d, 0, lo, &s, &q);
-  row_moments(d, hi, n, &s, &q);
+  auto stored = [=](int64_t t) { return d[t]; };
+  add_moments(0, lo, stored, &s, &q);
+  add_moments(hi, n, stored, &s, &q);
   if (k_size == 3) {  // the default kernel: three taps unrolled, the moments taken as each block is written
     const float w0 = w[0], w1 = w[1], w2 = w[2];
     const float* hl = h - dil;
     const float* hr = h + dil;
-    write_with_moments(
-        d, lo, hi,
+    add_moments(
+        lo, hi,
         [=](int64_t t) {
           const float acc = scale * (w0 * hl[t] + w1 * h[t] + w2 * hr[t]) + inner_bias;
-          return acc > 0.0f ? acc : a * acc;
+          return d[t] = acc > 0.0f ? acc : a * acc;
         },
         &s, &q);
   } else {
@@ -137,7 +119,7 @@ void norm_dwconv_prelu_row(const float* h, float* d, int64_t n, const float* w, 
       const float acc = scale * d[t] + inner_bias;
       d[t] = acc > 0.0f ? acc : a * acc;
     }
-    row_moments(d, lo, hi, &s, &q);
+    add_moments(lo, hi, stored, &s, &q);
   }
   *sum = s;
   *sumsq = q;
@@ -209,7 +191,6 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
   const at::Tensor w_gsum = at::mv(w_out, g_dw);             // [R_out]
   at::Tensor h = at::empty({batch, hid, frames}, state.options());
   std::vector<double> sum(batch * hid), sumsq(batch * hid);
-  std::vector<float> scale1(batch * hid), shift1(batch * hid);
   float* hp = h.data_ptr<float>();
   float* off = offset.data_ptr<float>();
   const float *bin = bias_in.data_ptr<float>(), *g1 = g_in.data_ptr<float>(), *be1 = beta_in.data_ptr<float>();
@@ -227,10 +208,11 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
     });
     double mean, rstd;
     gln_moments(&sum[r0], &sumsq[r0], hid, frames, eps, &mean, &rstd);
+    std::vector<float> scale1(hid), shift1(hid);  // the first gLN as a per-channel affine map
     for (int64_t c = 0; c < hid; ++c) {
       const double sc = g1[c] * rstd;
-      scale1[r0 + c] = static_cast<float>(sc);
-      shift1[r0 + c] = static_cast<float>(be1[c] - mean * sc);
+      scale1[c] = static_cast<float>(sc);
+      shift1[c] = static_cast<float>(be1[c] - mean * sc);
     }
     // pass 2, d written over h: each row is copied to a scratch row first (L1-sized), so that the item's
     // activations are one [H, T] buffer and stay in a core's L2 with its state
@@ -240,7 +222,7 @@ void tcn_block_cpu_(at::Tensor& state, at::Tensor& offset, const at::Tensor& w_i
         const int64_t c = r - r0;
         std::memcpy(row.data(), hp + r * frames, frames * sizeof(float));
         norm_dwconv_prelu_row(row.data(), hp + r * frames, frames, wdw + c * k_size, k_size, dilation,
-                              scale1[r], shift1[r], bdw[c], a2, &sum[r], &sumsq[r]);
+                              scale1[c], shift1[c], bdw[c], a2, &sum[r], &sumsq[r]);
       }
     });
     gln_moments(&sum[r0], &sumsq[r0], hid, frames, eps, &mean, &rstd);

@@ -271,6 +271,18 @@ def default_pairs(entries: Sequence[Entry], key) -> List[Tuple[str, str]]:
     return pairs
 
 
+def item_range(size: int, max_items: Optional[int] = None, first_item: int = 0) -> range:
+    """The items an evaluation scores: ``max_items`` (None or 0: all that are left) from ``first_item`` of a set of
+    ``size``."""
+    first_item = int(first_item)
+    if size == 0:
+        raise ValueError("the evaluation set is empty")
+    if not 0 <= first_item < size:
+        raise ValueError(f"the first item (--first-item) must be in [0, {size}) for this set, got {first_item}")
+    left = size - first_item
+    return range(first_item, first_item + (left if not max_items else min(left, int(max_items))))
+
+
 def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] = None,
                     progress: Optional[bool] = None, seed: int = 0, metrics: Sequence[str] = ("si_sdr",),
                     sample_rate: Optional[int] = None, first_item: int = 0) -> Evaluation:
@@ -303,14 +315,7 @@ def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] 
         return mode if single else f"{name}:{mode}"
 
     columns = expand_metrics(["si_sdr", *metrics], rate)
-    first_item = int(first_item)
-    if len(dataset) == 0:
-        raise ValueError("the evaluation set is empty")
-    if not 0 <= first_item < len(dataset):
-        raise ValueError(f"the first item (--first-item) must be in [0, {len(dataset)}) for this set, got "
-                         f"{first_item}")
-    left = len(dataset) - first_item
-    n = left if not max_items else min(left, int(max_items))
+    items = item_range(len(dataset), max_items, first_item)
     unavailable = {c: r for c in columns if (r := metric_unavailable_reason(c, rate))}
     rows = [key(name, m) for name, _, modes in entries for m in modes]
     info = {key(name, m): {"bundle": name, "method": getattr(sep, "method_name", "separate_and_diffuse"), "mode": m}
@@ -318,9 +323,9 @@ def run_evaluations(entries: Sequence[Entry], dataset, max_items: Optional[int] 
     run = Evaluation(rows, columns, unavailable=unavailable, rows_info=info,
                      pairs=default_pairs(entries, key),
                      scores={r: {c: [] for c in columns if c not in unavailable} for r in rows},
-                     first_item=first_item)
-    bar = _Progress(n, progress)
-    for i in range(first_item, first_item + n):
+                     first_item=items.start)
+    bar = _Progress(len(items), progress)
+    for i in items:
         item = dataset[i]
         mix, ref = item["mixture"].float(), item["sources"].float()
         run.ids.append(str(item.get("id", i)))
@@ -385,10 +390,8 @@ def vocoder_quality(separator, dataset, max_items: Optional[int] = None, seed: i
 
     if separator.vocoder is None:
         raise ValueError("this bundle has no vocoder")
-    left = len(dataset) - int(first_item)
-    n = left if not max_items else min(left, int(max_items))
     sdr, lsd, count = 0.0, 0.0, 0
-    for i in range(int(first_item), int(first_item) + n):
+    for i in item_range(len(dataset), max_items, first_item):
         for k, src in enumerate(dataset[i]["sources"].float()):
             level = src.pow(2).mean().sqrt().clamp_min(1e-8)
             x = src * (0.08 / level)

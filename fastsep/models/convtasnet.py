@@ -50,8 +50,8 @@ class _TCNBlock(nn.Module):
         in place by :func:`fastsep.ops.tcn_block_` (inference, gLN, one-slope PReLUs)."""
         conv_in, act_in, norm_in, conv_dw, act_dw, norm_dw = self.body
         convs = [self.skip] if self.res is None else [self.res, self.skip]
-        w_out = torch.cat([c.weight[..., 0] for c in convs]) if len(convs) > 1 else self.skip.weight[..., 0]
-        b_out = torch.cat([c.bias for c in convs]) if len(convs) > 1 else self.skip.bias
+        w_out = torch.cat([c.weight[..., 0] for c in convs])
+        b_out = torch.cat([c.bias for c in convs])
         ops.tcn_block_(state, offset, conv_in.weight[..., 0], conv_in.bias, act_in.weight, norm_in.gamma,
                        norm_in.beta, conv_dw.weight[:, 0], conv_dw.bias, act_dw.weight, norm_dw.gamma, norm_dw.beta,
                        w_out, b_out, conv_dw.dilation[0], norm_in.eps)
