@@ -56,6 +56,23 @@ FASTSEP_INLINE void store(float* p, typename Vec<W>::type v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
 
+// *p in every lane, for the multiply-adds' weights. Not `vec{} + *p`: 0 + x is not x for x = -0, so the compiler
+// must add before it broadcasts (two floating-point ops in the pipes the multiply-adds need). Filled lane by lane,
+// GCC 12 builds 256- and 512-bit vectors from broadcast halves (a shuffle per weight); one broadcast from memory
+// costs a load only.
+template <int W>
+FASTSEP_INLINE typename Vec<W>::type splat(const float* p) {
+  typename Vec<W>::type v;
+#if defined(__GNUC__) && defined(__x86_64__)
+  if constexpr (W == 8 || W == 16) {
+    asm("vbroadcastss %1, %0" : "=v"(v) : "m"(*p));
+    return v;
+  }
+#endif
+  for (int i = 0; i < W; ++i) v[i] = *p;
+  return v;
+}
+
 // out[r][0:V·W] = sum over taps j and channels c of wp[(j·C + c)·R + r] · src[j][c·stride + 0:V·W].
 template <int W, int R, int V, int NT>
 FASTSEP_INLINE void gemm_block(const float* __restrict wp, const float* const* src, int64_t stride, int64_t C,
@@ -75,7 +92,7 @@ FASTSEP_INLINE void gemm_block(const float* __restrict wp, const float* const* s
       for (int v = 0; v < V; ++v) s[v] = load<W>(base + c * stride + v * W);
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const vec b = vec{} + w[c * R + r];
+        const vec b = splat<W>(w + c * R + r);
 #pragma GCC unroll 8
         for (int v = 0; v < V; ++v) acc[r][v] += b * s[v];
       }
@@ -119,16 +136,21 @@ FASTSEP_INLINE void residual_rows(const float* x, const float* zr, const float* 
 
 // The conditioner is 2C rows a whole signal apart, read N samples at a time: more streams than the hardware
 // prefetcher follows, so each block would wait on memory for its rows. Ask for the next block's rows now (two blocks
-// ahead measured no better).
-// Rows of E (float or bfloat16 bits), stride in elements.
+// ahead measured no better): every cache line of samples [t0 + N, t0 + 2N) of `count` rows. Rows of E (float or
+// bfloat16 bits), stride in elements. N samples need not start on a line: the lines are those of the first and last
+// sample and everything between.
 template <typename E>
 FASTSEP_INLINE void prefetch_next_block(const E* rows, int64_t stride, int64_t count, int64_t t0, int64_t N,
                                         int64_t T) {
-  constexpr int64_t kLine = 64 / sizeof(E);  // elements per cache line
+  constexpr uintptr_t kLine = 64;
   const int64_t ahead = t0 + N;
   if (ahead >= T) return;
-  for (int64_t r = 0; r < count; ++r)
-    for (int64_t k = 0; k < N; k += kLine) __builtin_prefetch(rows + r * stride + ahead + k, 0, 3);
+  const int64_t last = (ahead + N < T ? ahead + N : T) - 1;
+  for (int64_t r = 0; r < count; ++r) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(rows + r * stride + ahead) & ~(kLine - 1);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(rows + r * stride + last);
+    for (uintptr_t line = first; line <= end; line += kLine) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
+  }
 }
 
 // Everything one layer needs, for one batch item. Row strides in floats.
@@ -162,8 +184,11 @@ FASTSEP_INLINE void layer_block(const LayerArgs& a, int64_t t0, float* __restric
   float* z = scratch;          // [R][N]
   float* g = scratch + R * N;  // [C][N] gated activations of the block
   const float* taps[3] = {a.y + a.pad + t0 - a.dilation, a.y + a.pad + t0, a.y + a.pad + t0 + a.dilation};
-  if (a.cond) prefetch_next_block(a.cond, a.cond_stride, 2 * C, t0, N, a.T);
   for (int64_t ob = 0; ob < 2 * C / R; ++ob) {
+    if (a.cond) {  // the next block's rows of this row block's channels: a few lines at a time, not 2C rows at once
+      prefetch_next_block(a.cond + ob * H * a.cond_stride, a.cond_stride, H, t0, N, a.T);
+      prefetch_next_block(a.cond + (C + ob * H) * a.cond_stride, a.cond_stride, H, t0, N, a.T);
+    }
     gemm_block<W, R, V, 3>(a.wp_dil + ob * 3 * C * R, taps, a.y_stride, C, z);
     for (int h = 0; h < H; ++h) {
       const int64_t cg = ob * H + h, cf = C + cg;  // gate channel and its filter partner
