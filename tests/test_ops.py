@@ -222,6 +222,37 @@ def test_diffwave_stack_time_tiles(monkeypatch, tile, channels, conditioned):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.kernel_vs_reference
+@pytest.mark.parametrize("chunk", ["1", "48", "100", "5000", ""])  # "": chosen (the wavefront at these lengths)
+@pytest.mark.parametrize("batch,length,threads", [(1, 2531, 2), (2, 1531, 1), (3, 700, 2)])
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_diffwave_stack_wavefront(monkeypatch, chunk, batch, length, threads, conditioned):
+    # The float32 CPU stack runs long signals as a wavefront: layer l on the next chunk of samples as soon as layer
+    # l - 1 has produced its inputs, one buffer per layer's input, x and the skips in place; an item is cut into
+    # segments (edges computed with their receptive field) when threads outnumber the items. FASTSEP_DIFFWAVE_WAVE
+    # forces the chunk (rounded to whole blocks): chunks shorter than a block and than the dilations, one chunk for
+    # the whole signal, one and two threads, segments whose edges reach past both ends of the signal, and the
+    # x_next of diffwave_layer. The wavefront must give the reference's result.
+    require_compiled_kernels("cpu", "the wavefront is the compiled CPU kernel's")
+    monkeypatch.setenv("FASTSEP_DIFFWAVE_WAVE", chunk)
+    monkeypatch.delenv("FASTSEP_DIFFWAVE_TILE", raising=False)
+    torch.set_num_threads(threads)  # conftest restores the count
+    dilations = [1, 2, 4, 8, 16, 33, 3]
+    channels = 32 if conditioned else 8
+    g = torch.Generator().manual_seed(batch * 100 + length)
+    args = diffwave_inputs(batch, channels, length, len(dilations), conditioned, generator=g)
+    with torch.no_grad():
+        got = ops.diffwave_stack(*args, dilations)
+        want = reference.diffwave_stack(*args, dilations)
+        layer_args = (args[0], args[1][0], args[2][0] if conditioned else None, args[3][0], args[4][0], args[5][0],
+                      args[6][0], 5)
+        got_layer = ops.diffwave_layer(*layer_args)
+        want_layer = reference.diffwave_layer(*layer_args)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_layer, want_layer):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def _needs_bf16():
     if not _ext.diffwave_bf16_available():
         pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")

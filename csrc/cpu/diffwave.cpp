@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "cpu/common.h"
@@ -245,6 +246,116 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
   return skip;
 }
 
+// ------------------------------------------------------------------------------------------------ wavefront
+// Time tiles keep a tile's activations in L2 by recomputing each tile's receptive field, and need ~1 MiB of L2 per
+// thread to keep that recomputation small; a core with 512 KiB (AMD Zen 3) falls back to streaming every layer
+// through L3 at half the kernel's rate. The wavefront recomputes nothing and keeps only a few hundred samples per
+// layer hot: layer l runs on the next `chunk` samples as soon as layer l - 1 has produced its inputs (its outputs up
+// to d_l samples past them), so the layers advance together through the signal, each d_l behind the one before.
+// Every layer keeps its own step-offset input y_l (a layer ahead writes y_{l+1} where layer l + 1 will still read
+// its earlier samples); x and the skip sum are updated in place, as every layer reaches a sample after the one before
+// it. An item is cut into as many segments as it takes to give every thread work; each segment's edges are computed
+// with their receptive field, as the tiles' are. Per sample the arithmetic is the tiles', in the same order: the
+// results are the same bits.
+at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
+                         const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
+                         at::IntArrayRef dilations, at::Tensor* x_last, int64_t chunk, int64_t pad) {
+  const BlockKernel& kernel = block_kernel();
+  const int64_t L = static_cast<int64_t>(dilations.size());
+  const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
+  const std::vector<int64_t> reach = dwtile::reach(dilations);
+  chunk = std::max<int64_t>(N, chunk / N * N);
+  const int64_t threads = at::get_num_threads();
+  // segments of an item: enough for every thread, none shorter than four times what its edges recompute
+  const int64_t segs = B >= threads ? 1 : std::max<int64_t>(1, std::min((threads + B - 1) / B, T / (8 * reach[0] + 1)));
+  const int64_t seg_len = ((T + segs - 1) / segs + N - 1) / N * N;
+  std::vector<float> wp_dil, wp_out;
+  pack_weights(w_dil, w_out, R, wp_dil, wp_out);
+  at::Tensor skip = at::empty_like(x);
+  if (x_last) *x_last = at::empty_like(x);
+  const float* xs = x.data_ptr<float>();
+  const float* steps = dstep.data_ptr<float>();
+  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
+  float* skip_out = skip.data_ptr<float>();
+  float* x_out = x_last ? x_last->data_ptr<float>() : nullptr;
+  at::parallel_for(0, B * segs, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> scratch((R + C) * N);
+    std::vector<int64_t> first(L), last(L), done(L);
+    for (int64_t k = lo; k < hi; ++k) {
+      const int64_t b = k / segs, s0 = (k % segs) * seg_len, s1 = std::min(T, s0 + seg_len);
+      if (s0 >= s1) continue;
+      for (int64_t l = 0; l < L; ++l) {  // layer l's outputs: the segment widened by what the later layers read
+        first[l] = done[l] = std::max<int64_t>(0, s0 - reach[l + 1]);
+        last[l] = std::min(T, s1 + reach[l + 1]);
+      }
+      const int64_t in0 = std::max<int64_t>(0, s0 - reach[0]), in1 = std::min(T, s1 + reach[0]);
+      const int64_t origin = in0 - pad;  // buffer column c holds sample origin + c
+      const int64_t width = (in1 - in0) + 2 * pad + N;  // blocks read up to N - 1 past their range, plus d
+      // Not zero-filled: y_l's columns of samples outside [0, T) are zeroed below, every other column a layer reads
+      // is written by the layer before it first (past a block's range only lanes that are never stored are read).
+      std::unique_ptr<float[]> buf(new float[(L + 2) * C * width]);
+      float* xb = buf.get();
+      float* sb = xb + C * width;
+      float* yb = sb + C * width;  // L buffers [C][width]
+      for (int64_t r = 0; r < L * C; ++r) {
+        float* row = yb + r * width;
+        std::fill(row, row + (in0 - origin), 0.0f);
+        std::fill(row + (in1 - origin), row + width, 0.0f);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const float* src = xs + (b * C + c) * T;
+        const float st = steps[b * C + c];
+        float* xd = xb + c * width - origin;
+        float* yd = yb + c * width - origin;
+#pragma omp simd
+        for (int64_t t = in0; t < in1; ++t) {
+          xd[t] = src[t];
+          yd[t] = src[t] + st;
+        }
+      }
+      while (done[L - 1] < last[L - 1]) {
+        for (int64_t l = 0; l < L; ++l) {
+          int64_t target;
+          if (l == 0) target = std::min(last[0], done[0] + chunk);
+          else if (done[l - 1] == last[l - 1]) target = last[l];
+          else target = std::min(last[l], done[l - 1] - dilations[l]);
+          if (target < last[l]) target = done[l] + (target - done[l]) / N * N;  // whole blocks but at the end
+          if (target <= done[l]) continue;
+          const int64_t off = done[l] - origin;
+          dwblock::LayerArgs a;
+          a.C = C;
+          a.T = target - done[l];
+          a.y = yb + l * C * width + off - pad;
+          a.y_stride = width;
+          a.pad = pad;
+          a.dilation = dilations[l];
+          a.x = xb + off;
+          a.x_stride = width;
+          a.cond = conds ? conds + (l * B + b) * 2 * C * T + done[l] : nullptr;
+          a.cond_stride = T;
+          a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
+          a.wp_dil = wp_dil.data() + l * 2 * C * 3 * C;
+          a.wp_out = wp_out.data() + l * 2 * C * C;
+          a.b_out = b_out.data_ptr<float>() + l * 2 * C;
+          a.x_next = xb + off;
+          a.skip = sb + off;
+          a.accumulate = l > 0;
+          a.y_next = l + 1 < L ? yb + (l + 1) * C * width + off - pad : nullptr;
+          a.next_step = l + 1 < L ? steps + ((l + 1) * B + b) * C : nullptr;
+          kernel.run(a, 0, (a.T + N - 1) / N, scratch.data());
+          done[l] = target;
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        std::copy(sb + c * width + (s0 - origin), sb + c * width + (s1 - origin), skip_out + (b * C + c) * T + s0);
+        if (x_out)
+          std::copy(xb + c * width + (s0 - origin), xb + c * width + (s1 - origin), x_out + (b * C + c) * T + s0);
+      }
+    }
+  });
+  return skip;
+}
+
 // Runs the L layers with the blocked kernels; returns the skip sum and, when x_last is given, the last layer's x_next.
 at::Tensor run_blocked(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
                        const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
@@ -253,6 +364,8 @@ at::Tensor run_blocked(const at::Tensor& x, const at::Tensor& dstep, const at::T
   const int64_t L = static_cast<int64_t>(dilations.size());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
   const int64_t pad = dwtile::dilation_pad(dilations);
+  if (const int64_t chunk = dwtile::choose_wave(B, T, C, pad, N))
+    return run_wavefront(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, x_last, chunk, pad);
   // Four [C, width] float buffers per thread: x, skip and two ping-pong step-offset inputs.
   if (const int64_t tile = dwtile::choose_tile(B, T, dwtile::reach(dilations)[0], pad, N, 4 * C * sizeof(float)))
     return run_tiled(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, x_last, tile, pad);

@@ -55,5 +55,19 @@ inline int64_t choose_tile(int64_t B, int64_t T, int64_t halo, int64_t pad, int6
   return ((T + tiles - 1) / tiles + N - 1) / N * N;  // equal tiles: no short last one paying a whole halo
 }
 
+// Samples per wavefront chunk for the float32 stack (diffwave.cpp's run_wavefront), 0: run untiled or in tiles.
+// FASTSEP_DIFFWAVE_WAVE=N forces N (0 switches it off, e.g. to test the tiles). Taken when the untiled layers'
+// buffers (x, skip and two step-offset inputs, [C, T] each) would not stay in a 512 KiB L2.
+inline int64_t choose_wave(int64_t B, int64_t T, int64_t C, int64_t pad, int64_t N) {
+  (void)B;
+  (void)pad;
+  const char* forced = std::getenv("FASTSEP_DIFFWAVE_WAVE");
+  if (forced && *forced) return std::max<int64_t>(0, std::atoll(forced));
+  if (std::getenv("FASTSEP_DIFFWAVE_TILE") && *std::getenv("FASTSEP_DIFFWAVE_TILE")) return 0;  // tiles forced
+  constexpr int64_t kUntiled = int64_t(256) << 10;
+  if (4 * C * T * int64_t(sizeof(float)) <= kUntiled) return 0;
+  return 8 * N;
+}
+
 }  // namespace dwtile
 }  // namespace fastsep
