@@ -224,15 +224,16 @@ def test_diffwave_stack_time_tiles(monkeypatch, tile, channels, conditioned):
 
 @pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("chunk", ["1", "48", "100", "5000", ""])  # "": chosen (the wavefront at these lengths)
-@pytest.mark.parametrize("batch,length,threads", [(1, 2531, 2), (2, 1531, 1), (3, 700, 2)])
+@pytest.mark.parametrize("batch,length,threads", [(1, 2531, 2), (2, 1531, 1), (3, 700, 2), (1, 40000, 1)])
 @pytest.mark.parametrize("conditioned", [True, False])
 def test_diffwave_stack_wavefront(monkeypatch, chunk, batch, length, threads, conditioned):
     # The float32 CPU stack runs long signals as a wavefront: layer l on the next chunk of samples as soon as layer
     # l - 1 has produced its inputs, one buffer per layer's input, x and the skips in place; an item is cut into
     # segments (edges computed with their receptive field) when threads outnumber the items. FASTSEP_DIFFWAVE_WAVE
     # forces the chunk (rounded to whole blocks): chunks shorter than a block and than the dilations, one chunk for
-    # the whole signal, one and two threads, segments whose edges reach past both ends of the signal, and the
-    # x_next of diffwave_layer. The wavefront must give the reference's result.
+    # the whole signal, one and two threads, segments whose edges reach past both ends of the signal, a signal longer
+    # than the longest segment (32768 samples), and the x_next of diffwave_layer. The wavefront must give the
+    # reference's result.
     require_compiled_kernels("cpu", "the wavefront is the compiled CPU kernel's")
     monkeypatch.setenv("FASTSEP_DIFFWAVE_WAVE", chunk)
     monkeypatch.delenv("FASTSEP_DIFFWAVE_TILE", raising=False)
