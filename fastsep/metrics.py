@@ -311,11 +311,20 @@ def segment_permuted(est: Tensor, ref: Tensor, segment: int) -> Tensor:
     An *oracle* diagnostic, not a separation: a separator that hands one talker from one output to the other
     partway through (a talker swap) is scored by the whole-signal match as if half its output were wrong, and
     matched per segment as if it were right. ``si_sdri_seg - si_sdri`` is what swaps cost.
+
+    SI-SDR does not see an estimate's sign, so a separator may give a track out negated, always; joined to a piece
+    of another track it would cancel what it should add. Each track is therefore first turned to the sign of its
+    whole-signal match (its inner product with the reference it is matched to over the whole signal): a track that
+    is negated throughout is scored as it is by SI-SDR, a sign that flips partway through still costs.
     """
     _check_pair("segment_permuted", est, ref)
     if est.dim() != 2:
         raise ValueError(f"fastsep.metrics.segment_permuted: est and ref [C, T] expected, got {tuple(est.shape)}")
     bounds = segment_bounds(est.shape[-1], segment, "segment_permuted")
+    matched, perm = pit(est[None], ref[None])
+    signs = torch.where((matched[0] * ref).sum(-1) < 0, -1.0, 1.0).to(est.dtype)  # per reference
+    est = est.clone()
+    est[perm[0]] = est[perm[0]] * signs[:, None]
     return torch.cat([pit(est[None, :, a:b], ref[None, :, a:b])[0][0] for a, b in bounds], dim=-1)
 
 

@@ -344,6 +344,17 @@ def test_segment_permutation_undoes_a_talker_swap_and_costs_nothing_without_one(
     repaired = segment_permuted(inside, ref, 1000)
     torch.testing.assert_close(repaired[:, :5000], est[:, :5000])
     torch.testing.assert_close(repaired[:, 6000:], est[:, 6000:])
+    # SI-SDR does not see a track's sign: one output negated throughout (a separator trained from scratch did this)
+    # and swapped at 4000 must score as the swap alone, not cancel where the pieces of its two outputs meet
+    negated = at_half_second.clone()
+    negated[0] = -negated[0]
+    flipped = separation_scores(negated, ref, mix, 8000, ["si_sdri", "si_sdri_seg"])
+    torch.testing.assert_close(flipped["si_sdri"], scores["si_sdri"])
+    torch.testing.assert_close(flipped["si_sdri_seg"], si_sdr_improvement(est, ref, mix))
+    # ...while a sign that flips partway through a track still costs
+    half_flipped = est.clone()
+    half_flipped[0, 4000:] = -half_flipped[0, 4000:]
+    assert float(si_sdr(segment_permuted(half_flipped, ref, 1000)[0], ref[0])) < -10
     # a last piece under half a segment joins the one before instead of being matched on its own few samples
     assert segment_permuted(est[:, :2300], ref[:, :2300], 1000).shape == (2, 2300)
     with pytest.raises(ValueError, match="segment"):
