@@ -196,6 +196,20 @@ def test_diffwave_stack_block_edges(device, channels, length, conditioned):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def _check_stack_and_layer(args, dilations, conditioned):
+    """The op's stack and its single layer (dilation 5, x_next and skip) against the reference on ``args``."""
+    with torch.no_grad():
+        got = ops.diffwave_stack(*args, dilations)
+        want = reference.diffwave_stack(*args, dilations)
+        layer_args = (args[0], args[1][0], args[2][0] if conditioned else None, args[3][0], args[4][0], args[5][0],
+                      args[6][0], 5)
+        got_layer = ops.diffwave_layer(*layer_args)
+        want_layer = reference.diffwave_layer(*layer_args)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_layer, want_layer):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("tile", ["48", "96", "200", "0"])  # 0: tiling off (the whole signal, layer by layer)
 @pytest.mark.parametrize("channels", [8, 64])
@@ -210,16 +224,7 @@ def test_diffwave_stack_time_tiles(monkeypatch, tile, channels, conditioned):
     dilations = [1, 2, 4, 8, 16, 33]
     g = torch.Generator().manual_seed(channels + 7 * int(tile))
     args = diffwave_inputs(2, channels, 531, len(dilations), conditioned, generator=g)
-    with torch.no_grad():
-        got = ops.diffwave_stack(*args, dilations)
-        want = reference.diffwave_stack(*args, dilations)
-        layer_args = (args[0], args[1][0], args[2][0] if conditioned else None, args[3][0], args[4][0], args[5][0],
-                      args[6][0], 5)
-        got_layer = ops.diffwave_layer(*layer_args)
-        want_layer = reference.diffwave_layer(*layer_args)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    for a, b in zip(got_layer, want_layer):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _check_stack_and_layer(args, dilations, conditioned)
 
 
 @pytest.mark.kernel_vs_reference
@@ -242,16 +247,7 @@ def test_diffwave_stack_wavefront(monkeypatch, chunk, batch, length, threads, co
     channels = 32 if conditioned else 8
     g = torch.Generator().manual_seed(batch * 100 + length)
     args = diffwave_inputs(batch, channels, length, len(dilations), conditioned, generator=g)
-    with torch.no_grad():
-        got = ops.diffwave_stack(*args, dilations)
-        want = reference.diffwave_stack(*args, dilations)
-        layer_args = (args[0], args[1][0], args[2][0] if conditioned else None, args[3][0], args[4][0], args[5][0],
-                      args[6][0], 5)
-        got_layer = ops.diffwave_layer(*layer_args)
-        want_layer = reference.diffwave_layer(*layer_args)
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    for a, b in zip(got_layer, want_layer):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    _check_stack_and_layer(args, dilations, conditioned)
 
 
 def _needs_bf16():

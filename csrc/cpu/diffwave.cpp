@@ -164,6 +164,46 @@ void pack_weights(const at::Tensor& w_dil, const at::Tensor& w_out, int64_t R, s
       }
 }
 
+// What the layers of one stack call share, and one layer's arguments on a driver's buffers (rows `width` apart,
+// column `off` holding sample s; the step-offset inputs y and y_next with the kernel's `pad` columns before it):
+// the time tiles' and the wavefront's layers differ only in these.
+struct StackCall {
+  int64_t B, C, T;
+  at::IntArrayRef dilations;
+  const float* conds;  // [L, B, 2C, T] or null
+  const float* steps;  // [L, B, C]
+  const float* b_dil;  // [L, 2C]
+  const float* b_out;  // [L, 2C]
+  const std::vector<float>& wp_dil;
+  const std::vector<float>& wp_out;
+
+  dwblock::LayerArgs layer(int64_t l, int64_t b, int64_t s, int64_t n, int64_t off, int64_t width, int64_t pad,
+                           const float* y, float* y_next, float* xb, float* sb) const {
+    const int64_t L = static_cast<int64_t>(dilations.size());
+    dwblock::LayerArgs a;
+    a.C = C;
+    a.T = n;
+    a.y = y + off - pad;
+    a.y_stride = width;
+    a.pad = pad;
+    a.dilation = dilations[l];
+    a.x = xb + off;
+    a.x_stride = width;
+    a.cond = conds ? conds + (l * B + b) * 2 * C * T + s : nullptr;
+    a.cond_stride = T;
+    a.b_dil = b_dil + l * 2 * C;
+    a.wp_dil = wp_dil.data() + l * 2 * C * 3 * C;
+    a.wp_out = wp_out.data() + l * 2 * C * C;
+    a.b_out = b_out + l * 2 * C;
+    a.x_next = xb + off;
+    a.skip = sb + off;
+    a.accumulate = l > 0;
+    a.y_next = l + 1 < L ? y_next + off - pad : nullptr;
+    a.next_step = l + 1 < L ? steps + ((l + 1) * B + b) * C : nullptr;
+    return a;
+  }
+};
+
 // ------------------------------------------------------------------------------------------------- time tiles
 // (diffwave_tiles.h says why.)
 at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
@@ -186,6 +226,8 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
   const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
   float* skip_out = skip.data_ptr<float>();
   float* x_out = x_last ? x_last->data_ptr<float>() : nullptr;
+  const StackCall call{B, C, T, dilations, conds, steps, b_dil.data_ptr<float>(), b_out.data_ptr<float>(), wp_dil,
+                       wp_out};
   at::parallel_for(0, B * tiles, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> buf(4 * C * width + (R + C) * N);
     float* xb = buf.data();              // layer input, updated in place
@@ -214,26 +256,7 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
         // Layer l's outputs are needed on the tile widened by what the later layers read.
         const int64_t s = std::max<int64_t>(0, t0 - reach[l + 1]), e = std::min(T, t1 + reach[l + 1]);
         const int64_t off = s - origin;  // buffer column of sample s
-        dwblock::LayerArgs a;
-        a.C = C;
-        a.T = e - s;
-        a.y = yb[l % 2] + off - pad;
-        a.y_stride = width;
-        a.pad = pad;
-        a.dilation = dilations[l];
-        a.x = xb + off;
-        a.x_stride = width;
-        a.cond = conds ? conds + (l * B + b) * 2 * C * T + s : nullptr;
-        a.cond_stride = T;
-        a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
-        a.wp_dil = wp_dil.data() + l * 2 * C * 3 * C;
-        a.wp_out = wp_out.data() + l * 2 * C * C;
-        a.b_out = b_out.data_ptr<float>() + l * 2 * C;
-        a.x_next = xb + off;
-        a.skip = sb + off;
-        a.accumulate = l > 0;
-        a.y_next = l + 1 < L ? yb[(l + 1) % 2] + off - pad : nullptr;
-        a.next_step = l + 1 < L ? steps + ((l + 1) * B + b) * C : nullptr;
+        const dwblock::LayerArgs a = call.layer(l, b, s, e - s, off, width, pad, yb[l % 2], yb[(l + 1) % 2], xb, sb);
         kernel.run(a, 0, (a.T + N - 1) / N, scratch);
       }
       for (int64_t c = 0; c < C; ++c) {
@@ -302,6 +325,8 @@ at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at:
   const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
   float* skip_out = skip.data_ptr<float>();
   float* x_out = x_last ? x_last->data_ptr<float>() : nullptr;
+  const StackCall call{B, C, T, dilations, conds, steps, b_dil.data_ptr<float>(), b_out.data_ptr<float>(), wp_dil,
+                       wp_out};
   // The widest segment's buffers: x, skip and L step-offset inputs, [C][width] each.
   const int64_t max_width = std::min(T, seg_len + 2 * reach[0]) + 2 * pad + N;
   const size_t buffer_floats = static_cast<size_t>((L + 2) * C * max_width);
@@ -349,26 +374,8 @@ at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at:
           if (target < last[l]) target = done[l] + (target - done[l]) / N * N;  // whole blocks but at the end
           if (target <= done[l]) continue;
           const int64_t off = done[l] - origin;
-          dwblock::LayerArgs a;
-          a.C = C;
-          a.T = target - done[l];
-          a.y = yb + l * C * width + off - pad;
-          a.y_stride = width;
-          a.pad = pad;
-          a.dilation = dilations[l];
-          a.x = xb + off;
-          a.x_stride = width;
-          a.cond = conds ? conds + (l * B + b) * 2 * C * T + done[l] : nullptr;
-          a.cond_stride = T;
-          a.b_dil = b_dil.data_ptr<float>() + l * 2 * C;
-          a.wp_dil = wp_dil.data() + l * 2 * C * 3 * C;
-          a.wp_out = wp_out.data() + l * 2 * C * C;
-          a.b_out = b_out.data_ptr<float>() + l * 2 * C;
-          a.x_next = xb + off;
-          a.skip = sb + off;
-          a.accumulate = l > 0;
-          a.y_next = l + 1 < L ? yb + (l + 1) * C * width + off - pad : nullptr;
-          a.next_step = l + 1 < L ? steps + ((l + 1) * B + b) * C : nullptr;
+          const dwblock::LayerArgs a = call.layer(l, b, done[l], target - done[l], off, width, pad,
+                                                  yb + l * C * width, yb + (l + 1) * C * width, xb, sb);
           kernel.run(a, 0, (a.T + N - 1) / N, scratch.data());
           done[l] = target;
         }
