@@ -170,12 +170,21 @@ void pack_weights(const at::Tensor& w_dil, const at::Tensor& w_out, int64_t R, s
 struct StackCall {
   int64_t B, C, T;
   at::IntArrayRef dilations;
-  const float* conds;  // [L, B, 2C, T] or null
+  const float* xs;     // [B, C, T] the first layer's input
   const float* steps;  // [L, B, C]
+  const float* conds;  // [L, B, 2C, T] or null
   const float* b_dil;  // [L, 2C]
   const float* b_out;  // [L, 2C]
-  const std::vector<float>& wp_dil;
-  const std::vector<float>& wp_out;
+  std::vector<float> wp_dil, wp_out;  // packed for row blocks of R (pack_weights)
+
+  StackCall(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
+            const at::Tensor& b_dil_, const at::Tensor& w_out, const at::Tensor& b_out_, at::IntArrayRef dilations_,
+            int64_t R)
+      : B(x.size(0)), C(x.size(1)), T(x.size(2)), dilations(dilations_), xs(x.data_ptr<float>()),
+        steps(dstep.data_ptr<float>()), conds(cond.numel() ? cond.data_ptr<float>() : nullptr),
+        b_dil(b_dil_.data_ptr<float>()), b_out(b_out_.data_ptr<float>()) {
+    pack_weights(w_dil, w_out, R, wp_dil, wp_out);
+  }
 
   dwblock::LayerArgs layer(int64_t l, int64_t b, int64_t s, int64_t n, int64_t off, int64_t width, int64_t pad,
                            const float* y, float* y_next, float* xb, float* sb) const {
@@ -217,17 +226,11 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
   // their range's end, plus the dilation.
   const int64_t width = tile + 2 * reach[0] + 2 * pad + N;
   const int64_t tiles = (T + tile - 1) / tile;
-  std::vector<float> wp_dil, wp_out;
-  pack_weights(w_dil, w_out, R, wp_dil, wp_out);
+  const StackCall call(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, R);
   at::Tensor skip = at::empty_like(x);
   if (x_last) *x_last = at::empty_like(x);
-  const float* xs = x.data_ptr<float>();
-  const float* steps = dstep.data_ptr<float>();
-  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
   float* skip_out = skip.data_ptr<float>();
   float* x_out = x_last ? x_last->data_ptr<float>() : nullptr;
-  const StackCall call{B, C, T, dilations, conds, steps, b_dil.data_ptr<float>(), b_out.data_ptr<float>(), wp_dil,
-                       wp_out};
   at::parallel_for(0, B * tiles, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> buf(4 * C * width + (R + C) * N);
     float* xb = buf.data();              // layer input, updated in place
@@ -241,8 +244,8 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
       {  // the first layer's input over everything the tile's outputs reach
         const int64_t s = std::max<int64_t>(0, t0 - reach[0]), e = std::min(T, t1 + reach[0]);
         for (int64_t c = 0; c < C; ++c) {
-          const float* src = xs + (b * C + c) * T;
-          const float st = steps[b * C + c];
+          const float* src = call.xs + (b * C + c) * T;
+          const float st = call.steps[b * C + c];
           float* xd = xb + c * width - origin;
           float* yd = yb[0] + c * width - origin;
 #pragma omp simd
@@ -316,17 +319,11 @@ at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at:
   int64_t segs = B >= threads ? 1 : std::max<int64_t>(1, std::min((threads + B - 1) / B, T / (8 * reach[0] + 1)));
   segs = std::max(segs, (T + kMaxSegment - 1) / kMaxSegment);
   const int64_t seg_len = ((T + segs - 1) / segs + N - 1) / N * N;
-  std::vector<float> wp_dil, wp_out;
-  pack_weights(w_dil, w_out, R, wp_dil, wp_out);
+  const StackCall call(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, R);
   at::Tensor skip = at::empty_like(x);
   if (x_last) *x_last = at::empty_like(x);
-  const float* xs = x.data_ptr<float>();
-  const float* steps = dstep.data_ptr<float>();
-  const float* conds = cond.numel() ? cond.data_ptr<float>() : nullptr;
   float* skip_out = skip.data_ptr<float>();
   float* x_out = x_last ? x_last->data_ptr<float>() : nullptr;
-  const StackCall call{B, C, T, dilations, conds, steps, b_dil.data_ptr<float>(), b_out.data_ptr<float>(), wp_dil,
-                       wp_out};
   // The widest segment's buffers: x, skip and L step-offset inputs, [C][width] each.
   const int64_t max_width = std::min(T, seg_len + 2 * reach[0]) + 2 * pad + N;
   const size_t buffer_floats = static_cast<size_t>((L + 2) * C * max_width);
@@ -355,8 +352,8 @@ at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at:
         std::fill(row + (in1 - origin), row + width, 0.0f);
       }
       for (int64_t c = 0; c < C; ++c) {
-        const float* src = xs + (b * C + c) * T;
-        const float st = steps[b * C + c];
+        const float* src = call.xs + (b * C + c) * T;
+        const float st = call.steps[b * C + c];
         float* xd = xb + c * width - origin;
         float* yd = yb + c * width - origin;
 #pragma omp simd
