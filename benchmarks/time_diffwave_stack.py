@@ -2,7 +2,7 @@
 the kernel's rate in GFLOP/s against the float32 GEMM yardstick of ``fastsep bench``'s roofline, without the rest of
 the vocoder around it. Quick enough to alternate two builds of the extension (``benchmarks/compare_builds.sh``).
 
-    FASTSEP_NUM_THREADS=1 python benchmarks/time_diffwave_stack.py --batch 1 8 --length 32000 --repeats 7
+    python benchmarks/time_diffwave_stack.py --threads 1 --batch 1 8 --length 32000 --repeats 7
 
 Defaults are the bundled default's GM (32 channels, 12 layers, dilations 1..32 twice) on 4 s of 8 kHz audio,
 conditioned. Prints the fastest of ``--repeats`` calls (the machine's noise only ever adds time) and the median.
@@ -17,6 +17,7 @@ import time
 import torch
 
 from fastsep import ops
+from fastsep.threads import set_threads
 
 
 def main() -> None:
@@ -28,7 +29,10 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=32000, help="samples")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--unconditioned", action="store_true")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch's intra-op threads (default: fastsep's choice, FASTSEP_NUM_THREADS first)")
     args = parser.parse_args()
+    set_threads(args.threads)  # as the CLI does: importing fastsep alone leaves torch's own default
     C, L, T = args.channels, args.layers, args.length
     dilations = [2 ** (i % args.cycle) for i in range(L)]
     print(f"threads {torch.get_num_threads()}, {C} channels x {L} layers, {T} samples, dilations {dilations}")
