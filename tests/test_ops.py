@@ -250,6 +250,22 @@ def test_diffwave_stack_wavefront(monkeypatch, chunk, batch, length, threads, co
     _check_stack_and_layer(args, dilations, conditioned)
 
 
+@pytest.mark.kernel_vs_reference
+def test_diffwave_stack_wavefront_beyond_the_kept_buffer(monkeypatch):
+    # A thread keeps its wavefront buffer between calls up to 64 MiB; a segment that needs more (here 10 buffers of
+    # 64 x ~32300 floats, ~83 MB) gets one made for the call. Both must give the reference's result, one after the
+    # other on the same thread.
+    require_compiled_kernels("cpu", "the wavefront is the compiled CPU kernel's")
+    monkeypatch.delenv("FASTSEP_DIFFWAVE_WAVE", raising=False)
+    monkeypatch.delenv("FASTSEP_DIFFWAVE_TILE", raising=False)
+    torch.set_num_threads(1)  # conftest restores the count
+    dilations = [1, 2, 4, 8, 16, 32, 1, 2]
+    g = torch.Generator().manual_seed(11)
+    for channels, length in ((64, 32000), (8, 3000)):
+        args = diffwave_inputs(1, channels, length, len(dilations), False, generator=g)
+        _check_stack_and_layer(args, dilations, False)
+
+
 def _needs_bf16():
     if not _ext.diffwave_bf16_available():
         pytest.skip("no bfloat16 DiffWave kernel here (needs the extension and a CPU with AVX512-BF16)")

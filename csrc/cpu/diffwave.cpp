@@ -211,6 +211,31 @@ struct StackCall {
     a.next_step = l + 1 < L ? steps + ((l + 1) * B + b) * C : nullptr;
     return a;
   }
+
+  // The first layer's input x and x + its step offset y, samples [s, e) of item b, into buffers whose column c
+  // holds sample origin + c.
+  void load_input(int64_t b, int64_t s, int64_t e, int64_t width, int64_t origin, float* xb, float* yb) const {
+    for (int64_t c = 0; c < C; ++c) {
+      const float* src = xs + (b * C + c) * T;
+      const float st = steps[b * C + c];
+      float* xd = xb + c * width - origin;
+      float* yd = yb + c * width - origin;
+#pragma omp simd
+      for (int64_t t = s; t < e; ++t) {
+        xd[t] = src[t];
+        yd[t] = src[t] + st;
+      }
+    }
+  }
+
+  // Samples [s, e) of item b's skip sum (and of the last layer's x, when x_out is given) out of the buffers.
+  void store_output(int64_t b, int64_t s, int64_t e, int64_t width, int64_t origin, const float* sb, const float* xb,
+                    float* skip_out, float* x_out) const {
+    for (int64_t c = 0; c < C; ++c) {
+      std::copy(sb + c * width + (s - origin), sb + c * width + (e - origin), skip_out + (b * C + c) * T + s);
+      if (x_out) std::copy(xb + c * width + (s - origin), xb + c * width + (e - origin), x_out + (b * C + c) * T + s);
+    }
+  }
 };
 
 // ------------------------------------------------------------------------------------------------- time tiles
@@ -241,20 +266,8 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
       const int64_t b = k / tiles, t0 = (k % tiles) * tile, t1 = std::min(T, t0 + tile);
       const int64_t origin = t0 - reach[0] - pad;
       std::fill(yb[0], yb[0] + 2 * C * width, 0.0f);
-      {  // the first layer's input over everything the tile's outputs reach
-        const int64_t s = std::max<int64_t>(0, t0 - reach[0]), e = std::min(T, t1 + reach[0]);
-        for (int64_t c = 0; c < C; ++c) {
-          const float* src = call.xs + (b * C + c) * T;
-          const float st = call.steps[b * C + c];
-          float* xd = xb + c * width - origin;
-          float* yd = yb[0] + c * width - origin;
-#pragma omp simd
-          for (int64_t t = s; t < e; ++t) {
-            xd[t] = src[t];
-            yd[t] = src[t] + st;
-          }
-        }
-      }
+      // the first layer's input over everything the tile's outputs reach
+      call.load_input(b, std::max<int64_t>(0, t0 - reach[0]), std::min(T, t1 + reach[0]), width, origin, xb, yb[0]);
       for (int64_t l = 0; l < L; ++l) {
         // Layer l's outputs are needed on the tile widened by what the later layers read.
         const int64_t s = std::max<int64_t>(0, t0 - reach[l + 1]), e = std::min(T, t1 + reach[l + 1]);
@@ -262,17 +275,28 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
         const dwblock::LayerArgs a = call.layer(l, b, s, e - s, off, width, pad, yb[l % 2], yb[(l + 1) % 2], xb, sb);
         kernel.run(a, 0, (a.T + N - 1) / N, scratch);
       }
-      for (int64_t c = 0; c < C; ++c) {
-        std::copy(sb + c * width + (t0 - origin), sb + c * width + (t1 - origin), skip_out + (b * C + c) * T + t0);
-        if (x_out)
-          std::copy(xb + c * width + (t0 - origin), xb + c * width + (t1 - origin), x_out + (b * C + c) * T + t0);
-      }
+      call.store_output(b, t0, t1, width, origin, sb, xb, skip_out, x_out);
     }
   });
   return skip;
 }
 
 // ------------------------------------------------------------------------------------------------ wavefront
+// A thread's wavefront buffer of `floats`, kept from call to call: a fresh allocation of tens of MB is a fresh mapping,
+// and faulting its pages in cost ~15 % of a 4 s call (per item, at batch 8). Kept only up to 64 MiB per thread: for a
+// larger one this returns null and the caller makes its own for the call.
+float* kept_wavefront_buffer(size_t floats) {
+  constexpr size_t kKeep = (size_t(64) << 20) / sizeof(float);
+  thread_local std::unique_ptr<float[]> kept;
+  thread_local size_t kept_floats = 0;
+  if (floats > kKeep) return nullptr;
+  if (floats > kept_floats) {
+    kept.reset(new float[floats]);
+    kept_floats = floats;
+  }
+  return kept.get();
+}
+
 // Time tiles keep a tile's activations in L2 by recomputing each tile's receptive field, and need ~1 MiB of L2 per
 // thread to keep that recomputation small; a core with 512 KiB (AMD Zen 3) falls back to streaming every layer
 // through L3 at half the kernel's rate. The wavefront recomputes nothing and keeps only a few hundred samples per
@@ -283,26 +307,6 @@ at::Tensor run_tiled(const at::Tensor& x, const at::Tensor& dstep, const at::Ten
 // it. An item is cut into as many segments as it takes to give every thread work; each segment's edges are computed
 // with their receptive field, as the tiles' are. Per sample the arithmetic is the tiles', in the same order: the
 // results are the same bits.
-// A thread's wavefront buffers, kept from call to call: a fresh allocation of tens of MB is a fresh mapping, and
-// faulting its pages in cost ~15 % of a 4 s call (per item, at batch 8). Kept only up to 64 MiB per thread; larger
-// ones are made for the call and released.
-float* wavefront_buffer(size_t floats) {
-  constexpr size_t kKeep = (size_t(64) << 20) / sizeof(float);
-  thread_local std::unique_ptr<float[]> kept;
-  thread_local size_t kept_floats = 0;
-  thread_local std::unique_ptr<float[]> once;
-  once.reset();
-  if (floats > kKeep) {
-    once.reset(new float[floats]);
-    return once.get();
-  }
-  if (floats > kept_floats) {
-    kept.reset(new float[floats]);
-    kept_floats = floats;
-  }
-  return kept.get();
-}
-
 at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at::Tensor& cond, const at::Tensor& w_dil,
                          const at::Tensor& b_dil, const at::Tensor& w_out, const at::Tensor& b_out,
                          at::IntArrayRef dilations, at::Tensor* x_last, int64_t chunk, int64_t pad) {
@@ -329,13 +333,18 @@ at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at:
   const size_t buffer_floats = static_cast<size_t>((L + 2) * C * max_width);
   at::parallel_for(0, B * segs, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> scratch((R + C) * N);
-    std::vector<int64_t> first(L), last(L), done(L);
-    float* const buf = wavefront_buffer(buffer_floats);
+    std::vector<int64_t> last(L), done(L);
+    std::unique_ptr<float[]> own;  // only where the buffer is too large to keep
+    float* buf = kept_wavefront_buffer(buffer_floats);
+    if (!buf) {
+      own.reset(new float[buffer_floats]);
+      buf = own.get();
+    }
     for (int64_t k = lo; k < hi; ++k) {
       const int64_t b = k / segs, s0 = (k % segs) * seg_len, s1 = std::min(T, s0 + seg_len);
       if (s0 >= s1) continue;
       for (int64_t l = 0; l < L; ++l) {  // layer l's outputs: the segment widened by what the later layers read
-        first[l] = done[l] = std::max<int64_t>(0, s0 - reach[l + 1]);
+        done[l] = std::max<int64_t>(0, s0 - reach[l + 1]);
         last[l] = std::min(T, s1 + reach[l + 1]);
       }
       const int64_t in0 = std::max<int64_t>(0, s0 - reach[0]), in1 = std::min(T, s1 + reach[0]);
@@ -351,17 +360,7 @@ at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at:
         std::fill(row, row + (in0 - origin), 0.0f);
         std::fill(row + (in1 - origin), row + width, 0.0f);
       }
-      for (int64_t c = 0; c < C; ++c) {
-        const float* src = call.xs + (b * C + c) * T;
-        const float st = call.steps[b * C + c];
-        float* xd = xb + c * width - origin;
-        float* yd = yb + c * width - origin;
-#pragma omp simd
-        for (int64_t t = in0; t < in1; ++t) {
-          xd[t] = src[t];
-          yd[t] = src[t] + st;
-        }
-      }
+      call.load_input(b, in0, in1, width, origin, xb, yb);
       while (done[L - 1] < last[L - 1]) {
         for (int64_t l = 0; l < L; ++l) {
           int64_t target;
@@ -377,11 +376,7 @@ at::Tensor run_wavefront(const at::Tensor& x, const at::Tensor& dstep, const at:
           done[l] = target;
         }
       }
-      for (int64_t c = 0; c < C; ++c) {
-        std::copy(sb + c * width + (s0 - origin), sb + c * width + (s1 - origin), skip_out + (b * C + c) * T + s0);
-        if (x_out)
-          std::copy(xb + c * width + (s0 - origin), xb + c * width + (s1 - origin), x_out + (b * C + c) * T + s0);
-      }
+      call.store_output(b, s0, s1, width, origin, sb, xb, skip_out, x_out);
     }
   });
   return skip;
@@ -395,7 +390,7 @@ at::Tensor run_blocked(const at::Tensor& x, const at::Tensor& dstep, const at::T
   const int64_t L = static_cast<int64_t>(dilations.size());
   const int64_t B = x.size(0), C = x.size(1), T = x.size(2), N = kernel.width, R = kernel.rows;
   const int64_t pad = dwtile::dilation_pad(dilations);
-  if (const int64_t chunk = dwtile::choose_wave(B, T, C, pad, N))
+  if (const int64_t chunk = dwtile::choose_wave(T, C, N))
     return run_wavefront(x, dstep, cond, w_dil, b_dil, w_out, b_out, dilations, x_last, chunk, pad);
   // Four [C, width] float buffers per thread: x, skip and two ping-pong step-offset inputs.
   if (const int64_t tile = dwtile::choose_tile(B, T, dwtile::reach(dilations)[0], pad, N, 4 * C * sizeof(float)))

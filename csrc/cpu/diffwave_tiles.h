@@ -57,10 +57,8 @@ inline int64_t choose_tile(int64_t B, int64_t T, int64_t halo, int64_t pad, int6
 
 // Samples per wavefront chunk for the float32 stack (diffwave.cpp's run_wavefront), 0: run untiled or in tiles.
 // FASTSEP_DIFFWAVE_WAVE=N forces N (0 switches it off, e.g. to test the tiles). Taken when the untiled layers'
-// buffers (x, skip and two step-offset inputs, [C, T] each) would not stay in a 512 KiB L2.
-inline int64_t choose_wave(int64_t B, int64_t T, int64_t C, int64_t pad, int64_t N) {
-  (void)B;
-  (void)pad;
+// buffers (x, skip and two step-offset inputs, [C, T] each) pass 256 KiB, half of a 512 KiB L2.
+inline int64_t choose_wave(int64_t T, int64_t C, int64_t N) {
   const char* forced = std::getenv("FASTSEP_DIFFWAVE_WAVE");
   if (forced && *forced) return std::max<int64_t>(0, std::atoll(forced));
   if (std::getenv("FASTSEP_DIFFWAVE_TILE") && *std::getenv("FASTSEP_DIFFWAVE_TILE")) return 0;  // tiles forced
