@@ -271,10 +271,18 @@ def convtasnet_flops(model: nn.Module, batch: int, length: int) -> int:
     frames = (model.padded_length(length) - ksz) // stride + 1
     bn, hid, skip, p = c["bn_chan"], c["hid_chan"], c["skip_chan"], c["conv_kernel_size"]
     blocks = c["n_blocks"] * c["n_repeats"]
+    per_block = bn * hid + hid * p + hid * skip
     per_frame = n * ksz + n * bn  # encoder, bottleneck
-    per_frame += blocks * (bn * hid + hid * p + hid * skip) + (blocks - 1) * hid * bn
     per_frame += skip * c["n_src"] * n + c["n_src"] * n * ksz  # mask head, decoder
-    return 2 * batch * frames * per_frame
+    s = c.get("coarse_stride", 1)
+    if s == 1:
+        return 2 * batch * frames * (per_frame + blocks * per_block + (blocks - 1) * hid * bn)
+    # fine blocks (all with a residual) on every frame; the coarse ones, the strided conv down (bn x bn x s per
+    # coarse frame) and the transposed conv up (skip x skip x s) on ceil(frames / s) frames
+    fine = c["fine_repeats"] * c["n_blocks"]
+    coarse_frames = -(-frames // s)
+    per_coarse = (blocks - fine) * per_block + (blocks - fine - 1) * hid * bn + bn * bn * s + skip * skip * s
+    return 2 * batch * (frames * (per_frame + fine * (per_block + hid * bn)) + coarse_frames * per_coarse)
 
 
 def diffwave_flops(model: nn.Module, items: int, length: int, steps: Optional[int] = None,

@@ -75,20 +75,35 @@ class ConvTasNet(SeparationModel):
         mask_act: ``"relu"`` (asteroid's default, which trains better), ``"sigmoid"`` (the paper's) or ``"softmax"``
             (across sources).
         stride: encoder hop in samples; ``None`` means ``kernel_size // 2`` (50 % overlap, as published).
+        coarse_stride: 1 (the published model) runs every block at the encoder's frame rate. ``s > 1`` runs the
+            repeats after the first ``fine_repeats`` on frames ``s`` times coarser (a strided convolution of the
+            bottleneck stream down, a transposed one of their skips back up), so that those repeats see ``s`` times
+            further for ``1 / s`` of the cost while the mask keeps the fine frame: a short hop separates each
+            instant better, a long reach keeps each talker on one output (a coarse hop alone swapped less but
+            separated worse, ``recipes/results/ablate_window``).
+        fine_repeats: repeats at the fine rate when ``coarse_stride > 1`` (default 1; at least 1, fewer than
+            ``n_repeats``).
     """
 
     def __init__(self, n_src: int, sample_rate: int = 8000, n_filters: int = 512, kernel_size: int = 16,
                  bn_chan: int = 128, hid_chan: int = 512, skip_chan: int = 128, conv_kernel_size: int = 3,
                  n_blocks: int = 8, n_repeats: int = 3, norm: str = "gLN", mask_act: str = "relu",
-                 stride: Optional[int] = None):
+                 stride: Optional[int] = None, coarse_stride: int = 1, fine_repeats: Optional[int] = None):
         name = type(self).__name__
         kernel_size = check_positive_int(name, "kernel_size", kernel_size)
         stride = max(1, kernel_size // 2) if stride is None else stride
         super().__init__(n_src, sample_rate, kernel_size, stride)
         for key, val in (("n_filters", n_filters), ("bn_chan", bn_chan), ("hid_chan", hid_chan),
                          ("skip_chan", skip_chan), ("conv_kernel_size", conv_kernel_size), ("n_blocks", n_blocks),
-                         ("n_repeats", n_repeats)):
+                         ("n_repeats", n_repeats), ("coarse_stride", coarse_stride)):
             check_positive_int(name, key, val)
+        if coarse_stride == 1:
+            fine_repeats = n_repeats
+        else:
+            fine_repeats = 1 if fine_repeats is None else check_positive_int(name, "fine_repeats", fine_repeats)
+            if fine_repeats >= n_repeats:
+                raise ValueError(f"{name}: with coarse_stride > 1, fine_repeats must be below n_repeats "
+                                 f"({n_repeats}) so that some repeats run coarse, got {fine_repeats}")
         if conv_kernel_size % 2 == 0:
             raise ValueError(f"{name}: conv_kernel_size must be odd to keep the length, got {conv_kernel_size}")
         if mask_act not in _MASK_ACTS:
@@ -98,6 +113,10 @@ class ConvTasNet(SeparationModel):
                            bn_chan=bn_chan, hid_chan=hid_chan, skip_chan=skip_chan,
                            conv_kernel_size=conv_kernel_size, n_blocks=n_blocks, n_repeats=n_repeats, norm=norm,
                            mask_act=mask_act, stride=self.stride)
+        if coarse_stride > 1:  # only then, so that earlier bundles' configs read the same
+            self.config.update(coarse_stride=coarse_stride, fine_repeats=fine_repeats)
+        self.coarse_stride = coarse_stride
+        self.n_fine_blocks = fine_repeats * n_blocks
         self.n_filters = n_filters
         self.mask_act = mask_act
 
@@ -110,6 +129,9 @@ class ConvTasNet(SeparationModel):
                       with_residual=i < n_total - 1)
             for i in range(n_total)
         )
+        if coarse_stride > 1:
+            self.down = nn.Conv1d(bn_chan, bn_chan, coarse_stride, stride=coarse_stride)
+            self.up = nn.ConvTranspose1d(skip_chan, skip_chan, coarse_stride, stride=coarse_stride)
         self.mask_head = nn.Sequential(nn.PReLU(), nn.Conv1d(skip_chan, n_src * n_filters, 1))
         # Inference on CPU runs each block as one fused op (fastsep.ops.tcn_block_) where it can; False keeps the
         # module path (the reference the tests compare the op with). Not part of the config.
@@ -129,33 +151,51 @@ class ConvTasNet(SeparationModel):
                 and self.encoder.conv.weight.dtype == torch.float32 and ops.uses_kernels("cpu", "tcn_block_")
                 and all(b.body[1].weight.numel() == 1 and b.body[4].weight.numel() == 1 for b in self.blocks))
 
+    @staticmethod
+    def _blocks(x: Tensor, blocks) -> tuple:
+        """Run ``blocks`` on the bottleneck stream ``x``: (the stream after them, the sum of their skips)."""
+        skips = 0
+        for block in blocks:
+            res, skip = block(x)
+            skips = skips + skip
+            if res is not None:
+                x = x + res
+        return x, skips
+
+    def _fused_blocks(self, x: Tensor, x_offset: Optional[Tensor], blocks) -> tuple:
+        """:meth:`_blocks` by :func:`fastsep.ops.tcn_block_`, which updates ``[x; skips]`` in place with the per-row
+        constants kept apart in an offset (``x + x_offset[..., None]`` is the stream)."""
+        chan = x.shape[1]
+        state = x.new_zeros(x.shape[0], chan + self.config["skip_chan"], x.shape[-1])
+        state[:, :chan] = x
+        offset = state.new_zeros(state.shape[:2])
+        if x_offset is not None:
+            offset[:, :chan] = x_offset
+        for block in blocks:
+            block.fused_(state, offset)
+        return state[:, :chan] + offset[:, :chan, None], state[:, chan:] + offset[:, chan:, None]
+
     def forward(self, mix: Tensor) -> Tensor:
         """Separate ``mix [B, T]`` into ``[B, n_src, T]``."""
         mix = self.check_mix(mix)
         length = mix.shape[-1]
         feats = self.encoder(self.pad(mix))  # [B, N, K]
-        if self.uses_fused_blocks(mix):
+        fine, coarse = self.blocks[:self.n_fine_blocks], self.blocks[self.n_fine_blocks:]
+        fused = self.uses_fused_blocks(mix)
+        if fused:
             # the bottleneck's gLN folded into its 1x1 conv: W·(scale·f + shift) + b
             norm, conv = self.bottleneck
             scale, shift = norm.affine_of(feats)
             weight = conv.weight[..., 0]
-            # the blocks update [x; skips] in place, its per-row constants kept apart in offset (tcn_block_)
-            chan = weight.shape[0]
-            state = feats.new_zeros(feats.shape[0], chan + self.config["skip_chan"], feats.shape[-1])
-            state[:, :chan] = torch.bmm(weight * scale.unsqueeze(1), feats)
-            offset = state.new_zeros(state.shape[:2])
-            offset[:, :chan] = shift @ weight.t() + conv.bias
-            for block in self.blocks:
-                block.fused_(state, offset)
-            skips = state[:, chan:] + offset[:, chan:, None]
+            offset = shift @ weight.t() + conv.bias
+            x, skips = self._fused_blocks(torch.bmm(weight * scale.unsqueeze(1), feats), offset, fine)
         else:
-            x = self.bottleneck(feats)
-            skips = 0
-            for block in self.blocks:
-                res, skip = block(x)
-                skips = skips + skip
-                if res is not None:
-                    x = x + res
+            x, skips = self._blocks(self.bottleneck(feats), fine)
+        if len(coarse):
+            frames = x.shape[-1]
+            x = self.down(F.pad(x, (0, -frames % self.coarse_stride)))
+            _, coarse_skips = (self._fused_blocks(x, None, coarse) if fused else self._blocks(x, coarse))
+            skips = skips + self.up(coarse_skips)[..., :frames]
         logits = self.mask_head(skips).view(mix.shape[0], self.n_src, self.n_filters, -1)
         if self.mask_act == "relu":
             masks = F.relu(logits)

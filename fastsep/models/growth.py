@@ -46,6 +46,9 @@ def _repeat_channels(t: Tensor, factor: int) -> Tensor:
 
 
 def _check_growth(old: Dict[str, Any], new: Dict[str, Any]) -> int:
+    if old.get("coarse_stride", 1) != 1:
+        raise ValueError("grow_convtasnet: growing a Conv-TasNet with coarse repeats (coarse_stride > 1) is not "
+                         "supported")
     if old["norm"] not in ("gLN", "none"):
         raise ValueError(f"grow_convtasnet: widening keeps the function only with gLN or no norm, not {old['norm']!r}")
     h_old, h_new = old["hid_chan"], new["hid_chan"]

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Reach: does a Conv-TasNet that keeps the default's 2 ms frame for its mask but runs its later repeats on 8 ms
+# frames - and so sees ~8 s instead of ~2 s - keep unseen real talkers apart better, for the same CPU time?
+# (session 28)
+#
+# Session 27 (recipes/ablate_window.sh) moved the whole model to an 8 ms hop: it swapped talkers less (context) but
+# separated each half second worse (a coarse frame), and gained on recorded only. Here the encoder, the mask and the
+# first repeat stay at the default's 2 ms (32-sample window, 16-sample hop; the repeat's 8 dilated blocks see ~1 s);
+# a strided convolution takes the bottleneck stream down 4x, two repeats of the same blocks run on it (each ~4 s),
+# and a transposed convolution brings their skips back up to the mask (ConvTasNet(coarse_stride=4, n_repeats=3,
+# fine_repeats=1): 0.68 M parameters against 0.44 M, 0.80x the default's multiply-adds per second of audio). Both arms train from
+# scratch on the same corpora as session 27's (the default's pool without Kokoro: synth, recorded, game, adventure,
+# drascula; pairing within one corpus, speed and overlap augmentation, levels U[0, 8] dB, lr 1e-3 fixed), the same
+# samples per step (8 s) and the same CPU budget (ARM_CPU_MINUTES of one thread each, side by side):
+#   w2ms  - the default's B architecture, 2 s segments at batch 4;
+#   reach - the coarse repeats, 4 s segments at batch 2 (--join-short 2; a reach of 8 s learns nothing from 2 s).
+# Each arm's last two kept checkpoints are averaged; scored on the unseen sets and the casts' valid splits, with the
+# swap diagnostic (si_sdri_seg):
+#
+#   SKIP_CORPORA=1 bash recipes/ablate_reach.sh
+#
+# Environment: ARM_CPU_MINUTES (50), KEEP_EVERY (1000), EVAL_ITEMS (100), SEED (0), WORK, DEVICE, SKIP_CORPORA,
+# SKIP_TRAIN=1 (score the arms already trained). Results: recipes/results/ablate_reach/.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
+OUT="$WORK/ablate_reach${SEED:+_s$SEED}"
+REACH_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":3,"coarse_stride":4,"fine_repeats":1}'
+
+reach_arm() {  # reach_arm NAME MODEL_ARGS SEGMENT BATCH [EXTRA...]
+  local name=$1 args=$2 segment=$3 batch=$4; shift 4
+  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$args" \
+     --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" --mix-within-corpus 1 \
+     --out "$OUT/$name" --segment "$segment" --batch-size "$batch" --train-items 2000 --valid-items 32 \
+     --augment speed,overlap --level-range 0 8 --lr 1e-3 --patience 0 --early-stop 0 --checkpoint-every 200 \
+     --keep-every "${KEEP_EVERY:-1000}" --num-workers 1 --max-steps 1000000 --seed "${SEED:-0}" \
+     --max-cpu-minutes "${ARM_CPU_MINUTES:-50}" --device "$DEVICE" --no-progress "$@"
+  local kept; kept=$(ls -d "$OUT/$name"/steps/* | tail -2)
+  # shellcheck disable=SC2086
+  fs average --out "$OUT/${name}_avg" $kept
+}
+
+build_corpora
+mkdir -p "$OUT"
+if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
+  echo "== the arms w2ms and reach from scratch, side by side, ${ARM_CPU_MINUTES:-50} CPU minutes each"
+  reach_arm w2ms "$DEFAULT_B_ARGS" 2 4 &
+  reach_arm reach "$REACH_ARGS" 4 2 --join-short 2 &
+  wait
+fi
+echo "== backbone SI-SDRi (and the swap diagnostic) on the unseen sets and the valid splits, paired (reach - w2ms)"
+SCORE_METRICS=si_sdr,swaps SCORE_SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}" \
+  score_pair "$OUT" w2ms:"$OUT/w2ms_avg" reach:"$OUT/reach_avg"
+for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}; do
+  s=${pair%%:*}
+  fs compare "$OUT/w2ms_$s.csv" "$OUT/reach_$s.csv" --metric si_sdri_seg
+done
