@@ -93,12 +93,14 @@ class Separator:
         match_levels: rescale each chunk's talkers onto the previous chunk's gain and sign on their overlap, for
             backbones whose output level is not tied to the mixture (see :mod:`fastsep.chunking`).
         vocoder_precision: "float32", or "bfloat16" for the DiffWave vocoder's CPU kernel (~2x faster sampling on
-            CPUs with AMX, waveform differences of a few 1e-3; see ``DiffWave.generate``). Passed to each
-            ``vocode`` call; the vocoder object itself is left as it was given. Separate-And-Diffuse only.
+            CPUs with AMX, ~1.5x on AMD's with AVX512-BF16, waveform differences of a few 1e-3; see
+            ``DiffWave.generate``). Passed to each ``vocode`` call; the vocoder object itself is left as it was
+            given. Separate-And-Diffuse only.
         combiner_precision: "float32", or "bfloat16" for the convolutions of F's two heads (~3x faster F on a CPU
-            with AMX; see ``Combiner.coefficients``). Separate-And-Diffuse only. The CLI's ``--precision`` sets both.
-            Either may be "auto": bfloat16 on a CPU with AMX (the vocoder only when its channels fill the tiles),
-            float32 elsewhere (:mod:`fastsep.precision`); the resolved choice is what the properties report.
+            with AMX, ~1.9x on AMD Zen 4; see ``Combiner.coefficients``). Separate-And-Diffuse only. The CLI's
+            ``--precision`` sets both. Either may be "auto": bfloat16 on a CPU with AMX (the vocoder only when its
+            channels fill the tiles) or on an AMD CPU with AVX512-BF16, float32 elsewhere
+            (:mod:`fastsep.precision`); the resolved choice is what the properties report.
         device: where the models run (default: where the method's networks are).
         input_rms: RMS each mixture (chunk) is scaled to before the models, undone after (None: no scaling).
         mixture_consistent: scale the talkers by the one least-squares gain that makes their sum closest to the

@@ -92,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
                         help="arithmetic of the vocoder's residual stack and F's convolutions (Separate-And-"
                              "Diffuse): float32 (default: the arithmetic of the README's figures), bfloat16, or "
-                             "auto (bfloat16 on CPUs with AMX, as fastsep separate does)")
+                             "auto (bfloat16 on CPUs with AMX or AMD's AVX512-BF16, as fastsep separate does)")
     parser.add_argument("--vocoder-quality", action="store_true",
                         help="also score GM's re-synthesis of the clean sources (SI-SDR, log-spectral distance)")
     parser.add_argument("--no-progress", action="store_true",
