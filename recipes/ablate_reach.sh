@@ -13,14 +13,18 @@
 # drascula; pairing within one corpus, speed and overlap augmentation, levels U[0, 8] dB, lr 1e-3 fixed), the same
 # samples per step (8 s) and the same CPU budget (ARM_CPU_MINUTES of one thread each, side by side):
 #   w2ms  - the default's B architecture, 2 s segments at batch 4;
-#   reach - the coarse repeats, 4 s segments at batch 2 (--join-short 2; a reach of 8 s learns nothing from 2 s).
+#   reach - the coarse repeats, 4 s segments at batch 2 (--join-short 2; a reach of 8 s learns nothing from 2 s);
+#   reach_2s - the coarse repeats on the default's 2 s segments at batch 4: the architecture alone (the first pair
+#     lost per half second, and 4 s at batch 2 gives half the mixtures per step: this arm tells which did it).
 # Each arm's last two kept checkpoints are averaged; scored on the unseen sets and the casts' valid splits, with the
 # swap diagnostic (si_sdri_seg):
 #
 #   SKIP_CORPORA=1 bash recipes/ablate_reach.sh
 #
-# Environment: ARM_CPU_MINUTES (50), KEEP_EVERY (1000), EVAL_ITEMS (100), SEED (0), WORK, DEVICE, SKIP_CORPORA,
-# SKIP_TRAIN=1 (score the arms already trained). Results: recipes/results/ablate_reach/.
+# Environment: ARMS ("w2ms reach reach_2s"; the arms to train, side by side, one thread each - on two cores, train
+# two at a time: ARMS="w2ms reach", then ARMS=reach_2s), ARM_CPU_MINUTES (50), KEEP_EVERY (1000), EVAL_ITEMS (100),
+# SEED (0), WORK, DEVICE, SKIP_CORPORA, SKIP_TRAIN=1 (score the arms already trained). Every trained arm is scored
+# against w2ms (whose tables are reused when present). Results: recipes/results/ablate_reach/.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; helpers
 OUT="$WORK/ablate_reach${SEED:+_s$SEED}"
@@ -41,16 +45,23 @@ reach_arm() {  # reach_arm NAME MODEL_ARGS SEGMENT BATCH [EXTRA...]
 
 build_corpora
 mkdir -p "$OUT"
+ARMS=${ARMS:-w2ms reach reach_2s}
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  echo "== the arms w2ms and reach from scratch, side by side, ${ARM_CPU_MINUTES:-50} CPU minutes each"
-  reach_arm w2ms "$DEFAULT_B_ARGS" 2 4 &
-  reach_arm reach "$REACH_ARGS" 4 2 --join-short 2 &
+  echo "== the arms ($ARMS) from scratch, side by side, ${ARM_CPU_MINUTES:-50} CPU minutes each"
+  for arm in $ARMS; do
+    case $arm in
+      w2ms) reach_arm w2ms "$DEFAULT_B_ARGS" 2 4 & ;;
+      reach) reach_arm reach "$REACH_ARGS" 4 2 --join-short 2 & ;;
+      reach_2s) reach_arm reach_2s "$REACH_ARGS" 2 4 & ;;
+      *) echo "unknown arm $arm" >&2; exit 2 ;;
+    esac
+  done
   wait
 fi
-echo "== backbone SI-SDRi (and the swap diagnostic) on the unseen sets and the valid splits, paired (reach - w2ms)"
-SCORE_METRICS=si_sdr,swaps SCORE_SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}" \
-  score_pair "$OUT" w2ms:"$OUT/w2ms_avg" reach:"$OUT/reach_avg"
-for pair in ${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}; do
-  s=${pair%%:*}
-  fs compare "$OUT/w2ms_$s.csv" "$OUT/reach_$s.csv" --metric si_sdri_seg
+SETS="${SCORE_SETS:-recorded:test festival:test steelsky:train adventure:valid game:valid}"
+others=(); for arm in reach reach_2s; do [[ -d "$OUT/${arm}_avg" ]] && others+=("$arm:$OUT/${arm}_avg"); done
+echo "== backbone SI-SDRi (and the swap diagnostic) on the unseen sets and the valid splits, paired (arm - w2ms)"
+SCORE_METRICS=si_sdr,swaps SCORE_SETS="$SETS" SCORE_REUSE_A=1 score_pair "$OUT" w2ms:"$OUT/w2ms_avg" "${others[@]}"
+for pair in $SETS; do
+  for arm in "${others[@]}"; do fs compare "$OUT/w2ms_${pair%%:*}.csv" "$OUT/${arm%%:*}_${pair%%:*}.csv" --metric si_sdri_seg; done
 done

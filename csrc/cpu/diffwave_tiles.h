@@ -15,8 +15,13 @@
 #include <cstdlib>
 #include <vector>
 
+#include <unistd.h>
+
 namespace fastsep {
 namespace dwtile {
+
+// The time tiles' working set per thread: ~1 MiB of L2.
+constexpr int64_t kTileL2 = int64_t(1) << 20;
 
 // Zero padding each side of a layer input: the widest dilation, rounded up to 16 samples.
 inline int64_t dilation_pad(c10::ArrayRef<int64_t> dilations) {
@@ -44,8 +49,7 @@ inline int64_t choose_tile(int64_t B, int64_t T, int64_t halo, int64_t pad, int6
     const int64_t tile = std::max<int64_t>(0, std::atoll(forced));
     return tile >= T ? 0 : tile;
   }
-  constexpr int64_t kBudget = int64_t(1) << 20;  // ~1 MiB of L2 per thread
-  const int64_t width = kBudget / bytes_per_sample;
+  const int64_t width = kTileL2 / bytes_per_sample;
   const int64_t longest = (width - 2 * halo - 2 * pad - N) / N * N;
   // Below ~4 tiles the layer-by-layer working set is a few MB and the halo costs more than the cache saves
   // (measured: 2 x 32 x 8000 gains, 1 x 32 x 4096 loses).
@@ -55,13 +59,29 @@ inline int64_t choose_tile(int64_t B, int64_t T, int64_t halo, int64_t pad, int6
   return ((T + tiles - 1) / tiles + N - 1) / N * N;  // equal tiles: no short last one paying a whole halo
 }
 
+// This core's L2 in bytes (glibc's sysconf, from cpuid), 0 where it cannot tell.
+inline int64_t l2_bytes() {
+  static const int64_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? int64_t(v) : int64_t(0);
+#else
+    return int64_t(0);
+#endif
+  }();
+  return bytes;
+}
+
 // Samples per wavefront chunk for the float32 stack (diffwave.cpp's run_wavefront), 0: run untiled or in tiles.
 // FASTSEP_DIFFWAVE_WAVE=N forces N (0 switches it off, e.g. to test the tiles). Taken when the untiled layers'
-// buffers (x, skip and two step-offset inputs, [C, T] each) pass 256 KiB, half of a 512 KiB L2.
+// buffers (x, skip and two step-offset inputs, [C, T] each) pass 256 KiB, half of a 512 KiB L2, and the core's L2
+// is smaller than the tiles' budget: with 1 MiB (Zen 4) the tiles were as fast on one thread and 1.1-1.6x faster on
+// two; with 512 KiB (Zen 3) the wavefront was 1.1-2.1x faster (BENCHMARKS.md). An L2 it cannot read counts as small.
 inline int64_t choose_wave(int64_t T, int64_t C, int64_t N) {
   const char* forced = std::getenv("FASTSEP_DIFFWAVE_WAVE");
   if (forced && *forced) return std::max<int64_t>(0, std::atoll(forced));
   if (std::getenv("FASTSEP_DIFFWAVE_TILE") && *std::getenv("FASTSEP_DIFFWAVE_TILE")) return 0;  // tiles forced
+  if (l2_bytes() >= kTileL2) return 0;
   constexpr int64_t kUntiled = int64_t(256) << 10;
   if (4 * C * T * int64_t(sizeof(float)) <= kUntiled) return 0;
   return 8 * N;
