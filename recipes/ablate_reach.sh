@@ -30,19 +30,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; 
 OUT="$WORK/ablate_reach${SEED:+_s$SEED}"
 REACH_ARGS='{"n_filters":128,"kernel_size":32,"stride":16,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":3,"coarse_stride":4,"fine_repeats":1}'
 
-reach_arm() {  # reach_arm NAME MODEL_ARGS SEGMENT BATCH [EXTRA...]
-  local name=$1 args=$2 segment=$3 batch=$4; shift 4
-  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$args" \
-     --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" --mix-within-corpus 1 \
-     --out "$OUT/$name" --segment "$segment" --batch-size "$batch" --train-items 2000 --valid-items 32 \
-     --augment speed,overlap --level-range 0 8 --lr 1e-3 --patience 0 --early-stop 0 --checkpoint-every 200 \
-     --keep-every "${KEEP_EVERY:-1000}" --num-workers 1 --max-steps 1000000 --seed "${SEED:-0}" \
-     --max-cpu-minutes "${ARM_CPU_MINUTES:-50}" --device "$DEVICE" --no-progress "$@"
-  local kept; kept=$(ls -d "$OUT/$name"/steps/* | tail -2)
-  # shellcheck disable=SC2086
-  fs average --out "$OUT/${name}_avg" $kept
-}
-
 build_corpora
 mkdir -p "$OUT"
 ARMS=${ARMS:-w2ms reach reach_2s}
@@ -50,9 +37,9 @@ if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   echo "== the arms ($ARMS) from scratch, side by side, ${ARM_CPU_MINUTES:-50} CPU minutes each"
   for arm in $ARMS; do
     case $arm in
-      w2ms) reach_arm w2ms "$DEFAULT_B_ARGS" 2 4 & ;;
-      reach) reach_arm reach "$REACH_ARGS" 4 2 --join-short 2 & ;;
-      reach_2s) reach_arm reach_2s "$REACH_ARGS" 2 4 & ;;
+      w2ms) scratch_arm "$OUT" w2ms "$DEFAULT_B_ARGS" 2 4 --seed "${SEED:-0}" & ;;
+      reach) scratch_arm "$OUT" reach "$REACH_ARGS" 4 2 --join-short 2 --seed "${SEED:-0}" & ;;
+      reach_2s) scratch_arm "$OUT" reach_2s "$REACH_ARGS" 2 4 --seed "${SEED:-0}" & ;;
       *) echo "unknown arm $arm" >&2; exit 2 ;;
     esac
   done

@@ -24,26 +24,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"  # ROOT, WORK, DEVICE, STATE; 
 OUT="$WORK/ablate_window"
 W8MS_ARGS='{"n_filters":256,"kernel_size":128,"stride":64,"bn_chan":64,"hid_chan":128,"skip_chan":64,"n_blocks":8,"n_repeats":2}'
 
-window_arm() {  # window_arm NAME MODEL_ARGS SEGMENT BATCH [EXTRA...]
-  local name=$1 args=$2 segment=$3 batch=$4; shift 4
-  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$args" \
-     --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" --mix-within-corpus 1 \
-     --out "$OUT/$name" --segment "$segment" --batch-size "$batch" --train-items 2000 --valid-items 32 \
-     --augment speed,overlap --level-range 0 8 --lr 1e-3 --patience 0 --early-stop 0 --checkpoint-every 200 \
-     --keep-every "${KEEP_EVERY:-1000}" --num-workers 1 --max-steps 1000000 \
-     --max-cpu-minutes "${ARM_CPU_MINUTES:-50}" --device "$DEVICE" --no-progress "$@"
-  # the last two kept checkpoints, averaged
-  local kept; kept=$(ls -d "$OUT/$name"/steps/* | tail -2)
-  # shellcheck disable=SC2086
-  fs average --out "$OUT/${name}_avg" $kept
-}
-
 build_corpora
 mkdir -p "$OUT"
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
   echo "== the arms w2ms and w8ms from scratch, side by side, ${ARM_CPU_MINUTES:-50} CPU minutes each"
-  window_arm w2ms "$DEFAULT_B_ARGS" 2 4 &
-  window_arm w8ms "$W8MS_ARGS" 4 2 --join-short 2 &
+  scratch_arm "$OUT" w2ms "$DEFAULT_B_ARGS" 2 4 &
+  scratch_arm "$OUT" w8ms "$W8MS_ARGS" 4 2 --join-short 2 &
   wait
 fi
 echo "== backbone SI-SDRi (and the swap diagnostic) on the unseen sets and the valid splits, paired (w8ms - w2ms)"

@@ -128,6 +128,23 @@ swap_state() { rm -rf "$STATE/$1" && mv "$STATE/$1.tmp" "$STATE/$1"; }
 keep_model() { rm -rf "$STATE/$1.tmp" && cp -r "$WORK/$1" "$STATE/$1.tmp" && swap_state "$1"; }
 restore_model() { rm -rf "$WORK/$1" && cp -r "$STATE/$1" "$WORK/$1"; }
 
+# scratch_arm OUT NAME MODEL_ARGS SEGMENT BATCH [EXTRA...]: a Conv-TasNet B from scratch on the default's corpora
+# without Kokoro (pairing within one corpus, speed and overlap augmentation, levels U[0, 8] dB, lr 1e-3 fixed) for
+# ARM_CPU_MINUTES of one thread, then its last two kept checkpoints averaged into OUT/NAME_avg (ablate_window.sh,
+# ablate_reach.sh). EXTRA options go to `fastsep train separator`.
+scratch_arm() {
+  local out=$1 name=$2 args=$3 segment=$4 batch=$5; shift 5
+  FASTSEP_NUM_THREADS=1 fs train separator --model convtasnet --model-args "$args" \
+     --data "$WORK/synth" "$WORK/recorded" "$WORK/game" "$WORK/adventure" "$WORK/drascula" --mix-within-corpus 1 \
+     --out "$out/$name" --segment "$segment" --batch-size "$batch" --train-items 2000 --valid-items 32 \
+     --augment speed,overlap --level-range 0 8 --lr 1e-3 --patience 0 --early-stop 0 --checkpoint-every 200 \
+     --keep-every "${KEEP_EVERY:-1000}" --num-workers 1 --max-steps 1000000 \
+     --max-cpu-minutes "${ARM_CPU_MINUTES:-50}" --device "$DEVICE" --no-progress "$@"
+  local kept; kept=$(ls -d "$out/$name"/steps/* | tail -2)
+  # shellcheck disable=SC2086
+  fs average --out "$out/${name}_avg" $kept
+}
+
 build_corpora() {  # SKIP_CORPORA=1: the corpora in $WORK are already built (each builder takes ~5 min to re-check)
   if [[ "${SKIP_CORPORA:-0}" == 1 ]]; then echo "== 0-1 corpora in $WORK kept as built (SKIP_CORPORA=1)"; return; fi
   echo "== 0 system packages (voices, recordings, background music)"
