@@ -17,16 +17,19 @@ def pytest_configure(config):
     )
 
 
-def require_compiled_kernels(device="cpu", what="this test compares a fused kernel with its reference") -> None:
-    """Skip (or, under FASTSEP_REQUIRE_EXTENSION=1, fail) unless fastsep.ops runs the compiled kernels on ``device``.
+def require_compiled_kernels(device="cpu", what="this test compares a fused kernel with its reference",
+                             op=None) -> None:
+    """Skip (or, under FASTSEP_REQUIRE_EXTENSION=1, fail) unless fastsep.ops runs the compiled kernels on ``device``
+    (and, with ``op``, the built library has that op: one built from older sources lacks the newer ops).
 
     Without them fastsep.ops falls back to fastsep.reference, and a kernel-vs-reference test would compare the
     reference with itself and pass whatever the kernels do: such a test must never report a pass there."""
     from fastsep import ops
 
-    if ops.uses_kernels(device):
+    if ops.uses_kernels(device, op):
         return
-    reason = (f"{what}, but fastsep.ops runs the references on {device} here (no compiled kernels for it), so it "
+    missing = "no compiled kernels for it" if op is None else f"no compiled {op} for it"
+    reason = (f"{what}, but fastsep.ops runs the references on {device} here ({missing}), so it "
               f"would compare the reference with itself")
     if os.environ.get("FASTSEP_REQUIRE_EXTENSION") == "1":
         pytest.fail(reason + " (FASTSEP_REQUIRE_EXTENSION=1)", pytrace=False)

@@ -2,12 +2,11 @@
 so see ``s`` times further. Shapes at awkward lengths, the longer reach, gradients, the fused inference path against
 the module path, configs, bad arguments and the FLOP count."""
 import json
-import os
 
 import pytest
 import torch
+from conftest import require_compiled_kernels
 
-from fastsep import ops
 from fastsep import roofline as rl
 from fastsep.metrics import pit_si_sdr_loss
 from fastsep.models import ConvTasNet
@@ -67,11 +66,7 @@ def test_gradient_reaches_every_parameter():
 @pytest.mark.kernel_vs_reference
 @pytest.mark.parametrize("batch,length,fine_repeats", [(1, 4000, 1), (3, 1237, 1), (2, 2001, 2)])
 def test_fused_inference_matches_module_path(batch, length, fine_repeats):
-    if not ops.uses_kernels("cpu", "tcn_block_"):
-        reason = "compares the compiled tcn_block_ op's path with the module path, but the op is not compiled here"
-        if os.environ.get("FASTSEP_REQUIRE_EXTENSION") == "1":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+    require_compiled_kernels("cpu", "compares the compiled tcn_block_ op's path with the module path", op="tcn_block_")
     model = _model(fine_repeats=fine_repeats).eval()
     mix = torch.randn(batch, length)
     with torch.no_grad():

@@ -1,12 +1,11 @@
 """The backbone's fast paths against what they replace: the fused Conv-TasNet block (fastsep.ops.tcn_block_) against
 its reference and the module path, and the plain-PyTorch pieces (the decoder's overlap-add, gLN as an affine map,
 gLN's written-out backward)."""
-import os
-
 import pytest
 import torch
 from torch import nn
 
+from conftest import require_compiled_kernels
 from fastsep import ops, reference
 from fastsep.models import ConvTasNet
 from fastsep.models.blocks import Decoder, Encoder, GlobalLayerNorm
@@ -16,13 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _needs_tcn_kernel():
-    reason = ("compares the compiled tcn_block_ op with its reference, but fastsep.ops serves the reference here "
-              "(no compiled extension, or one built before the op)")
-    if ops.uses_kernels("cpu", "tcn_block_"):
-        return
-    if os.environ.get("FASTSEP_REQUIRE_EXTENSION") == "1":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    require_compiled_kernels("cpu", "compares the compiled tcn_block_ op with its reference", op="tcn_block_")
 
 
 def _block_params(chan=6, hid=10, n_skip=5, k=3, residual=True, seed=0):

@@ -131,8 +131,9 @@ class Combiner(nn.Module):
         """D1, D2 (each real ``[..., 2, F, K]``, float32) for complex spectra ``spec_d``, ``spec_g`` ``[..., F, K]``.
 
         ``precision="bfloat16"`` runs the two heads' convolutions with bfloat16 inputs and weights (float32 sums;
-        CPU autocast, which oneDNN maps onto AMX or AVX512-BF16: ~3x faster F on a CPU with AMX, ~1.9x on AMD Zen 4); features, STFTs
-        and the combination stay float32. Where the CPU multiplies bfloat16 only by emulation it computes in float32."""
+        CPU autocast, which oneDNN maps onto AMX or AVX512-BF16: ~3x faster F on a CPU with AMX, ~1.9x on AMD Zen 4);
+        features, STFTs and the combination stay float32. Where the CPU multiplies bfloat16 only by emulation it
+        computes in float32."""
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"Combiner: precision must be 'float32' or 'bfloat16', got {precision!r}")
         mag, phase = ops.combine_features(spec_d, spec_g)

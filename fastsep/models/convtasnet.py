@@ -162,9 +162,10 @@ class ConvTasNet(SeparationModel):
                 x = x + res
         return x, skips
 
-    def _fused_blocks(self, x: Tensor, x_offset: Optional[Tensor], blocks) -> tuple:
+    def _fused_blocks(self, x: Tensor, x_offset: Optional[Tensor], blocks, stream: bool) -> tuple:
         """:meth:`_blocks` by :func:`fastsep.ops.tcn_block_`, which updates ``[x; skips]`` in place with the per-row
-        constants kept apart in an offset (``x + x_offset[..., None]`` is the stream)."""
+        constants kept apart in an offset (``x + x_offset[..., None]`` is the stream). ``stream=False`` returns None
+        for the stream (the last stage's is not read: no pass over it)."""
         chan = x.shape[1]
         state = x.new_zeros(x.shape[0], chan + self.config["skip_chan"], x.shape[-1])
         state[:, :chan] = x
@@ -173,7 +174,8 @@ class ConvTasNet(SeparationModel):
             offset[:, :chan] = x_offset
         for block in blocks:
             block.fused_(state, offset)
-        return state[:, :chan] + offset[:, :chan, None], state[:, chan:] + offset[:, chan:, None]
+        x_out = state[:, :chan] + offset[:, :chan, None] if stream else None
+        return x_out, state[:, chan:] + offset[:, chan:, None]
 
     def forward(self, mix: Tensor) -> Tensor:
         """Separate ``mix [B, T]`` into ``[B, n_src, T]``."""
@@ -188,13 +190,13 @@ class ConvTasNet(SeparationModel):
             scale, shift = norm.affine_of(feats)
             weight = conv.weight[..., 0]
             offset = shift @ weight.t() + conv.bias
-            x, skips = self._fused_blocks(torch.bmm(weight * scale.unsqueeze(1), feats), offset, fine)
+            x, skips = self._fused_blocks(torch.bmm(weight * scale.unsqueeze(1), feats), offset, fine, len(coarse) > 0)
         else:
             x, skips = self._blocks(self.bottleneck(feats), fine)
         if len(coarse):
             frames = x.shape[-1]
             x = self.down(F.pad(x, (0, -frames % self.coarse_stride)))
-            _, coarse_skips = (self._fused_blocks(x, None, coarse) if fused else self._blocks(x, coarse))
+            _, coarse_skips = self._fused_blocks(x, None, coarse, False) if fused else self._blocks(x, coarse)
             skips = skips + self.up(coarse_skips)[..., :frames]
         logits = self.mask_head(skips).view(mix.shape[0], self.n_src, self.n_filters, -1)
         if self.mask_act == "relu":
